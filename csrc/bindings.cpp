@@ -1,0 +1,43 @@
+// The metarl._C extension: CPU kernels over NumPy buffers (no torch ABI).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include "buffers.h"
+#include "rng.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace py = pybind11;
+
+namespace metarl {
+void cartpole_step(py::array, py::array, py::array, py::array, py::array, py::array, py::array, py::array,
+                   py::array, py::array, py::array, py::array, py::array, py::array, py::array, py::array,
+                   py::array, int64_t, int);
+
+// uniform(key[N] i64, counter[N] i64, lane) -> out[N] f32; the reference for csrc/rng.h.
+void uniform_into(py::array key_a, py::array counter_a, uint32_t lane, py::array out_a) {
+  const py::ssize_t n = key_a.ndim() == 1 ? key_a.shape(0) : -1;
+  if (n < 0) throw py::value_error("key: expected a 1-D array");
+  const int64_t* key = buffer<int64_t>(key_a, "key", n);
+  const int64_t* counter = buffer<int64_t>(counter_a, "counter", n);
+  float* out = buffer<float>(out_a, "out", n);
+  for (py::ssize_t i = 0; i < n; ++i) out[i] = uniform(key[i], counter[i], lane);
+}
+}  // namespace metarl
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "metarl CPU kernels (C++/OpenMP over NumPy buffers)";
+  m.def("cartpole_step", &metarl::cartpole_step,
+        "CartPole-v1 batched step with autoreset; argument order as kernels/envs/_launch.py");
+  m.def("uniform_into", &metarl::uniform_into, py::arg("key"), py::arg("counter"), py::arg("lane"), py::arg("out"),
+        "Counter-based uniforms in [0, 1) (csrc/rng.h), written into out");
+  m.def("openmp_threads", []() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+  });
+}

@@ -1,0 +1,283 @@
+"""CartPole-v1 with per-env physics (gymnasium ``classic_control/cartpole.py``).
+
+Dynamics (Euler, as gymnasium's default ``kinematics_integrator="euler"``)::
+
+    f      = force_mag if a == 1 else -force_mag
+    temp   = (f + m_p l θ̇² sin θ) / (m_c + m_p)
+    θ̈      = (g sin θ − cos θ · temp) / (l (4/3 − m_p cos² θ / (m_c + m_p)))
+    ẍ      = temp − m_p l θ̈ cos θ / (m_c + m_p)
+    x += τ ẋ;  ẋ += τ ẍ;  θ += τ θ̇;  θ̇ += τ θ̈
+
+terminated when |x| > 2.4 or |θ| > 12°; reward 1 per step; reset: every state
+component ~ U(−0.05, 0.05) (lanes 0..3 of one random event). Float32 throughout
+(gymnasium keeps float64 state): parity is to float32 tolerance.
+
+Bytes per env-step (the floor of ``bench/envs.py``): read state 16, params 24,
+action 8, elapsed 4, needs_reset 1; write state 16, obs 16, reward 4,
+terminated 1, truncated 1, elapsed 4, needs_reset 1 — 96 bytes.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+from metarl.kernels._triton import constexpr, lazy_jit
+from metarl.kernels.envs._autoreset import (
+    DISABLED, NEXT_STEP, SAME_STEP, reset_masked_reference, step_with_autoreset_reference,
+)
+from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
+
+STATE_DIM = 4
+OBS_DIM = 4
+PARAM_NAMES = ("gravity", "masscart", "masspole", "length", "force_mag", "tau")
+STOCHASTIC = False
+BYTES_PER_STEP = 96
+X_THRESHOLD = 2.4
+THETA_THRESHOLD = 12 * 2 * math.pi / 360
+
+
+# ----------------------------------------------------------------------------- reference
+def dynamics_reference(state, params, action, key, counter):
+    """One Euler step for every env: ``state[4, N] -> (new_state, reward[N], terminated[N])``."""
+    gravity, masscart, masspole, length, force_mag, tau = params
+    x, x_dot, theta, theta_dot = state
+    force = torch.where(action == 1, force_mag, -force_mag)
+    costheta = torch.cos(theta)
+    sintheta = torch.sin(theta)
+    total_mass = masspole + masscart
+    polemass_length = masspole * length
+    temp = (force + polemass_length * theta_dot * theta_dot * sintheta) / total_mass
+    thetaacc = (gravity * sintheta - costheta * temp) / (
+        length * (4.0 / 3.0 - masspole * costheta * costheta / total_mass))
+    xacc = temp - polemass_length * thetaacc * costheta / total_mass
+    new_state = torch.stack((x + tau * x_dot, x_dot + tau * xacc, theta + tau * theta_dot, theta_dot + tau * thetaacc))
+    nx, nth = new_state[0], new_state[2]
+    terminated = (nx < -X_THRESHOLD) | (nx > X_THRESHOLD) | (nth < -THETA_THRESHOLD) | (nth > THETA_THRESHOLD)
+    return new_state, torch.ones_like(x), terminated
+
+
+def reset_reference(state, params, key, counter):
+    """Fresh states ``[4, N]``: each component ``-0.05 + 0.1 u`` with u from lanes 0..3."""
+    return torch.stack([-0.05 + 0.1 * uniform_reference(key, counter, lane) for lane in range(4)]).to(state.dtype)
+
+
+def observe_reference(state, params):
+    """Observation ``[N, 4]`` (x, x_dot, theta, theta_dot)."""
+    return state.t().contiguous()
+
+
+def step_reference(state, elapsed, needs_reset, counter, params, action, key, max_steps, mode):
+    """Batched step with autoreset; see :func:`~._autoreset.step_with_autoreset_reference`."""
+    return step_with_autoreset_reference(
+        dynamics_reference, reset_reference, observe_reference, STOCHASTIC,
+        state, elapsed, needs_reset, counter, params, action, key, max_steps, mode)
+
+
+def reset_masked_reference_(state, elapsed, needs_reset, counter, params, key, mask):
+    return reset_masked_reference(reset_reference, observe_reference,
+                                  state, elapsed, needs_reset, counter, params, key, mask)
+
+
+# ----------------------------------------------------------------------------- numba
+@njit(inline="always", cache=True)
+def _reset_one_nb(i, state, key, counter):
+    for lane in range(4):
+        state[lane, i] = np.float32(-0.05) + np.float32(0.1) * uniform_nb(key[i], counter[i], lane)
+    counter[i] += 1
+
+
+@njit(inline="always", cache=True)
+def _observe_one_nb(i, state, out):
+    for j in range(4):
+        out[i, j] = state[j, i]
+
+
+@njit(parallel=True, cache=True)
+def _step_nb(
+    # state, updated in place
+    state, elapsed, needs_reset, counter,
+    # task params [N] each
+    gravity, masscart, masspole, length, force_mag, tau,
+    # inputs
+    action, key,
+    # outputs
+    obs, reward, terminated, truncated, final_obs,
+    # sizes / modes
+    max_steps, mode,
+):
+    n = state.shape[1]
+    for i in prange(n):
+        if mode == NEXT_STEP and needs_reset[i]:
+            _reset_one_nb(i, state, key, counter)
+            _observe_one_nb(i, state, obs)
+            reward[i] = 0.0
+            terminated[i] = False
+            truncated[i] = False
+            elapsed[i] = 0
+            needs_reset[i] = False
+            continue
+        x = state[0, i]
+        x_dot = state[1, i]
+        theta = state[2, i]
+        theta_dot = state[3, i]
+        f = force_mag[i] if action[i] == 1 else -force_mag[i]
+        costheta = np.cos(theta)
+        sintheta = np.sin(theta)
+        total_mass = masspole[i] + masscart[i]
+        polemass_length = masspole[i] * length[i]
+        temp = (f + polemass_length * theta_dot * theta_dot * sintheta) / total_mass
+        thetaacc = (gravity[i] * sintheta - costheta * temp) / (
+            length[i] * (np.float32(4.0 / 3.0) - masspole[i] * costheta * costheta / total_mass))
+        xacc = temp - polemass_length * thetaacc * costheta / total_mass
+        x = x + tau[i] * x_dot
+        x_dot = x_dot + tau[i] * xacc
+        theta = theta + tau[i] * theta_dot
+        theta_dot = theta_dot + tau[i] * thetaacc
+        state[0, i] = x
+        state[1, i] = x_dot
+        state[2, i] = theta
+        state[3, i] = theta_dot
+        term = (x < -X_THRESHOLD) or (x > X_THRESHOLD) or (theta < -THETA_THRESHOLD) or (theta > THETA_THRESHOLD)
+        e = elapsed[i] + 1
+        trunc = max_steps > 0 and e >= max_steps
+        reward[i] = 1.0
+        terminated[i] = term
+        truncated[i] = trunc
+        if mode == SAME_STEP:
+            if term or trunc:
+                _observe_one_nb(i, state, final_obs)
+                _reset_one_nb(i, state, key, counter)
+                e = 0
+            else:
+                for j in range(4):
+                    final_obs[i, j] = 0.0
+        else:
+            needs_reset[i] = term or trunc
+        elapsed[i] = e
+        _observe_one_nb(i, state, obs)
+
+
+@njit(parallel=True, cache=True)
+def _reset_nb(state, elapsed, needs_reset, counter, gravity, masscart, masspole, length, force_mag, tau, key, mask, obs):
+    for i in prange(state.shape[1]):
+        if mask[i]:
+            _reset_one_nb(i, state, key, counter)
+            elapsed[i] = 0
+            needs_reset[i] = False
+        _observe_one_nb(i, state, obs)
+
+
+# ----------------------------------------------------------------------------- triton
+@lazy_jit
+def _step_tl(
+    # state, updated in place (state is [4, N] with row stride N)
+    state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr,
+    # task params [N] each
+    gravity_ptr, masscart_ptr, masspole_ptr, length_ptr, force_mag_ptr, tau_ptr,
+    # inputs
+    action_ptr, key_ptr,
+    # outputs ([N, 4] row-major for obs and final_obs)
+    obs_ptr, reward_ptr, terminated_ptr, truncated_ptr, final_obs_ptr,
+    # sizes / modes
+    n, max_steps,
+    # meta-parameters
+    MODE: constexpr, BLOCK: constexpr,
+):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    x = tl.load(state_ptr + offs, mask=m)
+    x_dot = tl.load(state_ptr + n + offs, mask=m)
+    theta = tl.load(state_ptr + 2 * n + offs, mask=m)
+    theta_dot = tl.load(state_ptr + 3 * n + offs, mask=m)
+    gravity = tl.load(gravity_ptr + offs, mask=m, other=1.0)
+    masscart = tl.load(masscart_ptr + offs, mask=m, other=1.0)
+    masspole = tl.load(masspole_ptr + offs, mask=m, other=1.0)
+    length = tl.load(length_ptr + offs, mask=m, other=1.0)
+    force_mag = tl.load(force_mag_ptr + offs, mask=m)
+    tau = tl.load(tau_ptr + offs, mask=m)
+    action = tl.load(action_ptr + offs, mask=m)
+    key = tl.load(key_ptr + offs, mask=m)
+    counter = tl.load(counter_ptr + offs, mask=m)
+    elapsed = tl.load(elapsed_ptr + offs, mask=m)
+
+    f = tl.where(action == 1, force_mag, -force_mag)
+    costheta = tl.cos(theta)
+    sintheta = tl.sin(theta)
+    total_mass = masspole + masscart
+    polemass_length = masspole * length
+    temp = (f + polemass_length * theta_dot * theta_dot * sintheta) / total_mass
+    thetaacc = (gravity * sintheta - costheta * temp) / (length * (4.0 / 3.0 - masspole * costheta * costheta / total_mass))
+    xacc = temp - polemass_length * thetaacc * costheta / total_mass
+    nx = x + tau * x_dot
+    nx_dot = x_dot + tau * xacc
+    nth = theta + tau * theta_dot
+    nth_dot = theta_dot + tau * thetaacc
+    term = (nx < -2.4) | (nx > 2.4) | (nth < -0.20943951023931953) | (nth > 0.20943951023931953)
+    e = elapsed + 1
+    trunc = (e >= max_steps) & (max_steps > 0)
+    reward = tl.full((BLOCK,), 1.0, tl.float32)
+
+    if MODE == 0:  # next_step: envs flagged last step are reset instead of stepped
+        r = tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1)
+        do_reset = r
+        term = term & ~r
+        trunc = trunc & ~r
+        reward = tl.where(r, 0.0, reward)
+        tl.store(needs_reset_ptr + offs, term | trunc, mask=m)
+        reset_counter = counter
+        counter = counter + r.to(tl.int64)
+    else:
+        done = term | trunc
+        do_reset = done & (MODE == 1)
+        reset_counter = counter
+        counter = counter + do_reset.to(tl.int64)
+        if MODE == 2:
+            tl.store(needs_reset_ptr + offs, done, mask=m)
+    if MODE == 1:  # same_step: the pre-reset observation goes to final_obs
+        tl.store(final_obs_ptr + offs * 4 + 0, tl.where(do_reset, nx, 0.0), mask=m)
+        tl.store(final_obs_ptr + offs * 4 + 1, tl.where(do_reset, nx_dot, 0.0), mask=m)
+        tl.store(final_obs_ptr + offs * 4 + 2, tl.where(do_reset, nth, 0.0), mask=m)
+        tl.store(final_obs_ptr + offs * 4 + 3, tl.where(do_reset, nth_dot, 0.0), mask=m)
+    nx = tl.where(do_reset, -0.05 + 0.1 * uniform_tl(key, reset_counter, 0), nx)
+    nx_dot = tl.where(do_reset, -0.05 + 0.1 * uniform_tl(key, reset_counter, 1), nx_dot)
+    nth = tl.where(do_reset, -0.05 + 0.1 * uniform_tl(key, reset_counter, 2), nth)
+    nth_dot = tl.where(do_reset, -0.05 + 0.1 * uniform_tl(key, reset_counter, 3), nth_dot)
+    e = tl.where(do_reset, 0, e)
+
+    tl.store(state_ptr + offs, nx, mask=m)
+    tl.store(state_ptr + n + offs, nx_dot, mask=m)
+    tl.store(state_ptr + 2 * n + offs, nth, mask=m)
+    tl.store(state_ptr + 3 * n + offs, nth_dot, mask=m)
+    tl.store(obs_ptr + offs * 4 + 0, nx, mask=m)
+    tl.store(obs_ptr + offs * 4 + 1, nx_dot, mask=m)
+    tl.store(obs_ptr + offs * 4 + 2, nth, mask=m)
+    tl.store(obs_ptr + offs * 4 + 3, nth_dot, mask=m)
+    tl.store(counter_ptr + offs, counter, mask=m)
+    tl.store(elapsed_ptr + offs, e, mask=m)
+    tl.store(reward_ptr + offs, reward, mask=m)
+    tl.store(terminated_ptr + offs, term, mask=m)
+    tl.store(truncated_ptr + offs, trunc, mask=m)
+
+
+@lazy_jit
+def _reset_tl(
+    state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr,
+    gravity_ptr, masscart_ptr, masspole_ptr, length_ptr, force_mag_ptr, tau_ptr,  # unused: reset ignores physics
+    key_ptr, mask_ptr, obs_ptr, n, BLOCK: constexpr,
+):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    r = tl.load(mask_ptr + offs, mask=m, other=0).to(tl.int1)
+    key = tl.load(key_ptr + offs, mask=m)
+    counter = tl.load(counter_ptr + offs, mask=m)
+    for lane in tl.static_range(4):
+        s = tl.load(state_ptr + lane * n + offs, mask=m)
+        s = tl.where(r, -0.05 + 0.1 * uniform_tl(key, counter, lane), s)
+        tl.store(state_ptr + lane * n + offs, s, mask=m)
+        tl.store(obs_ptr + offs * 4 + lane, s, mask=m)
+    tl.store(counter_ptr + offs, counter + r.to(tl.int64), mask=m)
+    tl.store(elapsed_ptr + offs, tl.where(r, 0, tl.load(elapsed_ptr + offs, mask=m)), mask=m)
+    tl.store(needs_reset_ptr + offs, tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1) & ~r, mask=m)

@@ -1,0 +1,6 @@
+"""Batched task-distribution environments (gymnasium 1.x vector envs on torch tensors)."""
+from metarl.envs.base import TaskVectorEnv
+from metarl.envs.registry import ENV_CLASSES, env_class, make_vec
+from metarl.envs.tasks import Tasks
+
+__all__ = ["TaskVectorEnv", "Tasks", "ENV_CLASSES", "env_class", "make_vec"]

@@ -1,0 +1,367 @@
+"""The batched task-distribution env: one class, every family.
+
+:class:`TaskVectorEnv` is a ``gymnasium.vector.VectorEnv`` whose N copies each carry
+their own task parameters and are stepped by one kernel call. A family subclass
+declares its spaces, its task dataclass and how tasks are sampled and checked; the
+kernels live in ``metarl.kernels.envs.<family>``. Everything else — autoreset,
+seeding, partial resets, state get/set, validation — is written once here.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
+
+from metarl import backend as _backend
+from metarl.envs.tasks import Tasks
+from metarl.kernels.envs import _launch
+from metarl.kernels.envs._autoreset import MODES
+from metarl.kernels.envs._validate import first_invalid_discrete, first_nonfinite
+from metarl.kernels.rng import make_keys
+
+_AUTORESET = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP,
+              "disabled": AutoresetMode.DISABLED}
+
+
+def _mode_name(mode) -> str:
+    if isinstance(mode, AutoresetMode):
+        return {v: k for k, v in _AUTORESET.items()}[mode]
+    if mode not in _AUTORESET:
+        raise ValueError(f"autoreset_mode must be one of {sorted(_AUTORESET)} or a gymnasium AutoresetMode, got {mode!r}")
+    return mode
+
+
+class TaskVectorEnv(gym.vector.VectorEnv):
+    """N env copies with per-copy task parameters, stepped by one kernel.
+
+    Observations, rewards and flags are torch tensors on ``env.device``: obs
+    ``[N, *obs_shape]`` float32, reward ``[N]`` float32, terminated/truncated ``[N]``
+    bool. Actions are tensors ``[N]`` (int, Discrete) or ``[N, d]`` (float, Box) on the
+    same device; NumPy arrays and lists are accepted and converted.
+
+    Subclasses set: ``env_id``, ``kernels`` (the kernel module), ``task_type``,
+    ``max_episode_steps`` and implement ``_make_spaces``, ``default_tasks``,
+    ``sample_tasks`` and ``check_tasks``.
+    """
+
+    env_id: str = ""
+    kernels: Any = None
+    task_type: type[Tasks] = Tasks
+    max_episode_steps: int = 0
+
+    def __init__(self, num_envs: int, *, device="cpu", seed: int | None = None,
+                 autoreset_mode="next_step", backend: str | None = None,
+                 max_episode_steps: int | None = None):
+        if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        self.num_envs = num_envs
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} but CUDA is not available here")
+        self.backend = _backend.resolve_env_backend(backend, self.device)
+        if max_episode_steps is not None:
+            if max_episode_steps < 0:
+                raise ValueError(f"max_episode_steps must be >= 0 (0: no limit), got {max_episode_steps}")
+            self.max_episode_steps = int(max_episode_steps)
+        mode_name = _mode_name(autoreset_mode)
+        self._mode = MODES[mode_name]
+        self.metadata = {"autoreset_mode": _AUTORESET[mode_name], "render_modes": []}
+        self.render_mode = None
+        self.spec = None
+
+        self.single_observation_space, self.single_action_space = self._make_spaces()
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._discrete = isinstance(self.single_action_space, gym.spaces.Discrete)
+        self._obs_shape = self.single_observation_space.shape
+        self._act_shape = self.single_action_space.shape
+
+        n, k = num_envs, self.kernels
+        dev = self.device
+        self._state = torch.zeros((k.STATE_DIM, n), dtype=torch.float32, device=dev)
+        self._elapsed = torch.zeros(n, dtype=torch.int32, device=dev)
+        self._needs_reset = torch.zeros(n, dtype=torch.bool, device=dev)
+        self._counter = torch.zeros(n, dtype=torch.int64, device=dev)
+        self._key = torch.zeros(n, dtype=torch.int64, device=dev)
+        defaults = self.default_tasks(n)
+        self._params = tuple(t.to(dev).contiguous().clone() for t in defaults.fields())
+        self._empty_final = torch.zeros((0, k.OBS_DIM), dtype=torch.float32, device=dev)
+        self._was_reset = False
+        self._seed = seed
+        self._reseed(seed)
+
+        self._step_fn = _launch.STEP[self.backend]
+        self._reset_fn = _launch.RESET[self.backend]
+        self._numpy = self.backend == "numba"
+        self._bind_buffers()
+
+    # ------------------------------------------------------------------ family hooks
+    def _make_spaces(self) -> tuple[gym.Space, gym.Space]:
+        raise NotImplementedError
+
+    def default_tasks(self, n: int) -> Tasks:
+        """n copies of the source env's default parameters."""
+        raise NotImplementedError
+
+    def sample_tasks(self, n: int, generator: torch.Generator | None = None) -> Tasks:
+        """n tasks from the family's default task distribution (CPU tensors)."""
+        raise NotImplementedError
+
+    def check_tasks(self, tasks: Tasks) -> None:
+        """Raise ``ValueError`` naming the field when a task is out of range."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ buffers
+    def _bind_buffers(self):
+        """Argument tuples for the kernels; NumPy views for Numba (made once)."""
+        persistent = (self._state, self._elapsed, self._needs_reset, self._counter, self._params)
+        if self._numpy:
+            self._args = tuple(_launch.to_numpy_args(persistent))
+            self._key_arg = self._key.numpy()
+        else:
+            self._args = persistent
+            self._key_arg = self._key
+
+    def _reseed(self, seed: int | None):
+        if seed is None:
+            seed = int.from_bytes(os.urandom(8), "little")
+        self._key.copy_(make_keys(seed, self.num_envs).to(self.device))
+        self._counter.zero_()
+
+    # ------------------------------------------------------------------ tasks
+    @property
+    def tasks(self) -> Tasks:
+        """The current task of every env (a copy), leading dim N."""
+        return self.task_type(*(p.clone() for p in self._params))
+
+    def _as_tasks(self, tasks, n_expected: int, name: str = "tasks") -> Tasks:
+        if not isinstance(tasks, self.task_type):
+            raise TypeError(f"{name} must be a {self.task_type.__name__} (from env.sample_tasks), got {type(tasks).__name__}")
+        ref = self.default_tasks(1)
+        for fname, t, r in zip(tasks.field_names(), tasks.fields(), ref.fields()):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name}.{fname} must be a torch.Tensor, got {type(t).__name__}")
+            if t.dtype != r.dtype:
+                raise TypeError(f"{name}.{fname} must have dtype {r.dtype}, got {t.dtype}")
+            if tuple(t.shape) != (n_expected, *r.shape[1:]):
+                raise ValueError(f"{name}.{fname} must have shape {(n_expected, *r.shape[1:])}, got {tuple(t.shape)}")
+        self.check_tasks(tasks)
+        return tasks
+
+    def _as_env_ids(self, env_ids) -> torch.Tensor | None:
+        if env_ids is None:
+            return None
+        ids = torch.as_tensor(env_ids, device="cpu")
+        if ids.dtype == torch.bool:
+            if ids.shape != (self.num_envs,):
+                raise ValueError(f"env_ids as a mask must have shape ({self.num_envs},), got {tuple(ids.shape)}")
+            return ids.nonzero().flatten()
+        if ids.dtype.is_floating_point or ids.dtype.is_complex:
+            raise TypeError(f"env_ids must be integer indices or a bool mask, got dtype {ids.dtype}")
+        ids = ids.flatten().to(torch.int64)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.num_envs):
+            raise ValueError(f"env_ids must lie in [0, {self.num_envs}), got min {int(ids.min())} max {int(ids.max())}")
+        if ids.unique().numel() != ids.numel():
+            raise ValueError("env_ids must not repeat")
+        return ids
+
+    def set_tasks(self, tasks: Tasks, env_ids=None) -> None:
+        """Give env ``env_ids[j]`` the task ``tasks[j]`` (all envs when ``env_ids`` is None).
+
+        The episode in progress continues with the new parameters; call ``reset``
+        (optionally with ``options={"env_ids": ...}``) for a clean start.
+        """
+        ids = self._as_env_ids(env_ids)
+        n = self.num_envs if ids is None else int(ids.numel())
+        tasks = self._as_tasks(tasks, n)
+        for p, t in zip(self._params, tasks.fields()):
+            t = t.to(self.device)
+            if ids is None:
+                p.copy_(t)
+            else:
+                p[ids.to(self.device)] = t
+
+    def sample_task_split(self, num_train: int, num_test: int, seed: int = 0) -> tuple[Tasks, Tasks]:
+        """Disjoint meta-train and meta-test task sets, reproducible from ``seed``.
+
+        Both come from one generator stream (train first), so the sets never share a
+        draw; the same seed gives the same sets on every machine.
+        """
+        g = torch.Generator().manual_seed(seed)
+        both = self.sample_tasks(num_train + num_test, generator=g)
+        return both[:num_train], both[num_train:]
+
+    # ------------------------------------------------------------------ state
+    def get_state(self) -> torch.Tensor:
+        """The physical state ``[N, STATE_DIM]`` float32, in gymnasium's order (a copy)."""
+        return self._state.t().clone()
+
+    def set_state(self, state: torch.Tensor, env_ids=None) -> None:
+        """Set the state of all envs (``[N, STATE_DIM]``) or of ``env_ids`` (``[len(ids), STATE_DIM]``).
+
+        Envs whose state is set start a fresh episode clock (elapsed steps 0, not done).
+        """
+        ids = self._as_env_ids(env_ids)
+        n = self.num_envs if ids is None else int(ids.numel())
+        if not isinstance(state, torch.Tensor):
+            raise TypeError(f"state must be a torch.Tensor, got {type(state).__name__}")
+        if not state.dtype.is_floating_point:
+            raise TypeError(f"state must be floating point, got {state.dtype}")
+        expected = (n, self.kernels.STATE_DIM)
+        if tuple(state.shape) != expected:
+            raise ValueError(f"state must have shape {expected}, got {tuple(state.shape)}")
+        if not bool(torch.isfinite(state).all()):
+            raise ValueError("state contains NaN or inf")
+        self.check_state(state)
+        s = state.to(device=self.device, dtype=torch.float32).t()
+        if ids is None:
+            self._state.copy_(s)
+            self._elapsed.zero_()
+            self._needs_reset.zero_()
+        else:
+            d = ids.to(self.device)
+            self._state[:, d] = s
+            self._elapsed[d] = 0
+            self._needs_reset[d] = False
+        self._was_reset = True
+
+    def check_state(self, state: torch.Tensor) -> None:
+        """Family hook: raise ``ValueError`` for states outside the family's domain."""
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Reset all envs, or only those in ``options["env_ids"]`` / ``options["reset_mask"]``.
+
+        ``seed`` re-derives every env's random key (same seed: same episodes).
+        ``options["tasks"]`` sets tasks first (for the reset envs when ids are given).
+        Returns ``(obs [N, ...], info)``; obs of envs not reset is their current one.
+        """
+        options = dict(options or {})
+        unknown = set(options) - {"tasks", "env_ids", "reset_mask"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; expected 'tasks', 'env_ids' or 'reset_mask'")
+        if "env_ids" in options and "reset_mask" in options:
+            raise ValueError("give options['env_ids'] or options['reset_mask'], not both")
+        ids = self._as_env_ids(options.get("env_ids", options.get("reset_mask")))
+        if "tasks" in options:
+            self.set_tasks(options["tasks"], env_ids=ids)
+        if seed is not None:
+            if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+                raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+            self._reseed(int(seed))
+        if ids is None:
+            mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        else:
+            mask = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+            mask[ids.to(self.device)] = True
+        obs = self._new_obs()
+        if self._numpy:
+            self._reset_fn(self.kernels, *self._args, self._key_arg, mask.numpy(), obs.numpy())
+        else:
+            self._reset_fn(self.kernels, *self._args, self._key_arg, mask, obs)
+        self._was_reset = True
+        return obs, {}
+
+    def _new_obs(self) -> torch.Tensor:
+        if self.device.type == "cpu":
+            return torch.from_numpy(np.empty((self.num_envs, self.kernels.OBS_DIM), dtype=np.float32))
+        return torch.empty((self.num_envs, self.kernels.OBS_DIM), dtype=torch.float32, device=self.device)
+
+    def step(self, actions):
+        """Step every env once. Returns ``(obs, reward, terminated, truncated, info)``.
+
+        In ``same_step`` mode ``info`` holds ``final_obs`` ``[N, ...]`` (zeros where no
+        episode ended), ``_final_obs`` ``[N]`` bool, ``final_info`` ``{}`` and
+        ``_final_info``, as gymnasium's vector envs do (tensors instead of object arrays).
+        """
+        if not self._was_reset:
+            raise RuntimeError("step() called before reset(): call env.reset() first")
+        a = self._check_actions(actions)
+        n = self.num_envs
+        same_step = self._mode == 1
+        if self._mode == 2 and bool(self._needs_reset.any()):
+            bad = self._needs_reset.nonzero().flatten()[:8].tolist()
+            raise RuntimeError(f"autoreset_mode='disabled' and envs {bad} ended: reset them with "
+                               "env.reset(options={'reset_mask': mask}) before stepping")
+        if self._numpy:
+            obs_np = np.empty((n, self.kernels.OBS_DIM), dtype=np.float32)
+            rew_np = np.empty(n, dtype=np.float32)
+            term_np = np.empty(n, dtype=np.bool_)
+            trunc_np = np.empty(n, dtype=np.bool_)
+            final_np = np.empty((n, self.kernels.OBS_DIM), dtype=np.float32) if same_step else self._empty_final.numpy()
+            self._step_fn(self.kernels, *self._args, a.numpy(), self._key_arg,
+                          obs_np, rew_np, term_np, trunc_np, final_np, self.max_episode_steps, self._mode)
+            obs, reward = torch.from_numpy(obs_np), torch.from_numpy(rew_np)
+            terminated, truncated = torch.from_numpy(term_np), torch.from_numpy(trunc_np)
+            final_obs = torch.from_numpy(final_np)
+        else:
+            dev = self.device
+            obs = torch.empty((n, self.kernels.OBS_DIM), dtype=torch.float32, device=dev)
+            reward = torch.empty(n, dtype=torch.float32, device=dev)
+            terminated = torch.empty(n, dtype=torch.bool, device=dev)
+            truncated = torch.empty(n, dtype=torch.bool, device=dev)
+            final_obs = torch.empty((n, self.kernels.OBS_DIM), dtype=torch.float32, device=dev) if same_step \
+                else self._empty_final
+            self._step_fn(self.kernels, *self._args, a, self._key_arg,
+                          obs, reward, terminated, truncated, final_obs, self.max_episode_steps, self._mode)
+        if self._obs_shape != (self.kernels.OBS_DIM,):
+            obs = obs.view(n, *self._obs_shape)
+        if not same_step:
+            return obs, reward, terminated, truncated, {}
+        done = terminated | truncated
+        info = {"final_obs": final_obs.view(n, *self._obs_shape), "_final_obs": done,
+                "final_info": {}, "_final_info": done}
+        return obs, reward, terminated, truncated, info
+
+    # ------------------------------------------------------------------ validation
+    def _check_actions(self, actions) -> torch.Tensor:
+        """Validate actions; return a contiguous tensor the kernels can read."""
+        if not isinstance(actions, torch.Tensor):
+            if isinstance(actions, (np.ndarray, list, tuple)) or np.isscalar(actions):
+                actions = torch.as_tensor(np.asarray(actions), device=self.device)
+            else:
+                raise TypeError(f"actions must be a torch.Tensor or NumPy array, got {type(actions).__name__}")
+        if actions.device != self.device:
+            raise ValueError(f"actions are on {actions.device} but the env is on {self.device}")
+        n = self.num_envs
+        if self._discrete:
+            if actions.dtype.is_floating_point or actions.dtype == torch.bool or actions.dtype.is_complex:
+                raise TypeError(f"actions for a Discrete space must be integers, got dtype {actions.dtype}")
+            if actions.shape != (n,):
+                if actions.shape == (n, 1):
+                    actions = actions.view(n)
+                else:
+                    raise ValueError(f"actions must have shape ({n},), got {tuple(actions.shape)}")
+            if actions.dtype != torch.int64:
+                actions = actions.to(torch.int64)
+            actions = actions.contiguous()
+            bad = first_invalid_discrete(actions, self.single_action_space.n)
+            if bad >= 0:
+                raise ValueError(f"actions[{bad}] = {int(actions[bad])} is outside Discrete({self.single_action_space.n})")
+            return actions
+        expected = (n, *self._act_shape)
+        if not actions.dtype.is_floating_point:
+            raise TypeError(f"actions for a Box space must be floating point, got dtype {actions.dtype}")
+        if tuple(actions.shape) != expected:
+            if tuple(actions.shape) == (n,) and self._act_shape == (1,):
+                actions = actions.view(n, 1)
+            else:
+                raise ValueError(f"actions must have shape {expected}, got {tuple(actions.shape)}")
+        actions = actions.to(torch.float32).contiguous()
+        bad = first_nonfinite(actions)
+        if bad >= 0:
+            raise ValueError(f"actions[{bad}] contains NaN or inf")
+        return actions
+
+    # ------------------------------------------------------------------ misc
+    def close_extras(self, **kwargs):
+        pass
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.env_id!r}, num_envs={self.num_envs}, device={str(self.device)!r}, "
+                f"backend={self.backend!r}, autoreset_mode={_mode_name(self.metadata['autoreset_mode'])!r})")
