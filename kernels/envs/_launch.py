@@ -11,6 +11,9 @@ Every family's kernels share one argument order::
 Reset kernels: ``state, elapsed, needs_reset, counter, *params, key, mask[N] bool, obs``
 (reset the masked envs, write the observation of every env).
 
+Triton kernels end with ``n, max_steps, MODE, BLOCK`` (reset: ``n, BLOCK``) plus
+any constexpr sizes the family returns from ``triton_meta(params) -> dict``.
+
 ``final_obs`` is ``[N, O]`` in same-step mode and ``[0, O]`` otherwise.
 Numba launchers take NumPy views (made once by the env), Triton and torch take
 tensors.
@@ -54,13 +57,19 @@ def step_triton(fam, state, elapsed, needs_reset, counter, params, action, key,
     grid = (triton_cdiv(n, TRITON_BLOCK),)
     fam._step_tl[grid](state, elapsed, needs_reset, counter, *params, action, key,
                        obs, reward, terminated, truncated, final_obs, n, max_steps,
-                       MODE=mode, BLOCK=TRITON_BLOCK)
+                       MODE=mode, BLOCK=TRITON_BLOCK, **_triton_meta(fam, params))
 
 
 def reset_triton(fam, state, elapsed, needs_reset, counter, params, key, mask, obs):
     n = state.shape[1]
     grid = (triton_cdiv(n, TRITON_BLOCK),)
-    fam._reset_tl[grid](state, elapsed, needs_reset, counter, *params, key, mask, obs, n, BLOCK=TRITON_BLOCK)
+    fam._reset_tl[grid](state, elapsed, needs_reset, counter, *params, key, mask, obs, n, BLOCK=TRITON_BLOCK,
+                        **_triton_meta(fam, params))
+
+
+def _triton_meta(fam, params) -> dict:
+    """Extra constexpr sizes a family's Triton kernels take (e.g. ``S``, ``A`` of a tabular MDP)."""
+    return fam.triton_meta(params) if hasattr(fam, "triton_meta") else {}
 
 
 def triton_cdiv(a: int, b: int) -> int:

@@ -46,7 +46,10 @@ class TaskVectorEnv(gym.vector.VectorEnv):
 
     Subclasses set: ``env_id``, ``kernels`` (the kernel module), ``task_type``,
     ``max_episode_steps`` and implement ``_make_spaces``, ``default_tasks``,
-    ``sample_tasks`` and ``check_tasks``.
+    ``sample_tasks`` and ``check_tasks`` (and ``check_state`` where states have a
+    domain). Family options (e.g. ``arms``) are set by the subclass's ``__init__``
+    before it calls ``super().__init__``, since the spaces and defaults read them.
+    The kernels see observations flattened to ``[N, obs_dim]``.
     """
 
     env_id: str = ""
@@ -80,6 +83,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         self._discrete = isinstance(self.single_action_space, gym.spaces.Discrete)
         self._obs_shape = self.single_observation_space.shape
         self._act_shape = self.single_action_space.shape
+        self.obs_dim = int(np.prod(self._obs_shape))
 
         n, k = num_envs, self.kernels
         dev = self.device
@@ -90,7 +94,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         self._key = torch.zeros(n, dtype=torch.int64, device=dev)
         defaults = self.default_tasks(n)
         self._params = tuple(t.to(dev).contiguous().clone() for t in defaults.fields())
-        self._empty_final = torch.zeros((0, k.OBS_DIM), dtype=torch.float32, device=dev)
+        self._empty_final = torch.zeros((0, self.obs_dim), dtype=torch.float32, device=dev)
         self._was_reset = False
         self._seed = seed
         self._reseed(seed)
@@ -269,8 +273,8 @@ class TaskVectorEnv(gym.vector.VectorEnv):
 
     def _new_obs(self) -> torch.Tensor:
         if self.device.type == "cpu":
-            return torch.from_numpy(np.empty((self.num_envs, self.kernels.OBS_DIM), dtype=np.float32))
-        return torch.empty((self.num_envs, self.kernels.OBS_DIM), dtype=torch.float32, device=self.device)
+            return torch.from_numpy(np.empty((self.num_envs, self.obs_dim), dtype=np.float32))
+        return torch.empty((self.num_envs, self.obs_dim), dtype=torch.float32, device=self.device)
 
     def step(self, actions):
         """Step every env once. Returns ``(obs, reward, terminated, truncated, info)``.
@@ -289,11 +293,11 @@ class TaskVectorEnv(gym.vector.VectorEnv):
             raise RuntimeError(f"autoreset_mode='disabled' and envs {bad} ended: reset them with "
                                "env.reset(options={'reset_mask': mask}) before stepping")
         if self._numpy:
-            obs_np = np.empty((n, self.kernels.OBS_DIM), dtype=np.float32)
+            obs_np = np.empty((n, self.obs_dim), dtype=np.float32)
             rew_np = np.empty(n, dtype=np.float32)
             term_np = np.empty(n, dtype=np.bool_)
             trunc_np = np.empty(n, dtype=np.bool_)
-            final_np = np.empty((n, self.kernels.OBS_DIM), dtype=np.float32) if same_step else self._empty_final.numpy()
+            final_np = np.empty((n, self.obs_dim), dtype=np.float32) if same_step else self._empty_final.numpy()
             self._step_fn(self.kernels, *self._args, a.numpy(), self._key_arg,
                           obs_np, rew_np, term_np, trunc_np, final_np, self.max_episode_steps, self._mode)
             obs, reward = torch.from_numpy(obs_np), torch.from_numpy(rew_np)
@@ -301,20 +305,21 @@ class TaskVectorEnv(gym.vector.VectorEnv):
             final_obs = torch.from_numpy(final_np)
         else:
             dev = self.device
-            obs = torch.empty((n, self.kernels.OBS_DIM), dtype=torch.float32, device=dev)
+            obs = torch.empty((n, self.obs_dim), dtype=torch.float32, device=dev)
             reward = torch.empty(n, dtype=torch.float32, device=dev)
             terminated = torch.empty(n, dtype=torch.bool, device=dev)
             truncated = torch.empty(n, dtype=torch.bool, device=dev)
-            final_obs = torch.empty((n, self.kernels.OBS_DIM), dtype=torch.float32, device=dev) if same_step \
+            final_obs = torch.empty((n, self.obs_dim), dtype=torch.float32, device=dev) if same_step \
                 else self._empty_final
             self._step_fn(self.kernels, *self._args, a, self._key_arg,
                           obs, reward, terminated, truncated, final_obs, self.max_episode_steps, self._mode)
-        if self._obs_shape != (self.kernels.OBS_DIM,):
+        if self._obs_shape != (self.obs_dim,):
             obs = obs.view(n, *self._obs_shape)
+            final_obs = final_obs.view(-1, *self._obs_shape)
         if not same_step:
             return obs, reward, terminated, truncated, {}
         done = terminated | truncated
-        info = {"final_obs": final_obs.view(n, *self._obs_shape), "_final_obs": done,
+        info = {"final_obs": final_obs, "_final_obs": done,
                 "final_info": {}, "_final_info": done}
         return obs, reward, terminated, truncated, info
 
