@@ -13,7 +13,7 @@ import torch
 
 from metarl.kernels._triton import triton_available, triton_interpret
 
-ENV_BACKENDS = ("torch", "numba", "triton")
+ENV_BACKENDS = ("torch", "numba", "triton", "cpp")
 
 
 @functools.cache
@@ -45,16 +45,24 @@ def available() -> dict[str, bool]:
     }
 
 
-def resolve_env_backend(backend: str | None, device: torch.device) -> str:
-    """The env-kernel backend for ``device``: Numba on the CPU, Triton on CUDA, unless forced."""
+def resolve_env_backend(backend: str | None, device: torch.device, kernels=None) -> str:
+    """The env-kernel backend for ``device``: Numba on the CPU, Triton on CUDA, unless forced.
+
+    ``"cpp"`` exists for the families with a kernel in ``metarl._C`` (CartPole-v1).
+    """
     if backend is None:
         return "triton" if device.type == "cuda" else "numba"
     if backend == "cpu":
         backend = "numba"
     if backend not in ENV_BACKENDS:
         raise ValueError(f"backend must be one of {ENV_BACKENDS} or 'cpu' or None, got {backend!r}")
-    if backend == "numba" and device.type != "cpu":
-        raise ValueError(f"backend='numba' runs on the CPU, but device is {device}")
+    if backend in ("numba", "cpp") and device.type != "cpu":
+        raise ValueError(f"backend={backend!r} runs on the CPU, but device is {device}")
+    if backend == "cpp":
+        if kernels is not None and not hasattr(kernels, "step_cpp"):
+            raise ValueError(f"backend='cpp' has no kernel for {kernels.__name__.rsplit('.', 1)[-1]}; use 'numba'")
+        if not cpp_available():
+            raise ValueError("backend='cpp' but the metarl._C extension is not built")
     if backend == "triton":
         if not triton_available():
             raise ValueError("backend='triton' but Triton is not installed (pip install triton)")

@@ -5,7 +5,10 @@ import pytest
 import torch
 
 import metarl
+from conftest import CPU_BACKENDS
 
+# CartPole also has a C++ kernel (metarl._C)
+BACKENDS = CPU_BACKENDS + ["cpp"]
 N = 37  # odd, not a power of two, spans more than one Triton block row
 # float32 state vs gymnasium's float64: one step agrees to this tolerance
 ATOL, RTOL = 1e-5, 1e-5
@@ -29,6 +32,7 @@ def _gym_cartpole(tasks, i, state):
     return e
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_step_matches_gymnasium(backend):
     g = torch.Generator().manual_seed(0)
     env = metarl.make_vec("CartPole-v1", N, seed=0, backend=backend, autoreset_mode="disabled",
@@ -49,6 +53,7 @@ def test_step_matches_gymnasium(backend):
             assert not truncated[i]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_backends_match_reference(backend):
     """Whole trajectories with same-step autoreset equal the torch reference."""
     def run(b):
@@ -68,6 +73,7 @@ def test_backends_match_reference(backend):
             assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_reset_is_exact_across_backends(backend):
     env = metarl.make_vec("CartPole-v1", N, seed=11, backend=backend)
     ref = metarl.make_vec("CartPole-v1", N, seed=11, backend="torch")

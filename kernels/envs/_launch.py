@@ -76,8 +76,15 @@ def triton_cdiv(a: int, b: int) -> int:
     return (a + b - 1) // b
 
 
-STEP = {"torch": step_torch, "numba": step_numba, "triton": step_triton}
-RESET = {"torch": reset_torch, "numba": reset_numba, "triton": reset_triton}
+def step_cpp(fam, state, elapsed, needs_reset, counter, params, action, key,
+             obs, reward, terminated, truncated, final_obs, max_steps, mode):
+    fam.step_cpp()(state, elapsed, needs_reset, counter, *params, action, key,
+                   obs, reward, terminated, truncated, final_obs, max_steps, mode)
+
+
+STEP = {"torch": step_torch, "numba": step_numba, "triton": step_triton, "cpp": step_cpp}
+# The C++ families reset through Numba: resets are rare and not on the hot path.
+RESET = {"torch": reset_torch, "numba": reset_numba, "triton": reset_triton, "cpp": reset_numba}
 
 
 def to_numpy_args(args):

@@ -170,6 +170,14 @@ def _reset_nb(state, elapsed, needs_reset, counter, gravity, masscart, masspole,
         _observe_one_nb(i, state, obs)
 
 
+# ----------------------------------------------------------------------------- C++
+def step_cpp():
+    """The C++/OpenMP step (``csrc/cartpole.cpp``), same arguments as ``_step_nb``."""
+    from metarl import _C
+
+    return _C.cartpole_step
+
+
 # ----------------------------------------------------------------------------- triton
 @lazy_jit
 def _step_tl(

@@ -66,7 +66,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={device!r} but CUDA is not available here")
-        self.backend = _backend.resolve_env_backend(backend, self.device)
+        self.backend = _backend.resolve_env_backend(backend, self.device, self.kernels)
         if max_episode_steps is not None:
             if max_episode_steps < 0:
                 raise ValueError(f"max_episode_steps must be >= 0 (0: no limit), got {max_episode_steps}")
@@ -101,7 +101,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
 
         self._step_fn = _launch.STEP[self.backend]
         self._reset_fn = _launch.RESET[self.backend]
-        self._numpy = self.backend == "numba"
+        self._numpy = self.backend in ("numba", "cpp")
         self._bind_buffers()
 
     # ------------------------------------------------------------------ family hooks

@@ -40,7 +40,8 @@ def make_vec(env_id: str, num_envs: int, *, device="cpu", seed: int | None = Non
             draws one from the OS. ``reset(seed=...)`` reseeds.
         autoreset_mode: ``"next_step"`` (gymnasium's default), ``"same_step"`` or
             ``"disabled"``, or a ``gymnasium.vector.AutoresetMode``.
-        backend: ``None`` (Numba on CPU, Triton on CUDA), ``"torch"``, ``"numba"`` or ``"triton"``.
+        backend: ``None`` (Numba on CPU, Triton on CUDA), ``"torch"`` (reference),
+            ``"numba"``, ``"triton"``, or ``"cpp"`` (CartPole-v1 only).
         family_kwargs: the family's own options (e.g. ``arms=10`` for Bandit-v0).
 
     Example::
