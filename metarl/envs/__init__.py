@@ -4,3 +4,7 @@ from metarl.envs.registry import ENV_CLASSES, env_class, make_vec
 from metarl.envs.tasks import Tasks
 
 __all__ = ["TaskVectorEnv", "Tasks", "ENV_CLASSES", "env_class", "make_vec"]
+from metarl.envs.numpy_adapter import to_numpy  # noqa: E402
+from metarl.envs.trial import TrialWrapper  # noqa: E402
+
+__all__ += ["TrialWrapper", "to_numpy"]

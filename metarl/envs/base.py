@@ -327,10 +327,10 @@ class TaskVectorEnv(gym.vector.VectorEnv):
     def _check_actions(self, actions) -> torch.Tensor:
         """Validate actions; return a contiguous tensor the kernels can read."""
         if not isinstance(actions, torch.Tensor):
-            if isinstance(actions, (np.ndarray, list, tuple)) or np.isscalar(actions):
-                actions = torch.as_tensor(np.asarray(actions), device=self.device)
-            else:
-                raise TypeError(f"actions must be a torch.Tensor or NumPy array, got {type(actions).__name__}")
+            arr = np.asarray(actions) if isinstance(actions, (np.ndarray, list, tuple, int, float)) else None
+            if arr is None or arr.dtype.kind not in "biuf":
+                raise TypeError(f"actions must be a torch.Tensor or a numeric NumPy array, got {type(actions).__name__}")
+            actions = torch.as_tensor(arr, device=self.device)
         if actions.device != self.device:
             raise ValueError(f"actions are on {actions.device} but the env is on {self.device}")
         n = self.num_envs

@@ -1,0 +1,190 @@
+"""Bandit-v0: Bernoulli multi-armed bandit, one pull per episode (RL^2 §4.1).
+
+Step (one random event per env, lane 0)::
+
+    u      = uniform(key, counter, 0)
+    reward = 1.0 if u < probs[arm] else 0.0        # Bernoulli(probs[arm])
+    terminated = True                              # an episode is one pull
+
+The env has no state (``STATE_DIM = 0``, state tensor ``[0, N]``); the observation
+is the constant 0.0 (``[N, 1]``). A reset draws nothing but, like every reset,
+uses one counter value (see ``_autoreset.py``). Comparisons only: every backend
+equals the reference bit for bit.
+
+Bytes per env-step (the floor of ``bench/envs.py``): read probs[arm] 4, action 8,
+key 8, counter 8, elapsed 4, needs_reset 1; write obs 4, reward 4, terminated 1,
+truncated 1, counter 8, elapsed 4, needs_reset 1 — 56 bytes.
+"""
+from __future__ import annotations
+
+import torch
+from numba import njit, prange
+
+from metarl.kernels._triton import constexpr, lazy_jit
+from metarl.kernels.envs._autoreset import (
+    NEXT_STEP, SAME_STEP, reset_masked_reference, step_with_autoreset_reference,
+)
+from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
+
+STATE_DIM = 0
+OBS_DIM = 1
+PARAM_NAMES = ("probs",)
+STOCHASTIC = True
+BYTES_PER_STEP = 56
+
+
+# ----------------------------------------------------------------------------- reference
+def dynamics_reference(state, params, action, key, counter):
+    """One pull per env: ``state[0, N] -> (state, reward[N] in {0, 1}, terminated[N] all True)``."""
+    (probs,) = params
+    p = probs.gather(1, action.view(-1, 1)).view(-1)
+    u = uniform_reference(key, counter, 0)
+    reward = (u < p).to(torch.float32)
+    return state, reward, torch.ones_like(reward, dtype=torch.bool)
+
+
+def reset_reference(state, params, key, counter):
+    """Nothing to reset: the state is empty."""
+    return state
+
+
+def observe_reference(state, params):
+    """Observation ``[N, 1]``: the constant 0.0."""
+    return torch.zeros((state.shape[1], OBS_DIM), dtype=torch.float32, device=state.device)
+
+
+def step_reference(state, elapsed, needs_reset, counter, params, action, key, max_steps, mode):
+    """Batched step with autoreset; see :func:`~._autoreset.step_with_autoreset_reference`."""
+    return step_with_autoreset_reference(
+        dynamics_reference, reset_reference, observe_reference, STOCHASTIC,
+        state, elapsed, needs_reset, counter, params, action, key, max_steps, mode)
+
+
+def reset_masked_reference_(state, elapsed, needs_reset, counter, params, key, mask):
+    return reset_masked_reference(reset_reference, observe_reference,
+                                  state, elapsed, needs_reset, counter, params, key, mask)
+
+
+# ----------------------------------------------------------------------------- numba
+@njit(parallel=True, cache=True)
+def _step_nb(
+    # state, updated in place (state is [0, N])
+    state, elapsed, needs_reset, counter,
+    # task params: probs [N, K]
+    probs,
+    # inputs
+    action, key,
+    # outputs
+    obs, reward, terminated, truncated, final_obs,
+    # sizes / modes
+    max_steps, mode,
+):
+    n = key.shape[0]
+    for i in prange(n):
+        obs[i, 0] = 0.0
+        if mode == NEXT_STEP and needs_reset[i]:
+            counter[i] += 1  # the reset's counter value
+            reward[i] = 0.0
+            terminated[i] = False
+            truncated[i] = False
+            elapsed[i] = 0
+            needs_reset[i] = False
+            continue
+        u = uniform_nb(key[i], counter[i], 0)
+        counter[i] += 1
+        reward[i] = 1.0 if u < probs[i, action[i]] else 0.0
+        e = elapsed[i] + 1
+        trunc = max_steps > 0 and e >= max_steps
+        terminated[i] = True
+        truncated[i] = trunc
+        if mode == SAME_STEP:
+            final_obs[i, 0] = 0.0
+            counter[i] += 1  # the reset's counter value
+            e = 0
+        else:
+            needs_reset[i] = True
+        elapsed[i] = e
+
+
+@njit(parallel=True, cache=True)
+def _reset_nb(state, elapsed, needs_reset, counter, probs, key, mask, obs):
+    for i in prange(key.shape[0]):
+        if mask[i]:
+            counter[i] += 1
+            elapsed[i] = 0
+            needs_reset[i] = False
+        obs[i, 0] = 0.0
+
+
+# ----------------------------------------------------------------------------- triton
+def triton_meta(params) -> dict:
+    """Constexpr sizes of the Triton kernels: ``K`` (arms) from ``probs[N, K]``."""
+    return {"K": params[0].shape[1]}
+
+
+@lazy_jit
+def _step_tl(
+    # state, updated in place (state is [0, N]: never read)
+    state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr,
+    # task params: probs [N, K] row-major
+    probs_ptr,
+    # inputs
+    action_ptr, key_ptr,
+    # outputs ([N, 1] for obs and final_obs)
+    obs_ptr, reward_ptr, terminated_ptr, truncated_ptr, final_obs_ptr,
+    # sizes / modes
+    n, max_steps,
+    # meta-parameters
+    MODE: constexpr, BLOCK: constexpr, K: constexpr,
+):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    action = tl.load(action_ptr + offs, mask=m, other=0)
+    key = tl.load(key_ptr + offs, mask=m)
+    counter = tl.load(counter_ptr + offs, mask=m)
+    elapsed = tl.load(elapsed_ptr + offs, mask=m)
+    p = tl.load(probs_ptr + offs.to(tl.int64) * K + action, mask=m, other=0.0)
+
+    u = uniform_tl(key, counter, 0)
+    reward = tl.where(u < p, 1.0, 0.0)
+    term = offs >= 0  # all True
+    e = elapsed + 1
+    trunc = (e >= max_steps) & (max_steps > 0)
+    counter = counter + 1  # the step's (or, next_step mode, the reset's) counter value
+
+    if MODE == 0:  # next_step: envs flagged last step are reset instead of stepped
+        r = tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1)
+        term = term & ~r
+        trunc = trunc & ~r
+        reward = tl.where(r, 0.0, reward)
+        e = tl.where(r, 0, e)
+        tl.store(needs_reset_ptr + offs, term | trunc, mask=m)
+    elif MODE == 1:  # same_step: every step ends an episode and resets
+        tl.store(final_obs_ptr + offs, tl.zeros((BLOCK,), tl.float32), mask=m)
+        counter = counter + 1
+        e = tl.zeros((BLOCK,), tl.int32)
+    else:
+        tl.store(needs_reset_ptr + offs, term | trunc, mask=m)
+
+    tl.store(obs_ptr + offs, tl.zeros((BLOCK,), tl.float32), mask=m)
+    tl.store(counter_ptr + offs, counter, mask=m)
+    tl.store(elapsed_ptr + offs, e, mask=m)
+    tl.store(reward_ptr + offs, reward, mask=m)
+    tl.store(terminated_ptr + offs, term, mask=m)
+    tl.store(truncated_ptr + offs, trunc, mask=m)
+
+
+@lazy_jit
+def _reset_tl(
+    state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr,
+    probs_ptr,  # unused: a reset draws nothing
+    key_ptr, mask_ptr, obs_ptr, n, BLOCK: constexpr, K: constexpr,
+):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    r = tl.load(mask_ptr + offs, mask=m, other=0).to(tl.int1)
+    counter = tl.load(counter_ptr + offs, mask=m)
+    tl.store(counter_ptr + offs, counter + r.to(tl.int64), mask=m)
+    tl.store(elapsed_ptr + offs, tl.where(r, 0, tl.load(elapsed_ptr + offs, mask=m)), mask=m)
+    tl.store(needs_reset_ptr + offs, tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1) & ~r, mask=m)
+    tl.store(obs_ptr + offs, tl.zeros((BLOCK,), tl.float32), mask=m)

@@ -1,0 +1,259 @@
+"""Navigation2D-v0: a point moves towards a hidden goal (MAML §5.3, the authors' code).
+
+Source: Finn et al. 2017 (MAML) "2D navigation". The dynamics follow the authors'
+code (cbfinn/maml_rl ``maml_examples/point_env_randgoal.py``; the clip as in its
+port tristandeleu/pytorch-maml-rl ``maml_rl/envs/navigation.py``), not the paper
+text: clipped actions, goals ``U[-0.5, 0.5]²``.
+
+Dynamics, per env (state ``pos = (x, y)``, params ``goal = (gx, gy)``)::
+
+    a      = clip(action, -0.1, 0.1)                    (per component)
+    pos   += a
+    reward = -sqrt((x - gx)² + (y - gy)²)               (after the move)
+    terminated = |x - gx| < 0.01 and |y - gy| < 0.01
+
+reset: ``pos = (0, 0)`` (deterministic; a reset still uses one counter value, as
+every family's does, see :mod:`._autoreset`). Observation: ``pos``. Only IEEE
+``+ - * sqrt`` and comparisons on float32, with the float32 values of the constants
+0.1 and 0.01, so every backend equals the torch reference bit for bit (the Triton
+kernels use ``sqrt_rn`` and are launched with ``enable_fp_fusion=False`` so a GPU
+does not contract ``dx*dx + dy*dy`` into an FMA).
+
+Bytes per env-step (the floor of ``bench/envs.py``): read state 8, goal 8,
+action 8, elapsed 4, needs_reset 1; write state 8, obs 8, reward 4,
+terminated 1, truncated 1, elapsed 4, needs_reset 1 — 56 bytes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+from metarl.kernels._triton import constexpr, lazy_jit
+from metarl.kernels.envs._autoreset import (
+    DISABLED, NEXT_STEP, SAME_STEP, reset_masked_reference, step_with_autoreset_reference,
+)
+
+STATE_DIM = 2
+OBS_DIM = 2
+PARAM_NAMES = ("goal",)
+STOCHASTIC = False
+BYTES_PER_STEP = 56
+MAX_ACTION = float(np.float32(0.1))     # the float32 value of 0.1, exact in every backend
+GOAL_TOLERANCE = float(np.float32(0.01))
+
+_MAX_ACTION32 = np.float32(0.1)
+_GOAL_TOLERANCE32 = np.float32(0.01)
+
+
+def triton_meta(params) -> dict:
+    """Launch options for the Triton kernels: no FMA contraction (exact parity with torch)."""
+    return {"enable_fp_fusion": False}
+
+
+# ----------------------------------------------------------------------------- reference
+def move_reference(state, action):
+    """``state[2, N]`` positions, ``action[N, 2]`` -> new positions ``[2, N]`` (action clipped)."""
+    a = action.clamp(-MAX_ACTION, MAX_ACTION).t()
+    return state + a
+
+
+def distance_reference(pos, goal):
+    """``(dx[N], dy[N], ‖pos - goal‖₂[N])`` for positions ``[2, N]`` and goals ``[N, 2]``."""
+    dx = pos[0] - goal[:, 0]
+    dy = pos[1] - goal[:, 1]
+    return dx, dy, torch.sqrt(dx * dx + dy * dy)
+
+
+def dynamics_reference(state, params, action, key, counter):
+    """One move for every env: ``state[2, N] -> (new_state, reward[N], terminated[N])``."""
+    (goal,) = params
+    new_state = move_reference(state, action)
+    dx, dy, dist = distance_reference(new_state, goal)
+    terminated = (dx.abs() < GOAL_TOLERANCE) & (dy.abs() < GOAL_TOLERANCE)
+    return new_state, -dist, terminated
+
+
+def reset_reference(state, params, key, counter):
+    """Fresh states ``[2, N]``: the origin."""
+    return torch.zeros_like(state)
+
+
+def observe_reference(state, params):
+    """Observation ``[N, 2]``: the position."""
+    return state.t().contiguous()
+
+
+def step_reference(state, elapsed, needs_reset, counter, params, action, key, max_steps, mode):
+    """Batched step with autoreset; see :func:`~._autoreset.step_with_autoreset_reference`."""
+    return step_with_autoreset_reference(
+        dynamics_reference, reset_reference, observe_reference, STOCHASTIC,
+        state, elapsed, needs_reset, counter, params, action, key, max_steps, mode)
+
+
+def reset_masked_reference_(state, elapsed, needs_reset, counter, params, key, mask):
+    return reset_masked_reference(reset_reference, observe_reference,
+                                  state, elapsed, needs_reset, counter, params, key, mask)
+
+
+# ----------------------------------------------------------------------------- numba
+@njit(inline="always", cache=True)
+def _clip_nb(a):
+    return min(max(a, -_MAX_ACTION32), _MAX_ACTION32)
+
+
+@njit(parallel=True, cache=True)
+def _step_nb(
+    # state, updated in place
+    state, elapsed, needs_reset, counter,
+    # task params: goal [N, 2]
+    goal,
+    # inputs: action [N, 2] float32
+    action, key,
+    # outputs
+    obs, reward, terminated, truncated, final_obs,
+    # sizes / modes
+    max_steps, mode,
+):
+    n = state.shape[1]
+    for i in prange(n):
+        if mode == NEXT_STEP and needs_reset[i]:
+            state[0, i] = 0.0
+            state[1, i] = 0.0
+            counter[i] += 1
+            obs[i, 0] = 0.0
+            obs[i, 1] = 0.0
+            reward[i] = 0.0
+            terminated[i] = False
+            truncated[i] = False
+            elapsed[i] = 0
+            needs_reset[i] = False
+            continue
+        x = state[0, i] + _clip_nb(action[i, 0])
+        y = state[1, i] + _clip_nb(action[i, 1])
+        dx = x - goal[i, 0]
+        dy = y - goal[i, 1]
+        term = abs(dx) < _GOAL_TOLERANCE32 and abs(dy) < _GOAL_TOLERANCE32
+        e = elapsed[i] + 1
+        trunc = max_steps > 0 and e >= max_steps
+        reward[i] = -np.sqrt(dx * dx + dy * dy)
+        terminated[i] = term
+        truncated[i] = trunc
+        if mode == SAME_STEP:
+            if term or trunc:
+                final_obs[i, 0] = x
+                final_obs[i, 1] = y
+                x = np.float32(0.0)
+                y = np.float32(0.0)
+                counter[i] += 1
+                e = 0
+            else:
+                final_obs[i, 0] = 0.0
+                final_obs[i, 1] = 0.0
+        else:
+            needs_reset[i] = term or trunc
+        state[0, i] = x
+        state[1, i] = y
+        elapsed[i] = e
+        obs[i, 0] = x
+        obs[i, 1] = y
+
+
+@njit(parallel=True, cache=True)
+def _reset_nb(state, elapsed, needs_reset, counter, goal, key, mask, obs):
+    for i in prange(state.shape[1]):
+        if mask[i]:
+            state[0, i] = 0.0
+            state[1, i] = 0.0
+            counter[i] += 1
+            elapsed[i] = 0
+            needs_reset[i] = False
+        obs[i, 0] = state[0, i]
+        obs[i, 1] = state[1, i]
+
+
+# ----------------------------------------------------------------------------- triton
+@lazy_jit
+def _step_tl(
+    # state, updated in place (state is [2, N] with row stride N)
+    state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr,
+    # task params: goal [N, 2] row-major
+    goal_ptr,
+    # inputs: action [N, 2] float32 row-major
+    action_ptr, key_ptr,
+    # outputs ([N, 2] row-major for obs and final_obs)
+    obs_ptr, reward_ptr, terminated_ptr, truncated_ptr, final_obs_ptr,
+    # sizes / modes
+    n, max_steps,
+    # meta-parameters
+    MODE: constexpr, BLOCK: constexpr,
+):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    x = tl.load(state_ptr + offs, mask=m)
+    y = tl.load(state_ptr + n + offs, mask=m)
+    gx = tl.load(goal_ptr + offs * 2, mask=m)
+    gy = tl.load(goal_ptr + offs * 2 + 1, mask=m)
+    ax = tl.load(action_ptr + offs * 2, mask=m)
+    ay = tl.load(action_ptr + offs * 2 + 1, mask=m)
+    counter = tl.load(counter_ptr + offs, mask=m)
+    elapsed = tl.load(elapsed_ptr + offs, mask=m)
+
+    nx = x + tl.minimum(tl.maximum(ax, -0.1), 0.1)
+    ny = y + tl.minimum(tl.maximum(ay, -0.1), 0.1)
+    dx = nx - gx
+    dy = ny - gy
+    reward = -tl.sqrt_rn(dx * dx + dy * dy)
+    term = (tl.abs(dx) < 0.01) & (tl.abs(dy) < 0.01)
+    e = elapsed + 1
+    trunc = (e >= max_steps) & (max_steps > 0)
+
+    if MODE == 0:  # next_step: envs flagged last step are reset instead of stepped
+        r = tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1)
+        do_reset = r
+        term = term & ~r
+        trunc = trunc & ~r
+        reward = tl.where(r, 0.0, reward)
+        tl.store(needs_reset_ptr + offs, term | trunc, mask=m)
+    else:
+        done = term | trunc
+        do_reset = done & (MODE == 1)
+        if MODE == 2:
+            tl.store(needs_reset_ptr + offs, done, mask=m)
+    counter = counter + do_reset.to(tl.int64)
+    if MODE == 1:  # same_step: the pre-reset observation goes to final_obs
+        tl.store(final_obs_ptr + offs * 2 + 0, tl.where(do_reset, nx, 0.0), mask=m)
+        tl.store(final_obs_ptr + offs * 2 + 1, tl.where(do_reset, ny, 0.0), mask=m)
+    nx = tl.where(do_reset, 0.0, nx)
+    ny = tl.where(do_reset, 0.0, ny)
+    e = tl.where(do_reset, 0, e)
+
+    tl.store(state_ptr + offs, nx, mask=m)
+    tl.store(state_ptr + n + offs, ny, mask=m)
+    tl.store(obs_ptr + offs * 2 + 0, nx, mask=m)
+    tl.store(obs_ptr + offs * 2 + 1, ny, mask=m)
+    tl.store(counter_ptr + offs, counter, mask=m)
+    tl.store(elapsed_ptr + offs, e, mask=m)
+    tl.store(reward_ptr + offs, reward, mask=m)
+    tl.store(terminated_ptr + offs, term, mask=m)
+    tl.store(truncated_ptr + offs, trunc, mask=m)
+
+
+@lazy_jit
+def _reset_tl(
+    state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr,
+    goal_ptr,  # unused: the reset ignores the goal
+    key_ptr, mask_ptr, obs_ptr, n, BLOCK: constexpr,
+):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    r = tl.load(mask_ptr + offs, mask=m, other=0).to(tl.int1)
+    counter = tl.load(counter_ptr + offs, mask=m)
+    for lane in tl.static_range(2):
+        s = tl.load(state_ptr + lane * n + offs, mask=m)
+        s = tl.where(r, 0.0, s)
+        tl.store(state_ptr + lane * n + offs, s, mask=m)
+        tl.store(obs_ptr + offs * 2 + lane, s, mask=m)
+    tl.store(counter_ptr + offs, counter + r.to(tl.int64), mask=m)
+    tl.store(elapsed_ptr + offs, tl.where(r, 0, tl.load(elapsed_ptr + offs, mask=m)), mask=m)
+    tl.store(needs_reset_ptr + offs, tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1) & ~r, mask=m)

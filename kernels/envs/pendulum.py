@@ -1,0 +1,273 @@
+"""Pendulum-v1 with per-env physics (gymnasium ``classic_control/pendulum.py``).
+
+Dynamics (semi-implicit Euler, as gymnasium's ``PendulumEnv.step``)::
+
+    u      = clip(a, −max_torque, max_torque)
+    cost   = angle_normalize(θ)² + 0.1 θ̇² + 0.001 u²        (pre-step θ, θ̇)
+    θ̇'     = clip(θ̇ + (3g/(2l) sin θ + 3/(m l²) u) dt, −max_speed, max_speed)
+    θ'     = θ + θ̇' dt
+    reward = −cost;  obs = (cos θ', sin θ', θ̇')
+
+with ``angle_normalize(x) = ((x + π) mod 2π) − π`` (computed as
+``y − floor(y / 2π) 2π − π``, ``y = x + π``, identically in every backend). Never
+terminates (the time limit, 200 steps, truncates). Reset: θ = −π + 2π u₀,
+θ̇ = −1 + 2 u₁ (lanes 0, 1 of one random event), i.e. gymnasium's U(−π, π), U(−1, 1).
+θ is not wrapped in the state, as in gymnasium. Float32 throughout (gymnasium
+keeps float64 state): parity is to float32 tolerance.
+
+Bytes per env-step (the floor of ``bench/envs.py``): read state 8, params 24,
+action 4, elapsed 4, needs_reset 1; write state 8, obs 12, reward 4,
+terminated 1, truncated 1, elapsed 4, needs_reset 1 — 72 bytes.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+from metarl.kernels._triton import constexpr, lazy_jit
+from metarl.kernels.envs._autoreset import (
+    NEXT_STEP, SAME_STEP, reset_masked_reference, step_with_autoreset_reference,
+)
+from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
+
+STATE_DIM = 2
+OBS_DIM = 3
+PARAM_NAMES = ("g", "m", "l", "max_speed", "max_torque", "dt")
+STOCHASTIC = False
+BYTES_PER_STEP = 72
+PI = math.pi
+TWO_PI = 2 * math.pi
+
+
+# ----------------------------------------------------------------------------- reference
+def angle_normalize_reference(x):
+    """``((x + π) mod 2π) − π`` of a float32 tensor, in [−π, π]."""
+    y = x + PI
+    return y - torch.floor(y / TWO_PI) * TWO_PI - PI
+
+
+def dynamics_reference(state, params, action, key, counter):
+    """One step for every env: ``state[2, N], action[N, 1] -> (new_state, reward[N], terminated[N])``."""
+    g, m, l, max_speed, max_torque, dt = params  # noqa: E741 - gymnasium's name
+    th, thdot = state
+    u = torch.minimum(torch.maximum(action[:, 0], -max_torque), max_torque)
+    an = angle_normalize_reference(th)
+    costs = an * an + 0.1 * (thdot * thdot) + 0.001 * (u * u)
+    newthdot = thdot + (3.0 * g / (2.0 * l) * torch.sin(th) + 3.0 / (m * (l * l)) * u) * dt
+    newthdot = torch.minimum(torch.maximum(newthdot, -max_speed), max_speed)
+    newth = th + newthdot * dt
+    return torch.stack((newth, newthdot)), -costs, torch.zeros_like(th, dtype=torch.bool)
+
+
+def reset_reference(state, params, key, counter):
+    """Fresh states ``[2, N]``: θ = −π + 2π u₀, θ̇ = −1 + 2 u₁."""
+    th = -PI + TWO_PI * uniform_reference(key, counter, 0)
+    thdot = -1.0 + 2.0 * uniform_reference(key, counter, 1)
+    return torch.stack((th, thdot)).to(state.dtype)
+
+
+def observe_reference(state, params):
+    """Observation ``[N, 3]`` (cos θ, sin θ, θ̇)."""
+    th, thdot = state
+    return torch.stack((torch.cos(th), torch.sin(th), thdot), 1)
+
+
+def step_reference(state, elapsed, needs_reset, counter, params, action, key, max_steps, mode):
+    """Batched step with autoreset; see :func:`~._autoreset.step_with_autoreset_reference`."""
+    return step_with_autoreset_reference(
+        dynamics_reference, reset_reference, observe_reference, STOCHASTIC,
+        state, elapsed, needs_reset, counter, params, action, key, max_steps, mode)
+
+
+def reset_masked_reference_(state, elapsed, needs_reset, counter, params, key, mask):
+    return reset_masked_reference(reset_reference, observe_reference,
+                                  state, elapsed, needs_reset, counter, params, key, mask)
+
+
+# ----------------------------------------------------------------------------- numba
+@njit(inline="always", cache=True)
+def _reset_one_nb(i, state, key, counter):
+    state[0, i] = np.float32(-PI) + np.float32(TWO_PI) * uniform_nb(key[i], counter[i], 0)
+    state[1, i] = np.float32(-1.0) + np.float32(2.0) * uniform_nb(key[i], counter[i], 1)
+    counter[i] += 1
+
+
+@njit(inline="always", cache=True)
+def _observe_one_nb(i, state, out):
+    th = state[0, i]
+    out[i, 0] = np.cos(th)
+    out[i, 1] = np.sin(th)
+    out[i, 2] = state[1, i]
+
+
+@njit(parallel=True, cache=True)
+def _step_nb(
+    # state, updated in place
+    state, elapsed, needs_reset, counter,
+    # task params [N] each
+    g, m, l, max_speed, max_torque, dt,  # noqa: E741 - gymnasium's name
+    # inputs (action [N, 1] float32)
+    action, key,
+    # outputs
+    obs, reward, terminated, truncated, final_obs,
+    # sizes / modes
+    max_steps, mode,
+):
+    n = state.shape[1]
+    for i in prange(n):
+        if mode == NEXT_STEP and needs_reset[i]:
+            _reset_one_nb(i, state, key, counter)
+            _observe_one_nb(i, state, obs)
+            reward[i] = 0.0
+            terminated[i] = False
+            truncated[i] = False
+            elapsed[i] = 0
+            needs_reset[i] = False
+            continue
+        th = state[0, i]
+        thdot = state[1, i]
+        u = min(max(action[i, 0], -max_torque[i]), max_torque[i])
+        y = th + np.float32(PI)
+        an = y - np.floor(y / np.float32(TWO_PI)) * np.float32(TWO_PI) - np.float32(PI)
+        costs = an * an + np.float32(0.1) * (thdot * thdot) + np.float32(0.001) * (u * u)
+        li = l[i]
+        newthdot = thdot + (np.float32(3.0) * g[i] / (np.float32(2.0) * li) * np.sin(th)
+                            + np.float32(3.0) / (m[i] * (li * li)) * u) * dt[i]
+        newthdot = min(max(newthdot, -max_speed[i]), max_speed[i])
+        newth = th + newthdot * dt[i]
+        state[0, i] = newth
+        state[1, i] = newthdot
+        e = elapsed[i] + 1
+        trunc = max_steps > 0 and e >= max_steps
+        reward[i] = -costs
+        terminated[i] = False
+        truncated[i] = trunc
+        if mode == SAME_STEP:
+            if trunc:
+                _observe_one_nb(i, state, final_obs)
+                _reset_one_nb(i, state, key, counter)
+                e = 0
+            else:
+                for j in range(3):
+                    final_obs[i, j] = 0.0
+        else:
+            needs_reset[i] = trunc
+        elapsed[i] = e
+        _observe_one_nb(i, state, obs)
+
+
+@njit(parallel=True, cache=True)
+def _reset_nb(state, elapsed, needs_reset, counter, g, m, l, max_speed, max_torque, dt,  # noqa: E741
+              key, mask, obs):
+    for i in prange(state.shape[1]):
+        if mask[i]:
+            _reset_one_nb(i, state, key, counter)
+            elapsed[i] = 0
+            needs_reset[i] = False
+        _observe_one_nb(i, state, obs)
+
+
+# ----------------------------------------------------------------------------- triton
+@lazy_jit
+def _step_tl(
+    # state, updated in place (state is [2, N] with row stride N)
+    state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr,
+    # task params [N] each
+    g_ptr, m_ptr, l_ptr, max_speed_ptr, max_torque_ptr, dt_ptr,
+    # inputs (action [N, 1] float32, contiguous)
+    action_ptr, key_ptr,
+    # outputs ([N, 3] row-major for obs and final_obs)
+    obs_ptr, reward_ptr, terminated_ptr, truncated_ptr, final_obs_ptr,
+    # sizes / modes
+    n, max_steps,
+    # meta-parameters
+    MODE: constexpr, BLOCK: constexpr,
+):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    th = tl.load(state_ptr + offs, mask=m)
+    thdot = tl.load(state_ptr + n + offs, mask=m)
+    g = tl.load(g_ptr + offs, mask=m)
+    mass = tl.load(m_ptr + offs, mask=m, other=1.0)
+    length = tl.load(l_ptr + offs, mask=m, other=1.0)
+    max_speed = tl.load(max_speed_ptr + offs, mask=m)
+    max_torque = tl.load(max_torque_ptr + offs, mask=m)
+    dt = tl.load(dt_ptr + offs, mask=m)
+    action = tl.load(action_ptr + offs, mask=m)
+    key = tl.load(key_ptr + offs, mask=m)
+    counter = tl.load(counter_ptr + offs, mask=m)
+    elapsed = tl.load(elapsed_ptr + offs, mask=m)
+
+    u = tl.minimum(tl.maximum(action, -max_torque), max_torque)
+    y = th + 3.141592653589793
+    an = y - tl.floor(y / 6.283185307179586) * 6.283185307179586 - 3.141592653589793
+    costs = an * an + 0.1 * (thdot * thdot) + 0.001 * (u * u)
+    newthdot = thdot + (3.0 * g / (2.0 * length) * tl.sin(th) + 3.0 / (mass * (length * length)) * u) * dt
+    newthdot = tl.minimum(tl.maximum(newthdot, -max_speed), max_speed)
+    newth = th + newthdot * dt
+    term = tl.full((BLOCK,), 0, tl.int1)  # never terminates
+    e = elapsed + 1
+    trunc = (e >= max_steps) & (max_steps > 0)
+    reward = -costs
+
+    if MODE == 0:  # next_step: envs flagged last step are reset instead of stepped
+        r = tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1)
+        do_reset = r
+        trunc = trunc & ~r
+        reward = tl.where(r, 0.0, reward)
+        tl.store(needs_reset_ptr + offs, term | trunc, mask=m)
+        reset_counter = counter
+        counter = counter + r.to(tl.int64)
+    else:
+        done = term | trunc
+        do_reset = done & (MODE == 1)
+        reset_counter = counter
+        counter = counter + do_reset.to(tl.int64)
+        if MODE == 2:
+            tl.store(needs_reset_ptr + offs, done, mask=m)
+    if MODE == 1:  # same_step: the pre-reset observation goes to final_obs
+        tl.store(final_obs_ptr + offs * 3 + 0, tl.where(do_reset, tl.cos(newth), 0.0), mask=m)
+        tl.store(final_obs_ptr + offs * 3 + 1, tl.where(do_reset, tl.sin(newth), 0.0), mask=m)
+        tl.store(final_obs_ptr + offs * 3 + 2, tl.where(do_reset, newthdot, 0.0), mask=m)
+    newth = tl.where(do_reset, -3.141592653589793 + 6.283185307179586 * uniform_tl(key, reset_counter, 0), newth)
+    newthdot = tl.where(do_reset, -1.0 + 2.0 * uniform_tl(key, reset_counter, 1), newthdot)
+    e = tl.where(do_reset, 0, e)
+
+    tl.store(state_ptr + offs, newth, mask=m)
+    tl.store(state_ptr + n + offs, newthdot, mask=m)
+    tl.store(obs_ptr + offs * 3 + 0, tl.cos(newth), mask=m)
+    tl.store(obs_ptr + offs * 3 + 1, tl.sin(newth), mask=m)
+    tl.store(obs_ptr + offs * 3 + 2, newthdot, mask=m)
+    tl.store(counter_ptr + offs, counter, mask=m)
+    tl.store(elapsed_ptr + offs, e, mask=m)
+    tl.store(reward_ptr + offs, reward, mask=m)
+    tl.store(terminated_ptr + offs, term, mask=m)
+    tl.store(truncated_ptr + offs, trunc, mask=m)
+
+
+@lazy_jit
+def _reset_tl(
+    state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr,
+    g_ptr, m_ptr, l_ptr, max_speed_ptr, max_torque_ptr, dt_ptr,  # unused: reset ignores physics
+    key_ptr, mask_ptr, obs_ptr, n, BLOCK: constexpr,
+):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    r = tl.load(mask_ptr + offs, mask=m, other=0).to(tl.int1)
+    key = tl.load(key_ptr + offs, mask=m)
+    counter = tl.load(counter_ptr + offs, mask=m)
+    th = tl.load(state_ptr + offs, mask=m)
+    thdot = tl.load(state_ptr + n + offs, mask=m)
+    th = tl.where(r, -3.141592653589793 + 6.283185307179586 * uniform_tl(key, counter, 0), th)
+    thdot = tl.where(r, -1.0 + 2.0 * uniform_tl(key, counter, 1), thdot)
+    tl.store(state_ptr + offs, th, mask=m)
+    tl.store(state_ptr + n + offs, thdot, mask=m)
+    tl.store(obs_ptr + offs * 3 + 0, tl.cos(th), mask=m)
+    tl.store(obs_ptr + offs * 3 + 1, tl.sin(th), mask=m)
+    tl.store(obs_ptr + offs * 3 + 2, thdot, mask=m)
+    tl.store(counter_ptr + offs, counter + r.to(tl.int64), mask=m)
+    tl.store(elapsed_ptr + offs, tl.where(r, 0, tl.load(elapsed_ptr + offs, mask=m)), mask=m)
+    tl.store(needs_reset_ptr + offs, tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1) & ~r, mask=m)

@@ -1,0 +1,109 @@
+"""Meta-RL trials (RL^2): n episodes of one task, then a new task, per env copy."""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
+
+from metarl.envs.base import TaskVectorEnv
+from metarl.envs.tasks import Tasks
+
+
+class TrialWrapper(gym.vector.VectorWrapper):
+    """Run trials of ``episodes_per_trial`` episodes, each on one task, and build RL^2 inputs.
+
+    The observation is the RL^2 policy input ``[N, obs_dim + action_dim + 2]``:
+    ``[obs, one_hot(prev_action) (Discrete) or prev_action (Box), prev_reward, prev_done]``,
+    with the ``prev_*`` part zero at a trial start. ``info["trial_start"]`` (bool ``[N]``)
+    marks observations that begin a new trial (the policy resets its memory there);
+    ``terminated``/``truncated`` keep their per-episode meaning.
+
+    The wrapped env must use ``autoreset_mode="same_step"`` so that every step is a
+    real transition. At a trial start each env gets a new task: sampled from the
+    env's task distribution, or drawn uniformly from ``tasks`` when given (e.g. a
+    meta-test set from ``env.sample_task_split``).
+
+    Example::
+
+        >>> import metarl, torch
+        >>> from metarl.envs import TrialWrapper
+        >>> env = TrialWrapper(metarl.make_vec("Bandit-v0", 4, arms=5, autoreset_mode="same_step"),
+        ...                    episodes_per_trial=10)
+        >>> obs, info = env.reset(seed=0)
+        >>> obs.shape, bool(info["trial_start"].all())
+        (torch.Size([4, 8]), True)
+    """
+
+    def __init__(self, env: TaskVectorEnv, episodes_per_trial: int, *, tasks: Tasks | None = None):
+        super().__init__(env)
+        base = env.unwrapped if hasattr(env, "unwrapped") else env
+        if not isinstance(base, TaskVectorEnv):
+            raise TypeError(f"TrialWrapper needs a metarl TaskVectorEnv, got {type(base).__name__}")
+        if base.metadata["autoreset_mode"] != AutoresetMode.SAME_STEP:
+            raise ValueError("TrialWrapper needs autoreset_mode='same_step' "
+                             "(metarl.make_vec(..., autoreset_mode='same_step')) so every step is a transition")
+        if not isinstance(episodes_per_trial, int) or episodes_per_trial < 1:
+            raise ValueError(f"episodes_per_trial must be a positive int, got {episodes_per_trial!r}")
+        if tasks is not None:
+            base._as_tasks(tasks, len(tasks), name="tasks")
+        self.base = base
+        self.episodes_per_trial = episodes_per_trial
+        self.task_set = None if tasks is None else tasks.to("cpu")
+        self._generator = torch.Generator()
+        n, dev = base.num_envs, base.device
+        act = base.single_action_space
+        self._discrete = isinstance(act, gym.spaces.Discrete)
+        self.action_dim = int(act.n) if self._discrete else int(np.prod(act.shape))
+        obs_dim = base.obs_dim
+        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim + self.action_dim + 2,), np.float32)
+        self.observation_space = batch_space(self.single_observation_space, n)
+        self._episodes = torch.zeros(n, dtype=torch.int64, device=dev)
+
+    # ------------------------------------------------------------------ tasks
+    def _draw_tasks(self, n: int) -> Tasks:
+        if self.task_set is None:
+            return self.base.sample_tasks(n, generator=self._generator)
+        idx = torch.randint(0, len(self.task_set), (n,), generator=self._generator)
+        return self.task_set[idx]
+
+    # ------------------------------------------------------------------ API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start a new trial in every env (new tasks). Returns ``(rl2_obs, info)``."""
+        if options:
+            raise ValueError("TrialWrapper.reset takes no options: tasks are drawn per trial")
+        self._generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,))))
+        obs, info = self.base.reset(seed=seed, options={"tasks": self._draw_tasks(self.base.num_envs)})
+        self._episodes.zero_()
+        start = torch.ones(self.base.num_envs, dtype=torch.bool, device=self.base.device)
+        return self._rl2_obs(obs, None, None, None, start), {**info, "trial_start": start}
+
+    def step(self, actions):
+        """Step; envs whose trial ended get a new task and a fresh episode in the same call."""
+        obs, reward, terminated, truncated, info = self.base.step(actions)
+        done = terminated | truncated
+        self._episodes += done
+        trial_end = self._episodes >= self.episodes_per_trial
+        ids = trial_end.nonzero().flatten()
+        if ids.numel():
+            obs, _ = self.base.reset(options={"tasks": self._draw_tasks(int(ids.numel())), "env_ids": ids.cpu()})
+            self._episodes[ids] = 0
+        info = {**info, "trial_start": trial_end}
+        return self._rl2_obs(obs, actions, reward, done, trial_end), reward, terminated, truncated, info
+
+    def _rl2_obs(self, obs, actions, reward, done, start) -> torch.Tensor:
+        n = obs.shape[0]
+        out = torch.zeros((n, self.single_observation_space.shape[0]), dtype=torch.float32, device=obs.device)
+        d = self.base.obs_dim
+        out[:, :d] = obs.reshape(n, d)
+        if actions is not None:
+            a = torch.as_tensor(actions, device=obs.device)
+            if self._discrete:
+                out[torch.arange(n, device=obs.device), d + a.reshape(n).long()] = 1.0
+            else:
+                out[:, d:d + self.action_dim] = a.reshape(n, -1).to(torch.float32)
+            out[:, -2] = reward
+            out[:, -1] = done.to(torch.float32)
+            out[start, d:] = 0.0
+        return out
