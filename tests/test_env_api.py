@@ -220,3 +220,13 @@ def test_bad_constructor_arguments():
         metarl.make_vec("CartPole-v1", 4, autoreset_mode="sometimes")
     with pytest.raises(ValueError, match="backend"):
         metarl.make_vec("CartPole-v1", 4, backend="fortran")
+
+
+@pytest.mark.parametrize("env_id", sorted(ENV_CLASSES))
+def test_single_env_passes_gymnasium_checker(env_id):
+    from gymnasium.utils.env_checker import check_env
+
+    env = gym.make(f"metarl/{env_id}")
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)

@@ -25,6 +25,7 @@ import torch
 from numba import njit, prange
 
 from metarl.kernels._triton import constexpr, lazy_jit
+from metarl.kernels.envs._math import sincos_nb
 from metarl.kernels.envs._autoreset import (
     DISABLED, NEXT_STEP, SAME_STEP, reset_masked_reference, step_with_autoreset_reference,
 )
@@ -83,6 +84,11 @@ def reset_masked_reference_(state, elapsed, needs_reset, counter, params, key, m
 
 # ----------------------------------------------------------------------------- numba
 @njit(inline="always", cache=True)
+def _reset_value_nb(key, counter, lane):
+    return np.float32(-0.05) + np.float32(0.1) * uniform_nb(key, counter, lane)
+
+
+@njit(inline="always", cache=True)
 def _reset_one_nb(i, state, key, counter):
     for lane in range(4):
         state[lane, i] = np.float32(-0.05) + np.float32(0.1) * uniform_nb(key[i], counter[i], lane)
@@ -108,24 +114,17 @@ def _step_nb(
     # sizes / modes
     max_steps, mode,
 ):
+    # Branch-free body (selects, vectorizable sin/cos) so LLVM vectorizes the loop;
+    # the reset values are computed for every env and selected where needed.
     n = state.shape[1]
+    same_step = mode == SAME_STEP
     for i in prange(n):
-        if mode == NEXT_STEP and needs_reset[i]:
-            _reset_one_nb(i, state, key, counter)
-            _observe_one_nb(i, state, obs)
-            reward[i] = 0.0
-            terminated[i] = False
-            truncated[i] = False
-            elapsed[i] = 0
-            needs_reset[i] = False
-            continue
         x = state[0, i]
         x_dot = state[1, i]
         theta = state[2, i]
         theta_dot = state[3, i]
         f = force_mag[i] if action[i] == 1 else -force_mag[i]
-        costheta = np.cos(theta)
-        sintheta = np.sin(theta)
+        sintheta, costheta = sincos_nb(theta)
         total_mass = masspole[i] + masscart[i]
         polemass_length = masspole[i] * length[i]
         temp = (f + polemass_length * theta_dot * theta_dot * sintheta) / total_mass
@@ -136,28 +135,39 @@ def _step_nb(
         x_dot = x_dot + tau[i] * xacc
         theta = theta + tau[i] * theta_dot
         theta_dot = theta_dot + tau[i] * thetaacc
+        term = (x < -X_THRESHOLD) | (x > X_THRESHOLD) | (theta < -THETA_THRESHOLD) | (theta > THETA_THRESHOLD)
+        e = elapsed[i] + 1
+        trunc = (max_steps > 0) & (e >= max_steps)
+        skipped = needs_reset[i] & (mode == NEXT_STEP)  # next_step: reset instead of stepping
+        term = term & (not skipped)
+        trunc = trunc & (not skipped)
+        done = term | trunc
+        do_reset = skipped | (done & same_step)
+        if same_step:
+            final_obs[i, 0] = x if done else np.float32(0.0)
+            final_obs[i, 1] = x_dot if done else np.float32(0.0)
+            final_obs[i, 2] = theta if done else np.float32(0.0)
+            final_obs[i, 3] = theta_dot if done else np.float32(0.0)
+        c = counter[i]
+        k = key[i]
+        x = _reset_value_nb(k, c, 0) if do_reset else x
+        x_dot = _reset_value_nb(k, c, 1) if do_reset else x_dot
+        theta = _reset_value_nb(k, c, 2) if do_reset else theta
+        theta_dot = _reset_value_nb(k, c, 3) if do_reset else theta_dot
+        counter[i] = c + 1 if do_reset else c
+        elapsed[i] = 0 if do_reset else e
+        needs_reset[i] = done & (not same_step)
+        reward[i] = np.float32(0.0) if skipped else np.float32(1.0)
+        terminated[i] = term
+        truncated[i] = trunc
         state[0, i] = x
         state[1, i] = x_dot
         state[2, i] = theta
         state[3, i] = theta_dot
-        term = (x < -X_THRESHOLD) or (x > X_THRESHOLD) or (theta < -THETA_THRESHOLD) or (theta > THETA_THRESHOLD)
-        e = elapsed[i] + 1
-        trunc = max_steps > 0 and e >= max_steps
-        reward[i] = 1.0
-        terminated[i] = term
-        truncated[i] = trunc
-        if mode == SAME_STEP:
-            if term or trunc:
-                _observe_one_nb(i, state, final_obs)
-                _reset_one_nb(i, state, key, counter)
-                e = 0
-            else:
-                for j in range(4):
-                    final_obs[i, j] = 0.0
-        else:
-            needs_reset[i] = term or trunc
-        elapsed[i] = e
-        _observe_one_nb(i, state, obs)
+        obs[i, 0] = x
+        obs[i, 1] = x_dot
+        obs[i, 2] = theta
+        obs[i, 3] = theta_dot
 
 
 @njit(parallel=True, cache=True)

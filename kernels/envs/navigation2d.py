@@ -15,9 +15,11 @@ Dynamics, per env (state ``pos = (x, y)``, params ``goal = (gx, gy)``)::
 reset: ``pos = (0, 0)`` (deterministic; a reset still uses one counter value, as
 every family's does, see :mod:`._autoreset`). Observation: ``pos``. Only IEEE
 ``+ - * sqrt`` and comparisons on float32, with the float32 values of the constants
-0.1 and 0.01, so every backend equals the torch reference bit for bit (the Triton
-kernels use ``sqrt_rn`` and are launched with ``enable_fp_fusion=False`` so a GPU
-does not contract ``dx*dx + dy*dy`` into an FMA).
+0.1 and 0.01, so every backend equals the torch reference bit for bit: the square
+root is the correctly rounded one everywhere (the reference rounds a float64 sqrt,
+since torch's vectorised float32 sqrt is off by an ulp on some CPUs; Triton uses
+``sqrt_rn``), and the Triton kernels are launched with ``enable_fp_fusion=False``
+so a GPU does not contract ``dx*dx + dy*dy`` into an FMA.
 
 Bytes per env-step (the floor of ``bench/envs.py``): read state 8, goal 8,
 action 8, elapsed 4, needs_reset 1; write state 8, obs 8, reward 4,
@@ -62,7 +64,9 @@ def distance_reference(pos, goal):
     """``(dx[N], dy[N], ‖pos - goal‖₂[N])`` for positions ``[2, N]`` and goals ``[N, 2]``."""
     dx = pos[0] - goal[:, 0]
     dy = pos[1] - goal[:, 1]
-    return dx, dy, torch.sqrt(dx * dx + dy * dy)
+    # torch's vectorised float32 sqrt is not correctly rounded on every CPU (AVX-512 builds
+    # differ by an ulp); the float64 sqrt rounded to float32 is (53 >= 2*24 + 2 bits).
+    return dx, dy, torch.sqrt((dx * dx + dy * dy).double()).to(torch.float32)
 
 
 def dynamics_reference(state, params, action, key, counter):

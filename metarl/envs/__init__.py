@@ -8,3 +8,6 @@ from metarl.envs.numpy_adapter import to_numpy  # noqa: E402
 from metarl.envs.trial import TrialWrapper  # noqa: E402
 
 __all__ += ["TrialWrapper", "to_numpy"]
+from metarl.envs.single import SingleEnv  # noqa: E402
+
+__all__ += ["SingleEnv"]

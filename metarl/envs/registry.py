@@ -62,8 +62,10 @@ def _vector_entry_point(env_id):
 
 
 def register_gymnasium() -> None:
-    """Register every family as ``metarl/<id>`` for ``gymnasium.make_vec(..., vectorization_mode="vector_entry_point")``."""
+    """Register every family as ``metarl/<id>``: ``gymnasium.make_vec(..., vectorization_mode="vector_entry_point")``
+    gives the batched env, ``gymnasium.make`` a single one (:class:`metarl.envs.single.SingleEnv`)."""
     for env_id in ENV_CLASSES:
         name = f"metarl/{env_id}"
         if name not in gym.registry:
-            gym.register(id=name, vector_entry_point=_vector_entry_point(env_id))
+            gym.register(id=name, entry_point="metarl.envs.single:SingleEnv", kwargs={"env_id": env_id},
+                         vector_entry_point=_vector_entry_point(env_id))

@@ -1,0 +1,430 @@
+"""Acrobot-v1 with per-env physics (gymnasium ``classic_control/acrobot.py``, ``AcrobotEnv``).
+
+Source: gymnasium 1.x ``AcrobotEnv`` ("book" dynamics of Sutton & Barto, from RLPy),
+``torque_noise_max = 0``. State ``s = (θ1, θ2, θ̇1, θ̇2)`` (gymnasium's order), torque
+``a = action − 1 ∈ {−1, 0, 1}`` N·m, ``g = 9.8``, both links' moment of inertia
+``I = link_moi``::
+
+    d1   = m1 lc1² + m2 (l1² + lc2² + 2 l1 lc2 cos θ2) + 2 I
+    d2   = m2 (lc2² + l1 lc2 cos θ2) + I
+    φ2   = m2 lc2 g sin(θ1 + θ2)                       (gymnasium: cos(θ1 + θ2 − π/2))
+    φ1   = −m2 l1 lc2 θ̇2² sin θ2 − 2 m2 l1 lc2 θ̇2 θ̇1 sin θ2 + (m1 lc1 + m2 l1) g sin θ1 + φ2
+    θ̈2   = (a + d2/d1 φ1 − m2 l1 lc2 θ̇1² sin θ2 − φ2) / (m2 lc2² + I − d2²/d1)
+    θ̈1   = −(d2 θ̈2 + φ1) / d1
+
+One step is one classical RK4 step of length ``dt`` on ``ds/dt = (θ̇1, θ̇2, θ̈1, θ̈2)``
+with the torque held constant (gymnasium appends it to the state with derivative 0):
+``s' = s + dt/6 (k1 + 2 k2 + 2 k3 + k4)``, ``k2 = f(s + dt/2 k1)``, ... Then θ1, θ2 are
+wrapped into [−π, π] and θ̇1, θ̇2 clipped to ±4π, ±9π. gymnasium's ``wrap`` adds ∓2π
+in a loop; here ``x ∓ 2π·k`` with ``k = ⌈(|x| − π)/2π⌉`` (the same for k = 1, within
+rounding otherwise; branch-free, and it cannot hang on inf): from states near the
+velocity bounds one RK4 step can move an angle by tens of turns.
+terminated when ``−cos θ1 − cos(θ2 + θ1) > 1``; reward −1, or 0 on the terminating
+step; reset: every state component ``U(−0.1, 0.1)`` (lanes 0..3 of one random event);
+observation ``(cos θ1, sin θ1, cos θ2, sin θ2, θ̇1, θ̇2)``.
+
+As in gymnasium, ``link_length_2`` does not enter the dynamics or the termination
+(gymnasium only draws with it); it is a task field but the kernels never read it.
+
+Float32 throughout (gymnasium integrates in float64); ``sin``/``cos`` differ by an
+ulp or so between backends, so parity is to float32 tolerance, not exact (resets,
+which use only ``+`` and ``×`` on the shared uniforms, are exact).
+
+Bytes per env-step (the floor of ``bench/envs.py``): read state 16, params 28
+(seven of the eight fields), action 8, elapsed 4, needs_reset 1; write state 16,
+obs 24, reward 4, terminated 1, truncated 1, elapsed 4, needs_reset 1 — 108 bytes.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+from metarl.kernels._triton import constexpr, lazy_jit
+from metarl.kernels.envs._autoreset import (
+    DISABLED, NEXT_STEP, SAME_STEP, reset_masked_reference, step_with_autoreset_reference,
+)
+from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
+
+STATE_DIM = 4
+OBS_DIM = 6
+PARAM_NAMES = ("link_length_1", "link_length_2", "link_mass_1", "link_mass_2",
+               "link_com_pos_1", "link_com_pos_2", "link_moi", "dt")
+STOCHASTIC = False
+BYTES_PER_STEP = 108
+
+# Constants at their float32 values (exactly representable, so the torch reference,
+# NumPy and every kernel compute with the same numbers whatever precision they promote to).
+_F = np.float32
+GRAVITY = float(_F(9.8))
+PI = float(_F(math.pi))
+TWO_PI = float(_F(2 * math.pi))
+MAX_VEL_1 = float(_F(4 * math.pi))
+MAX_VEL_2 = float(_F(9 * math.pi))
+INV_TWO_PI = float(_F(1 / (2 * math.pi)))
+RESET_LOW = float(_F(-0.1))
+RESET_SPAN = float(_F(0.2))
+
+_G32, _PI32, _TWO_PI32, _INV_TWO_PI32 = _F(GRAVITY), _F(PI), _F(TWO_PI), _F(INV_TWO_PI)
+_MAX_VEL_1_32, _MAX_VEL_2_32 = _F(MAX_VEL_1), _F(MAX_VEL_2)
+_LOW32, _SPAN32 = _F(RESET_LOW), _F(RESET_SPAN)
+_ZERO32, _ONE32, _TWO32, _SIX32 = _F(0.0), _F(1.0), _F(2.0), _F(6.0)
+
+
+def triton_meta(params) -> dict:
+    """Launch options for the Triton kernels: no FMA contraction, so GPU resets equal the reference."""
+    return {"enable_fp_fusion": False}
+
+
+# ----------------------------------------------------------------------------- reference
+def _dsdt_reference(theta1, theta2, dtheta1, dtheta2, torque, m1, m2, l1, lc1, lc2, moi):
+    """Time derivative ``(θ̇1, θ̇2, θ̈1, θ̈2)`` of the state (``[N]`` each), "book" dynamics."""
+    cos2 = torch.cos(theta2)
+    sin2 = torch.sin(theta2)
+    d1 = m1 * lc1 * lc1 + m2 * (l1 * l1 + lc2 * lc2 + 2.0 * l1 * lc2 * cos2) + moi + moi
+    d2 = m2 * (lc2 * lc2 + l1 * lc2 * cos2) + moi
+    phi2 = m2 * lc2 * GRAVITY * torch.sin(theta1 + theta2)
+    phi1 = (-m2 * l1 * lc2 * (dtheta2 * dtheta2) * sin2
+            - 2.0 * m2 * l1 * lc2 * dtheta2 * dtheta1 * sin2
+            + (m1 * lc1 + m2 * l1) * GRAVITY * torch.sin(theta1)
+            + phi2)
+    ddtheta2 = (torque + d2 / d1 * phi1 - m2 * l1 * lc2 * (dtheta1 * dtheta1) * sin2 - phi2) / (
+        m2 * lc2 * lc2 + moi - d2 * d2 / d1)
+    ddtheta1 = -(d2 * ddtheta2 + phi1) / d1
+    return dtheta1, dtheta2, ddtheta1, ddtheta2
+
+
+def _wrap_reference(x):
+    """gymnasium's ``wrap(x, -π, π)``: ``x ∓ k·2π`` with the k its loop would count."""
+    x = torch.where(x > PI, x - TWO_PI * torch.ceil((x - PI) * INV_TWO_PI), x)
+    x = torch.where(x < -PI, x + TWO_PI * torch.ceil((-PI - x) * INV_TWO_PI), x)
+    return torch.where(x > PI, x - TWO_PI, x)  # a k rounded one short
+
+
+def dynamics_reference(state, params, action, key, counter):
+    """One RK4 step for every env: ``state[4, N] -> (new_state, reward[N], terminated[N])``."""
+    l1, _l2, m1, m2, lc1, lc2, moi, dt = params
+    torque = (action - 1).to(state.dtype)
+    phys = (torque, m1, m2, l1, lc1, lc2, moi)
+    y0 = tuple(state)
+    dt2 = dt / 2.0
+    k1 = _dsdt_reference(*y0, *phys)
+    k2 = _dsdt_reference(*(y + dt2 * k for y, k in zip(y0, k1)), *phys)
+    k3 = _dsdt_reference(*(y + dt2 * k for y, k in zip(y0, k2)), *phys)
+    k4 = _dsdt_reference(*(y + dt * k for y, k in zip(y0, k3)), *phys)
+    th1, th2, w1, w2 = (y + dt / 6.0 * (a + 2.0 * b + 2.0 * c + d) for y, a, b, c, d in zip(y0, k1, k2, k3, k4))
+    th1 = _wrap_reference(th1)
+    th2 = _wrap_reference(th2)
+    w1 = w1.clamp(-MAX_VEL_1, MAX_VEL_1)
+    w2 = w2.clamp(-MAX_VEL_2, MAX_VEL_2)
+    terminated = -torch.cos(th1) - torch.cos(th2 + th1) > 1.0
+    reward = torch.where(terminated, 0.0, -1.0).to(state.dtype)
+    return torch.stack((th1, th2, w1, w2)), reward, terminated
+
+
+def reset_reference(state, params, key, counter):
+    """Fresh states ``[4, N]``: each component ``-0.1 + 0.2 u`` with u from lanes 0..3."""
+    return torch.stack([RESET_LOW + RESET_SPAN * uniform_reference(key, counter, lane)
+                        for lane in range(4)]).to(state.dtype)
+
+
+def observe_reference(state, params):
+    """Observation ``[N, 6]``: (cos θ1, sin θ1, cos θ2, sin θ2, θ̇1, θ̇2)."""
+    th1, th2, w1, w2 = state
+    return torch.stack((torch.cos(th1), torch.sin(th1), torch.cos(th2), torch.sin(th2), w1, w2), 1)
+
+
+def step_reference(state, elapsed, needs_reset, counter, params, action, key, max_steps, mode):
+    """Batched step with autoreset; see :func:`~._autoreset.step_with_autoreset_reference`."""
+    return step_with_autoreset_reference(
+        dynamics_reference, reset_reference, observe_reference, STOCHASTIC,
+        state, elapsed, needs_reset, counter, params, action, key, max_steps, mode)
+
+
+def reset_masked_reference_(state, elapsed, needs_reset, counter, params, key, mask):
+    return reset_masked_reference(reset_reference, observe_reference,
+                                  state, elapsed, needs_reset, counter, params, key, mask)
+
+
+# ----------------------------------------------------------------------------- numba
+@njit(inline="always", cache=True)
+def _dsdt_nb(theta1, theta2, dtheta1, dtheta2, torque, m1, m2, l1, lc1, lc2, moi):
+    cos2 = np.cos(theta2)
+    sin2 = np.sin(theta2)
+    d1 = m1 * lc1 * lc1 + m2 * (l1 * l1 + lc2 * lc2 + _TWO32 * l1 * lc2 * cos2) + moi + moi
+    d2 = m2 * (lc2 * lc2 + l1 * lc2 * cos2) + moi
+    phi2 = m2 * lc2 * _G32 * np.sin(theta1 + theta2)
+    phi1 = (-m2 * l1 * lc2 * (dtheta2 * dtheta2) * sin2
+            - _TWO32 * m2 * l1 * lc2 * dtheta2 * dtheta1 * sin2
+            + (m1 * lc1 + m2 * l1) * _G32 * np.sin(theta1)
+            + phi2)
+    ddtheta2 = (torque + d2 / d1 * phi1 - m2 * l1 * lc2 * (dtheta1 * dtheta1) * sin2 - phi2) / (
+        m2 * lc2 * lc2 + moi - d2 * d2 / d1)
+    ddtheta1 = -(d2 * ddtheta2 + phi1) / d1
+    return dtheta1, dtheta2, ddtheta1, ddtheta2
+
+
+@njit(inline="always", cache=True)
+def _wrap_nb(x):
+    if x > _PI32:
+        x = x - _TWO_PI32 * np.ceil((x - _PI32) * _INV_TWO_PI32)
+    if x < -_PI32:
+        x = x + _TWO_PI32 * np.ceil((-_PI32 - x) * _INV_TWO_PI32)
+    if x > _PI32:
+        x = x - _TWO_PI32
+    return x
+
+
+@njit(inline="always", cache=True)
+def _reset_one_nb(i, state, key, counter):
+    for lane in range(4):
+        state[lane, i] = _LOW32 + _SPAN32 * uniform_nb(key[i], counter[i], lane)
+    counter[i] += 1
+
+
+@njit(inline="always", cache=True)
+def _observe_one_nb(i, state, out):
+    out[i, 0] = np.cos(state[0, i])
+    out[i, 1] = np.sin(state[0, i])
+    out[i, 2] = np.cos(state[1, i])
+    out[i, 3] = np.sin(state[1, i])
+    out[i, 4] = state[2, i]
+    out[i, 5] = state[3, i]
+
+
+@njit(parallel=True, cache=True)
+def _step_nb(
+    # state, updated in place
+    state, elapsed, needs_reset, counter,
+    # task params [N] each (link_length_2 is not read, as in gymnasium)
+    link_length_1, link_length_2, link_mass_1, link_mass_2, link_com_pos_1, link_com_pos_2, link_moi, dt,
+    # inputs
+    action, key,
+    # outputs
+    obs, reward, terminated, truncated, final_obs,
+    # sizes / modes
+    max_steps, mode,
+):
+    n = state.shape[1]
+    for i in prange(n):
+        if mode == NEXT_STEP and needs_reset[i]:
+            _reset_one_nb(i, state, key, counter)
+            _observe_one_nb(i, state, obs)
+            reward[i] = 0.0
+            terminated[i] = False
+            truncated[i] = False
+            elapsed[i] = 0
+            needs_reset[i] = False
+            continue
+        l1 = link_length_1[i]
+        m1 = link_mass_1[i]
+        m2 = link_mass_2[i]
+        lc1 = link_com_pos_1[i]
+        lc2 = link_com_pos_2[i]
+        moi = link_moi[i]
+        h = dt[i]
+        h2 = h / _TWO32
+        torque = _F(action[i] - 1)
+        s0 = state[0, i]
+        s1 = state[1, i]
+        s2 = state[2, i]
+        s3 = state[3, i]
+        a0, a1, a2, a3 = _dsdt_nb(s0, s1, s2, s3, torque, m1, m2, l1, lc1, lc2, moi)
+        b0, b1, b2, b3 = _dsdt_nb(s0 + h2 * a0, s1 + h2 * a1, s2 + h2 * a2, s3 + h2 * a3,
+                                  torque, m1, m2, l1, lc1, lc2, moi)
+        c0, c1, c2, c3 = _dsdt_nb(s0 + h2 * b0, s1 + h2 * b1, s2 + h2 * b2, s3 + h2 * b3,
+                                  torque, m1, m2, l1, lc1, lc2, moi)
+        d0, d1, d2, d3 = _dsdt_nb(s0 + h * c0, s1 + h * c1, s2 + h * c2, s3 + h * c3,
+                                  torque, m1, m2, l1, lc1, lc2, moi)
+        h6 = h / _SIX32
+        th1 = _wrap_nb(s0 + h6 * (a0 + _TWO32 * b0 + _TWO32 * c0 + d0))
+        th2 = _wrap_nb(s1 + h6 * (a1 + _TWO32 * b1 + _TWO32 * c1 + d1))
+        w1 = min(max(s2 + h6 * (a2 + _TWO32 * b2 + _TWO32 * c2 + d2), -_MAX_VEL_1_32), _MAX_VEL_1_32)
+        w2 = min(max(s3 + h6 * (a3 + _TWO32 * b3 + _TWO32 * c3 + d3), -_MAX_VEL_2_32), _MAX_VEL_2_32)
+        state[0, i] = th1
+        state[1, i] = th2
+        state[2, i] = w1
+        state[3, i] = w2
+        term = -np.cos(th1) - np.cos(th2 + th1) > _ONE32
+        e = elapsed[i] + 1
+        trunc = max_steps > 0 and e >= max_steps
+        reward[i] = 0.0 if term else -1.0
+        terminated[i] = term
+        truncated[i] = trunc
+        if mode == SAME_STEP:
+            if term or trunc:
+                _observe_one_nb(i, state, final_obs)
+                _reset_one_nb(i, state, key, counter)
+                e = 0
+            else:
+                for j in range(6):
+                    final_obs[i, j] = 0.0
+        else:
+            needs_reset[i] = term or trunc
+        elapsed[i] = e
+        _observe_one_nb(i, state, obs)
+
+
+@njit(parallel=True, cache=True)
+def _reset_nb(state, elapsed, needs_reset, counter,
+              link_length_1, link_length_2, link_mass_1, link_mass_2, link_com_pos_1, link_com_pos_2, link_moi, dt,
+              key, mask, obs):
+    for i in prange(state.shape[1]):
+        if mask[i]:
+            _reset_one_nb(i, state, key, counter)
+            elapsed[i] = 0
+            needs_reset[i] = False
+        _observe_one_nb(i, state, obs)
+
+
+# ----------------------------------------------------------------------------- triton
+@lazy_jit
+def _dsdt_tl(theta1, theta2, dtheta1, dtheta2, torque, m1, m2, l1, lc1, lc2, moi):
+    cos2 = tl.cos(theta2)
+    sin2 = tl.sin(theta2)
+    d1 = m1 * lc1 * lc1 + m2 * (l1 * l1 + lc2 * lc2 + 2.0 * l1 * lc2 * cos2) + moi + moi
+    d2 = m2 * (lc2 * lc2 + l1 * lc2 * cos2) + moi
+    phi2 = m2 * lc2 * 9.8 * tl.sin(theta1 + theta2)
+    phi1 = (-m2 * l1 * lc2 * (dtheta2 * dtheta2) * sin2
+            - 2.0 * m2 * l1 * lc2 * dtheta2 * dtheta1 * sin2
+            + (m1 * lc1 + m2 * l1) * 9.8 * tl.sin(theta1)
+            + phi2)
+    ddtheta2 = (torque + d2 / d1 * phi1 - m2 * l1 * lc2 * (dtheta1 * dtheta1) * sin2 - phi2) / (
+        m2 * lc2 * lc2 + moi - d2 * d2 / d1)
+    ddtheta1 = -(d2 * ddtheta2 + phi1) / d1
+    return dtheta1, dtheta2, ddtheta1, ddtheta2
+
+
+@lazy_jit
+def _wrap_tl(x):
+    x = tl.where(x > 3.141592653589793, x - 6.283185307179586 * tl.ceil((x - 3.141592653589793) * 0.15915494309189535), x)
+    x = tl.where(x < -3.141592653589793, x + 6.283185307179586 * tl.ceil((-3.141592653589793 - x) * 0.15915494309189535), x)
+    return tl.where(x > 3.141592653589793, x - 6.283185307179586, x)
+
+
+@lazy_jit
+def _step_tl(
+    # state, updated in place (state is [4, N] with row stride N)
+    state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr,
+    # task params [N] each (link_length_2 is not read, as in gymnasium)
+    l1_ptr, l2_ptr, m1_ptr, m2_ptr, lc1_ptr, lc2_ptr, moi_ptr, dt_ptr,
+    # inputs
+    action_ptr, key_ptr,
+    # outputs ([N, 6] row-major for obs and final_obs)
+    obs_ptr, reward_ptr, terminated_ptr, truncated_ptr, final_obs_ptr,
+    # sizes / modes
+    n, max_steps,
+    # meta-parameters
+    MODE: constexpr, BLOCK: constexpr,
+):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    s0 = tl.load(state_ptr + offs, mask=m)
+    s1 = tl.load(state_ptr + n + offs, mask=m)
+    s2 = tl.load(state_ptr + 2 * n + offs, mask=m)
+    s3 = tl.load(state_ptr + 3 * n + offs, mask=m)
+    l1 = tl.load(l1_ptr + offs, mask=m, other=1.0)
+    m1 = tl.load(m1_ptr + offs, mask=m, other=1.0)
+    m2 = tl.load(m2_ptr + offs, mask=m, other=1.0)
+    lc1 = tl.load(lc1_ptr + offs, mask=m, other=1.0)
+    lc2 = tl.load(lc2_ptr + offs, mask=m, other=1.0)
+    moi = tl.load(moi_ptr + offs, mask=m, other=1.0)
+    h = tl.load(dt_ptr + offs, mask=m, other=1.0)
+    action = tl.load(action_ptr + offs, mask=m)
+    key = tl.load(key_ptr + offs, mask=m)
+    counter = tl.load(counter_ptr + offs, mask=m)
+    elapsed = tl.load(elapsed_ptr + offs, mask=m)
+
+    torque = (action - 1).to(tl.float32)
+    h2 = h / 2.0
+    a0, a1, a2, a3 = _dsdt_tl(s0, s1, s2, s3, torque, m1, m2, l1, lc1, lc2, moi)
+    b0, b1, b2, b3 = _dsdt_tl(s0 + h2 * a0, s1 + h2 * a1, s2 + h2 * a2, s3 + h2 * a3,
+                              torque, m1, m2, l1, lc1, lc2, moi)
+    c0, c1, c2, c3 = _dsdt_tl(s0 + h2 * b0, s1 + h2 * b1, s2 + h2 * b2, s3 + h2 * b3,
+                              torque, m1, m2, l1, lc1, lc2, moi)
+    d0, d1, d2, d3 = _dsdt_tl(s0 + h * c0, s1 + h * c1, s2 + h * c2, s3 + h * c3,
+                              torque, m1, m2, l1, lc1, lc2, moi)
+    h6 = h / 6.0
+    th1 = _wrap_tl(s0 + h6 * (a0 + 2.0 * b0 + 2.0 * c0 + d0))
+    th2 = _wrap_tl(s1 + h6 * (a1 + 2.0 * b1 + 2.0 * c1 + d1))
+    w1 = tl.minimum(tl.maximum(s2 + h6 * (a2 + 2.0 * b2 + 2.0 * c2 + d2), -12.566370614359172), 12.566370614359172)
+    w2 = tl.minimum(tl.maximum(s3 + h6 * (a3 + 2.0 * b3 + 2.0 * c3 + d3), -28.274333882308138), 28.274333882308138)
+    term = -tl.cos(th1) - tl.cos(th2 + th1) > 1.0
+    e = elapsed + 1
+    trunc = (e >= max_steps) & (max_steps > 0)
+    reward = tl.where(term, 0.0, -1.0)
+
+    if MODE == 0:  # next_step: envs flagged last step are reset instead of stepped
+        r = tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1)
+        do_reset = r
+        term = term & ~r
+        trunc = trunc & ~r
+        reward = tl.where(r, 0.0, reward)
+        tl.store(needs_reset_ptr + offs, term | trunc, mask=m)
+    else:
+        done = term | trunc
+        do_reset = done & (MODE == 1)
+        if MODE == 2:
+            tl.store(needs_reset_ptr + offs, done, mask=m)
+    reset_counter = counter
+    counter = counter + do_reset.to(tl.int64)
+    if MODE == 1:  # same_step: the pre-reset observation goes to final_obs
+        tl.store(final_obs_ptr + offs * 6 + 0, tl.where(do_reset, tl.cos(th1), 0.0), mask=m)
+        tl.store(final_obs_ptr + offs * 6 + 1, tl.where(do_reset, tl.sin(th1), 0.0), mask=m)
+        tl.store(final_obs_ptr + offs * 6 + 2, tl.where(do_reset, tl.cos(th2), 0.0), mask=m)
+        tl.store(final_obs_ptr + offs * 6 + 3, tl.where(do_reset, tl.sin(th2), 0.0), mask=m)
+        tl.store(final_obs_ptr + offs * 6 + 4, tl.where(do_reset, w1, 0.0), mask=m)
+        tl.store(final_obs_ptr + offs * 6 + 5, tl.where(do_reset, w2, 0.0), mask=m)
+    th1 = tl.where(do_reset, -0.1 + 0.2 * uniform_tl(key, reset_counter, 0), th1)
+    th2 = tl.where(do_reset, -0.1 + 0.2 * uniform_tl(key, reset_counter, 1), th2)
+    w1 = tl.where(do_reset, -0.1 + 0.2 * uniform_tl(key, reset_counter, 2), w1)
+    w2 = tl.where(do_reset, -0.1 + 0.2 * uniform_tl(key, reset_counter, 3), w2)
+    e = tl.where(do_reset, 0, e)
+
+    tl.store(state_ptr + offs, th1, mask=m)
+    tl.store(state_ptr + n + offs, th2, mask=m)
+    tl.store(state_ptr + 2 * n + offs, w1, mask=m)
+    tl.store(state_ptr + 3 * n + offs, w2, mask=m)
+    tl.store(obs_ptr + offs * 6 + 0, tl.cos(th1), mask=m)
+    tl.store(obs_ptr + offs * 6 + 1, tl.sin(th1), mask=m)
+    tl.store(obs_ptr + offs * 6 + 2, tl.cos(th2), mask=m)
+    tl.store(obs_ptr + offs * 6 + 3, tl.sin(th2), mask=m)
+    tl.store(obs_ptr + offs * 6 + 4, w1, mask=m)
+    tl.store(obs_ptr + offs * 6 + 5, w2, mask=m)
+    tl.store(counter_ptr + offs, counter, mask=m)
+    tl.store(elapsed_ptr + offs, e, mask=m)
+    tl.store(reward_ptr + offs, reward, mask=m)
+    tl.store(terminated_ptr + offs, term, mask=m)
+    tl.store(truncated_ptr + offs, trunc, mask=m)
+
+
+@lazy_jit
+def _reset_tl(
+    state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr,
+    l1_ptr, l2_ptr, m1_ptr, m2_ptr, lc1_ptr, lc2_ptr, moi_ptr, dt_ptr,  # unused: reset ignores physics
+    key_ptr, mask_ptr, obs_ptr, n, BLOCK: constexpr,
+):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    r = tl.load(mask_ptr + offs, mask=m, other=0).to(tl.int1)
+    key = tl.load(key_ptr + offs, mask=m)
+    counter = tl.load(counter_ptr + offs, mask=m)
+    th1 = tl.where(r, -0.1 + 0.2 * uniform_tl(key, counter, 0), tl.load(state_ptr + offs, mask=m))
+    th2 = tl.where(r, -0.1 + 0.2 * uniform_tl(key, counter, 1), tl.load(state_ptr + n + offs, mask=m))
+    w1 = tl.where(r, -0.1 + 0.2 * uniform_tl(key, counter, 2), tl.load(state_ptr + 2 * n + offs, mask=m))
+    w2 = tl.where(r, -0.1 + 0.2 * uniform_tl(key, counter, 3), tl.load(state_ptr + 3 * n + offs, mask=m))
+    tl.store(state_ptr + offs, th1, mask=m)
+    tl.store(state_ptr + n + offs, th2, mask=m)
+    tl.store(state_ptr + 2 * n + offs, w1, mask=m)
+    tl.store(state_ptr + 3 * n + offs, w2, mask=m)
+    tl.store(obs_ptr + offs * 6 + 0, tl.cos(th1), mask=m)
+    tl.store(obs_ptr + offs * 6 + 1, tl.sin(th1), mask=m)
+    tl.store(obs_ptr + offs * 6 + 2, tl.cos(th2), mask=m)
+    tl.store(obs_ptr + offs * 6 + 3, tl.sin(th2), mask=m)
+    tl.store(obs_ptr + offs * 6 + 4, w1, mask=m)
+    tl.store(obs_ptr + offs * 6 + 5, w2, mask=m)
+    tl.store(counter_ptr + offs, counter + r.to(tl.int64), mask=m)
+    tl.store(elapsed_ptr + offs, tl.where(r, 0, tl.load(elapsed_ptr + offs, mask=m)), mask=m)
+    tl.store(needs_reset_ptr + offs, tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1) & ~r, mask=m)
