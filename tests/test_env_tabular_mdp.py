@@ -301,7 +301,7 @@ def test_transitions_rows_within_tolerance_accepted():
     [[10.0, 0.0]],   # MDP state out of range
     [[-1.0, 0.0]],
     [[1.5, 0.0]],    # not an integer
-    [[0.0, 10.0]],   # step at the horizon
+    [[0.0, 11.0]],   # step past the horizon
     [[0.0, 0.5]],
 ])
 def test_bad_state_raises(state):
@@ -311,4 +311,16 @@ def test_bad_state_raises(state):
         env.set_state(torch.tensor(state))
     env.set_state(torch.tensor([[9.0, 9.0]]))
     _, _, te, *_ = env.step(torch.zeros(1, dtype=torch.int64))
+    assert te.all()
+
+
+def test_state_round_trip_after_episode_end():
+    """get_state after the last step (t == horizon, before the reset) can be set again."""
+    env = metarl.make_vec("TabularMDP-v0", 4, horizon=2, seed=0, autoreset_mode="disabled")
+    env.reset(seed=0)
+    for _ in range(2):
+        _, _, te, *_ = env.step(torch.zeros(4, dtype=torch.int64))
+    assert te.all() and torch.equal(env.get_state()[:, 1], torch.full((4,), 2.0))
+    env.set_state(env.get_state())
+    _, _, te, *_ = env.step(torch.zeros(4, dtype=torch.int64))
     assert te.all()

@@ -121,9 +121,14 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ buffers
+    def _kernel_params(self) -> tuple[torch.Tensor, ...]:
+        """The per-env parameters the kernels read: the task fields, plus any family
+        option the kernels need per env (e.g. TabularMDP's horizon). Called once."""
+        return self._params
+
     def _bind_buffers(self):
         """Argument tuples for the kernels; NumPy views for Numba (made once)."""
-        persistent = (self._state, self._elapsed, self._needs_reset, self._counter, self._params)
+        persistent = (self._state, self._elapsed, self._needs_reset, self._counter, self._kernel_params())
         if self._numpy:
             self._args = tuple(_launch.to_numpy_args(persistent))
             self._key_arg = self._key.numpy()

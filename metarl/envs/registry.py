@@ -61,11 +61,18 @@ def _vector_entry_point(env_id):
     return make
 
 
+def _single_entry_point(env_id):
+    def make(**kwargs):
+        from metarl.envs.single import SingleEnv
+        return SingleEnv(env_id, **kwargs)
+    return make
+
+
 def register_gymnasium() -> None:
     """Register every family as ``metarl/<id>``: ``gymnasium.make_vec(..., vectorization_mode="vector_entry_point")``
     gives the batched env, ``gymnasium.make`` a single one (:class:`metarl.envs.single.SingleEnv`)."""
     for env_id in ENV_CLASSES:
         name = f"metarl/{env_id}"
         if name not in gym.registry:
-            gym.register(id=name, entry_point="metarl.envs.single:SingleEnv", kwargs={"env_id": env_id},
+            gym.register(id=name, entry_point=_single_entry_point(env_id),
                          vector_entry_point=_vector_entry_point(env_id))

@@ -39,7 +39,8 @@ class TabularMDPVecEnv(TaskVectorEnv):
     Each step gives reward ``N(mean_reward[s, a], 1)`` and moves to
     ``s' ~ transitions[s, a, :]``. The observation is the one-hot state ``[N, S]``.
     The state (``get_state``/``set_state``) is ``[N, 2]`` float32: the MDP state and
-    the step within the episode (integers held as floats).
+    the step within the episode, t in ``[0, horizon]`` (integers held as floats;
+    ``t == horizon`` after the last step until the env is reset).
 
     Args:
         num_envs: N.
@@ -74,16 +75,10 @@ class TabularMDPVecEnv(TaskVectorEnv):
         self.horizon = int(horizon)
         super().__init__(num_envs, **kwargs)
 
-    def _bind_buffers(self):
-        # The kernels take the horizon as a third param, horizon[N] int32, after the task
-        # fields; self._params (what set_tasks and .tasks see) stays the two task fields.
-        self._horizon = torch.full((self.num_envs,), self.horizon, dtype=torch.int32, device=self.device)
-        task_params = self._params
-        self._params = task_params + (self._horizon,)
-        try:
-            super()._bind_buffers()
-        finally:
-            self._params = task_params
+    def _kernel_params(self):
+        # The kernels take the horizon as a third param, horizon[N] int32, after the task fields.
+        horizon = torch.full((self.num_envs,), self.horizon, dtype=torch.int32, device=self.device)
+        return self._params + (horizon,)
 
     def _make_spaces(self):
         obs = gym.spaces.Box(0.0, 1.0, shape=(self.num_states,), dtype=np.float32)
@@ -125,8 +120,10 @@ class TabularMDPVecEnv(TaskVectorEnv):
         s, t = state[:, 0], state[:, 1]
         if not bool(((s == s.round()) & (s >= 0) & (s < self.num_states)).all()):
             raise ValueError(f"state[:, 0] (the MDP state) must be an integer in [0, {self.num_states})")
-        if not bool(((t == t.round()) & (t >= 0) & (t < self.horizon)).all()):
-            raise ValueError(f"state[:, 1] (the step in the episode) must be an integer in [0, {self.horizon})")
+        # t == horizon is an ended episode (what get_state shows before the reset): accepted
+        # so that get_state/set_state round-trip; stepping it terminates at once.
+        if not bool(((t == t.round()) & (t >= 0) & (t <= self.horizon)).all()):
+            raise ValueError(f"state[:, 1] (the step in the episode) must be an integer in [0, {self.horizon}]")
 
     def optimal_value(self) -> torch.Tensor:
         """Expected return ``[N]`` float32 of an optimal policy over one episode from state 0.
