@@ -12,7 +12,8 @@ Reset kernels: ``state, elapsed, needs_reset, counter, *params, key, mask[N] boo
 (reset the masked envs, write the observation of every env).
 
 Triton kernels end with ``n, max_steps, MODE, BLOCK`` (reset: ``n, BLOCK``) plus
-any constexpr sizes the family returns from ``triton_meta(params) -> dict``.
+any constexpr sizes the family returns from ``triton_meta(params) -> dict``, and
+the launch options in ``TRITON_OPTIONS``.
 
 ``final_obs`` is ``[N, O]`` in same-step mode and ``[0, O]`` otherwise.
 Numba launchers take NumPy views (made once by the env), Triton and torch take
@@ -24,6 +25,8 @@ import torch
 
 BACKENDS = ("torch", "numba", "triton", "cpp")
 TRITON_BLOCK = 1024
+# No a*b+c -> FMA contraction on the GPU, so kernels round like the float32 reference.
+TRITON_OPTIONS = {"enable_fp_fusion": False}
 
 
 def step_torch(fam, state, elapsed, needs_reset, counter, params, action, key,
@@ -69,7 +72,7 @@ def reset_triton(fam, state, elapsed, needs_reset, counter, params, key, mask, o
 
 def _triton_meta(fam, params) -> dict:
     """Extra constexpr sizes a family's Triton kernels take (e.g. ``S``, ``A`` of a tabular MDP)."""
-    return fam.triton_meta(params) if hasattr(fam, "triton_meta") else {}
+    return {**TRITON_OPTIONS, **(fam.triton_meta(params) if hasattr(fam, "triton_meta") else {})}
 
 
 def triton_cdiv(a: int, b: int) -> int:

@@ -36,8 +36,9 @@ OBS_DIM = 4
 PARAM_NAMES = ("gravity", "masscart", "masspole", "length", "force_mag", "tau")
 STOCHASTIC = False
 BYTES_PER_STEP = 96
-X_THRESHOLD = 2.4
-THETA_THRESHOLD = 12 * 2 * math.pi / 360
+# float32, so every backend compares in float32 as the torch reference does
+X_THRESHOLD = np.float32(2.4)
+THETA_THRESHOLD = np.float32(12 * 2 * math.pi / 360)
 
 
 # ----------------------------------------------------------------------------- reference

@@ -48,11 +48,6 @@ _MAX_ACTION32 = np.float32(0.1)
 _GOAL_TOLERANCE32 = np.float32(0.01)
 
 
-def triton_meta(params) -> dict:
-    """Launch options for the Triton kernels: no FMA contraction (exact parity with torch)."""
-    return {"enable_fp_fusion": False}
-
-
 # ----------------------------------------------------------------------------- reference
 def move_reference(state, action):
     """``state[2, N]`` positions, ``action[N, 2]`` -> new positions ``[2, N]`` (action clipped)."""

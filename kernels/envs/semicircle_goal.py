@@ -31,7 +31,7 @@ from metarl.kernels._triton import constexpr, lazy_jit
 from metarl.kernels.envs._autoreset import DISABLED, NEXT_STEP, SAME_STEP, step_with_autoreset_reference
 from metarl.kernels.envs.navigation2d import (  # noqa: F401 - the shared reset, re-exported
     MAX_ACTION, _clip_nb, _reset_nb, _reset_tl, distance_reference, move_reference, observe_reference,
-    reset_masked_reference_, reset_reference, triton_meta,
+    reset_masked_reference_, reset_reference,
 )
 
 STATE_DIM = 2
