@@ -12,7 +12,8 @@ Write a kernel as usual, but annotate compile-time parameters with the stand-in
 
 ``tl`` (``triton.language``) is injected into the kernel module's globals at the
 first launch. A device function called by a kernel is decorated the same way;
-the caller swaps it for its compiled form when the caller compiles. Under ``TRITON_INTERPRET=1`` the kernels run on the CPU (tests).
+the caller swaps it for its compiled form when the caller compiles. Under
+``TRITON_INTERPRET=1`` the kernels run on the CPU (tests).
 """
 from __future__ import annotations
 

@@ -18,11 +18,15 @@ Keys: ``key[i] = mix32(mix32(seed_lo ^ mix32(seed_hi)) ^ mix32(i + 1))``.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+from metarl.kernels._triton import constexpr, lazy_jit
 from numba import njit
 
-from metarl.kernels._triton import constexpr, lazy_jit
+if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
+    import triton.language as tl
 
 MASK32 = 0xFFFFFFFF
 GOLDEN = 0x9E3779B9

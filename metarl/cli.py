@@ -30,14 +30,16 @@ def info() -> str:
         f"gymnasium  {_version('gymnasium')}",
         f"numba      {_version('numba')}",
         f"triton     {_version('triton')}",
-        "devices    cpu" + "".join(f", cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())),
+        "devices    cpu" + "".join(f", cuda:{i} {torch.cuda.get_device_name(i)}"
+                                   for i in range(torch.cuda.device_count())),
         "backends",
     ]
     notes = {
         "torch": "reference kernels, any device",
         "numba": "CPU kernels",
         "cpp": "metarl._C (C++/OpenMP CPU kernels)",
-        "triton": "GPU kernels" + (" (interpreter: TRITON_INTERPRET=1)" if avail["triton"] and not avail["cuda"] else ""),
+        "triton": "GPU kernels" + (" (interpreter: TRITON_INTERPRET=1)"
+                                   if avail["triton"] and not avail["cuda"] else ""),
         "cuda": "CUDA device",
     }
     for name, ok in avail.items():

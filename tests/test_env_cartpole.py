@@ -3,9 +3,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import CPU_BACKENDS
 
 import metarl
-from conftest import CPU_BACKENDS
 
 # CartPole also has a C++ kernel (metarl._C)
 BACKENDS = CPU_BACKENDS + ["cpp"]

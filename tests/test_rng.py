@@ -1,11 +1,12 @@
 """The counter-based RNG: bit-identical across torch, Numba, C++ and Triton; uniform."""
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pytest
 import torch
+from metarl.kernels import rng
 from numba import njit
 from scipy import stats
-
-from metarl.kernels import rng
 
 # sizes: 1, odd, just past a Triton block
 SIZES = [1, 37, 1025]
@@ -64,6 +65,9 @@ def triton_cdiv(a, b):
 
 from metarl.kernels._triton import constexpr, lazy_jit  # noqa: E402
 from metarl.kernels.rng import uniform_tl  # noqa: E402
+
+if TYPE_CHECKING:
+    import triton.language as tl
 
 
 @lazy_jit

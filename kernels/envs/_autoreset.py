@@ -18,7 +18,7 @@ the env's current counter value and then increments it; so does a reset. In
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

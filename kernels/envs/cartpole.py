@@ -19,17 +19,23 @@ terminated 1, truncated 1, elapsed 4, needs_reset 1 — 96 bytes.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from metarl.kernels._triton import constexpr, lazy_jit
+from metarl.kernels.envs._autoreset import (
+    NEXT_STEP,
+    SAME_STEP,
+    reset_masked_reference,
+    step_with_autoreset_reference,
+)
+from metarl.kernels.envs._math import sincos_nb
+from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
 from numba import njit, prange
 
-from metarl.kernels._triton import constexpr, lazy_jit
-from metarl.kernels.envs._math import sincos_nb
-from metarl.kernels.envs._autoreset import (
-    DISABLED, NEXT_STEP, SAME_STEP, reset_masked_reference, step_with_autoreset_reference,
-)
-from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
+if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
+    import triton.language as tl
 
 STATE_DIM = 4
 OBS_DIM = 4
@@ -172,7 +178,8 @@ def _step_nb(
 
 
 @njit(parallel=True, cache=True)
-def _reset_nb(state, elapsed, needs_reset, counter, gravity, masscart, masspole, length, force_mag, tau, key, mask, obs):
+def _reset_nb(state, elapsed, needs_reset, counter,
+              gravity, masscart, masspole, length, force_mag, tau, key, mask, obs):
     for i in prange(state.shape[1]):
         if mask[i]:
             _reset_one_nb(i, state, key, counter)
@@ -228,7 +235,8 @@ def _step_tl(
     total_mass = masspole + masscart
     polemass_length = masspole * length
     temp = (f + polemass_length * theta_dot * theta_dot * sintheta) / total_mass
-    thetaacc = (gravity * sintheta - costheta * temp) / (length * (4.0 / 3.0 - masspole * costheta * costheta / total_mass))
+    thetaacc = (gravity * sintheta - costheta * temp) / (
+        length * (4.0 / 3.0 - masspole * costheta * costheta / total_mass))
     xacc = temp - polemass_length * thetaacc * costheta / total_mass
     nx = x + tau * x_dot
     nx_dot = x_dot + tau * xacc

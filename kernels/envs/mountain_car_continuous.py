@@ -19,15 +19,22 @@ terminated 1, truncated 1, elapsed 4, needs_reset 1 — 48 bytes.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from numba import njit, prange
-
 from metarl.kernels._triton import constexpr, lazy_jit
 from metarl.kernels.envs._autoreset import (
-    NEXT_STEP, SAME_STEP, reset_masked_reference, step_with_autoreset_reference,
+    NEXT_STEP,
+    SAME_STEP,
+    reset_masked_reference,
+    step_with_autoreset_reference,
 )
 from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
+from numba import njit, prange
+
+if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
+    import triton.language as tl
 
 STATE_DIM = 2
 OBS_DIM = 2

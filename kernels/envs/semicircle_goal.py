@@ -23,16 +23,27 @@ terminated 1, truncated 1, elapsed 4, needs_reset 1 — 56 bytes.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+from metarl.kernels._triton import constexpr, lazy_jit
+from metarl.kernels.envs._autoreset import NEXT_STEP, SAME_STEP, step_with_autoreset_reference
+from metarl.kernels.envs.navigation2d import (  # noqa: F401 - the shared reset, re-exported
+    MAX_ACTION,
+    _clip_nb,
+    _reset_nb,
+    _reset_tl,
+    distance_reference,
+    move_reference,
+    observe_reference,
+    reset_masked_reference_,
+    reset_reference,
+)
 from numba import njit, prange
 
-from metarl.kernels._triton import constexpr, lazy_jit
-from metarl.kernels.envs._autoreset import DISABLED, NEXT_STEP, SAME_STEP, step_with_autoreset_reference
-from metarl.kernels.envs.navigation2d import (  # noqa: F401 - the shared reset, re-exported
-    MAX_ACTION, _clip_nb, _reset_nb, _reset_tl, distance_reference, move_reference, observe_reference,
-    reset_masked_reference_, reset_reference,
-)
+if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
+    import triton.language as tl
 
 STATE_DIM = 2
 OBS_DIM = 2

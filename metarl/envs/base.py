@@ -32,7 +32,8 @@ def _mode_name(mode) -> str:
     if isinstance(mode, AutoresetMode):
         return {v: k for k, v in _AUTORESET.items()}[mode]
     if mode not in _AUTORESET:
-        raise ValueError(f"autoreset_mode must be one of {sorted(_AUTORESET)} or a gymnasium AutoresetMode, got {mode!r}")
+        raise ValueError(f"autoreset_mode must be one of {sorted(_AUTORESET)} or a gymnasium AutoresetMode, "
+                         f"got {mode!r}")
     return mode
 
 
@@ -150,7 +151,8 @@ class TaskVectorEnv(gym.vector.VectorEnv):
 
     def _as_tasks(self, tasks, n_expected: int, name: str = "tasks") -> Tasks:
         if not isinstance(tasks, self.task_type):
-            raise TypeError(f"{name} must be a {self.task_type.__name__} (from env.sample_tasks), got {type(tasks).__name__}")
+            raise TypeError(f"{name} must be a {self.task_type.__name__} (from env.sample_tasks), "
+                            f"got {type(tasks).__name__}")
         ref = self.default_tasks(1)
         for fname, t, r in zip(tasks.field_names(), tasks.fields(), ref.fields()):
             if not isinstance(t, torch.Tensor):
@@ -334,7 +336,8 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         if not isinstance(actions, torch.Tensor):
             arr = np.asarray(actions) if isinstance(actions, (np.ndarray, list, tuple, int, float)) else None
             if arr is None or arr.dtype.kind not in "biuf":
-                raise TypeError(f"actions must be a torch.Tensor or a numeric NumPy array, got {type(actions).__name__}")
+                raise TypeError("actions must be a torch.Tensor or a numeric NumPy array, "
+                                f"got {type(actions).__name__}")
             actions = torch.as_tensor(arr, device=self.device)
         if actions.device != self.device:
             raise ValueError(f"actions are on {actions.device} but the env is on {self.device}")
@@ -352,7 +355,8 @@ class TaskVectorEnv(gym.vector.VectorEnv):
             actions = actions.contiguous()
             bad = first_invalid_discrete(actions, self.single_action_space.n)
             if bad >= 0:
-                raise ValueError(f"actions[{bad}] = {int(actions[bad])} is outside Discrete({self.single_action_space.n})")
+                raise ValueError(f"actions[{bad}] = {int(actions[bad])} is outside "
+                                 f"Discrete({self.single_action_space.n})")
             return actions
         expected = (n, *self._act_shape)
         if not actions.dtype.is_floating_point:

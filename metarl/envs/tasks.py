@@ -32,24 +32,24 @@ class Tasks:
     def __len__(self) -> int:
         return int(self.fields()[0].shape[0])
 
-    def __getitem__(self, index) -> "Tasks":
+    def __getitem__(self, index) -> Tasks:
         """A sub-batch: ``index`` is a slice, an int tensor of indices or a bool mask."""
         if isinstance(index, int):
             index = slice(index, index + 1)
         return type(self)(*(t[index] for t in self.fields()))
 
-    def to(self, device) -> "Tasks":
+    def to(self, device) -> Tasks:
         return type(self)(*(t.to(device) for t in self.fields()))
 
-    def clone(self) -> "Tasks":
+    def clone(self) -> Tasks:
         return type(self)(*(t.clone() for t in self.fields()))
 
     @classmethod
-    def cat(cls, batches) -> "Tasks":
+    def cat(cls, batches) -> Tasks:
         batches = list(batches)
         return cls(*(torch.cat(ts) for ts in zip(*(b.fields() for b in batches))))
 
-    def equal(self, other: "Tasks") -> bool:
+    def equal(self, other: Tasks) -> bool:
         return type(self) is type(other) and all(torch.equal(a, b) for a, b in zip(self.fields(), other.fields()))
 
 
