@@ -25,9 +25,11 @@ How
     cores and make the numbers depend on the order of the run. Each measurement
     warms up (compilation, caches) for a quarter of ``--seconds``, sizes its
     repeats from that, then times 5 repeats of about ``--seconds / 5`` and reports
-    the median rate (the JSON keeps all five). Peers are optional imports: a
-    missing one is reported as "not installed", never faked; a metarl family whose
-    module does not exist yet is reported as missing.
+    the best rate, as ``timeit`` does: slower repeats are other processes
+    interfering, which on a small shared machine is most of the noise (the JSON
+    keeps all five and the load average before and after the run). Peers are
+    optional imports: a missing one is reported as "not installed", never faked;
+    a metarl family whose module does not exist yet is reported as missing.
 
 Physical floor
     Copy bandwidth is measured once (a 256 MiB float32 copy with NumPy and with
@@ -84,14 +86,14 @@ GYMNASIUM_IDS = {"CartPole-v1", "Pendulum-v1", "MountainCar-v0", "MountainCarCon
 SIZES = (16, 256, 4096, 65536)
 SYNC_MAX_N = 4096       # gymnasium SyncVectorEnv: one Python env per copy; bigger takes minutes
 NUM_ACTION_BATCHES = 4  # distinct random action batches, cycled
-REPEATS = 5             # timed repeats per measurement; the median is reported
+REPEATS = 5             # timed repeats per measurement; the best is reported
 CACHE_NOTE = ("Below ~4096 envs the batch sits in cache, so the DRAM floor is not binding there "
               "(a fraction above 1 would be possible).")
 
 
 # ----------------------------------------------------------------------------- timing
 def measure(step, actions, n, seconds, sync=None) -> dict:
-    """Median env-steps/s of ``step(actions[i % len(actions)])`` over ``REPEATS`` repeats."""
+    """Best env-steps/s of ``step(actions[i % len(actions)])`` over ``REPEATS`` timed repeats."""
     sync = sync or (lambda: None)
     k = len(actions)
     # warm-up: at least 3 calls and a quarter of the budget; it also sizes the repeats
@@ -109,7 +111,8 @@ def measure(step, actions, n, seconds, sync=None) -> dict:
             step(actions[i % k])
         sync()
         rates.append(n * calls_per_rep / (time.perf_counter() - t0))
-    return {"steps_per_s": statistics.median(rates), "repeats": rates, "calls_per_repeat": calls_per_rep}
+    return {"steps_per_s": max(rates), "median_steps_per_s": statistics.median(rates), "repeats": rates,
+            "calls_per_repeat": calls_per_rep}
 
 
 def random_actions(space, n, seed=1) -> list[np.ndarray]:
@@ -128,7 +131,7 @@ def random_actions(space, n, seed=1) -> list[np.ndarray]:
     return out
 
 
-def copy_bandwidth(mib: int = 256, repeats: int = 5) -> dict:
+def copy_bandwidth(mib: int = 256, repeats: int = 10) -> dict:
     """Bytes read + written per second by a ``mib`` MiB float32 copy (NumPy and torch; best of ``repeats``)."""
     import torch
     src = np.random.default_rng(0).random(mib * 2**20 // 4, dtype=np.float32)
@@ -304,9 +307,10 @@ def run_family(env_id, sizes, seconds, device, bandwidth) -> dict:
         run_sizes = [n for n in sizes if max_n is None or n <= max_n]
         measured = iter(run_isolated(env_id, col, run_sizes, seconds) if run_sizes else [])
         results[col] = [next(measured) if n in run_sizes else {"error": f"skipped (N > {max_n})"} for n in sizes]
+        errors = {r["error"] for r in results[col] if "error" in r and not r["error"].startswith("skip")}
         print(f"  {env_id:<24} {col:<12} " + "  ".join(
-            f"{n}: {r['steps_per_s']:.3g}" if "steps_per_s" in r else f"{n}: {r['error']}"
-            for n, r in zip(sizes, results[col])), flush=True)
+            f"{n}: {r['steps_per_s']:.3g}" for n, r in zip(sizes, results[col]) if "steps_per_s" in r)
+            + "".join(f"  [{e}]" for e in errors), flush=True)
 
     bytes_per_step = getattr(kernels, "BYTES_PER_STEP", None)
     floor = bandwidth / bytes_per_step if bytes_per_step else None
@@ -348,11 +352,11 @@ def markdown_table(env_id, fam) -> str:
             [f"{row['floor_steps_per_s']:.3g}" if "floor_steps_per_s" in row else "—", row.get("best", "—"),
              f"{row['fraction_of_floor']:.2f}" if "fraction_of_floor" in row else "—"]
         lines.append("| " + " | ".join(cells) + " |")
-    notes = [f"env-steps/s, median of {REPEATS}; floor = copy bandwidth / {fam['bytes_per_step']} B per env-step."]
+    notes = [f"env-steps/s, best of {REPEATS}; floor = copy bandwidth / {fam['bytes_per_step']} B per env-step."]
     errors = sorted({f"{c}: {r['error']}" for row in fam["rows"] for c, r in row["results"].items()
                      if "error" in r and not r["error"].startswith("skip")})
     if errors:
-        notes.append("Not measured — " + "; ".join(errors) + ".")
+        notes.append("Not measured — " + "; ".join(e.rstrip(".") for e in errors) + ".")
     return f"### {env_id}\n\n" + "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
 
 
@@ -361,7 +365,8 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", default=",".join(FAMILIES), help="comma-separated family ids (default: all)")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated N (default: %(default)s)")
-    parser.add_argument("--seconds", type=float, default=0.4, help="timed budget per measurement (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=0.4,
+                        help="timed budget per measurement (default: %(default)s)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="cuda adds metarl triton and torch on the GPU (default: cuda when available)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"),
@@ -383,20 +388,26 @@ def main(argv=None):
 
     start = time.perf_counter()
     info = machine_info(device)
+    info["load_average_before"] = os.getloadavg()
     bw = copy_bandwidth()
     print(f"# Env benchmark — {info['cpu']}, {info['cores']} cores, device {device}\n")
     print(f"Copy bandwidth (bytes read + written): {bw['bytes_per_s'] / 1e9:.1f} GB/s "
           f"(NumPy {bw['numpy_bytes_per_s'] / 1e9:.1f}, torch {bw['torch_bytes_per_s'] / 1e9:.1f}). "
           f"{CACHE_NOTE}\n", flush=True)
+    if info["load_average_before"][0] > 1.0:
+        print(f"Warning: load average {info['load_average_before'][0]:.1f} before the run; other processes "
+              "share the cores, and threaded tools (Numba, C++/OpenMP, envpool) suffer most.\n", flush=True)
     results = {env_id: run_family(env_id, sizes, args.seconds, device, bw["bytes_per_s"]) for env_id in env_ids}
     elapsed = time.perf_counter() - start
+    info["load_average_after"] = os.getloadavg()
 
     print()
     for env_id, fam in results.items():
         print(markdown_table(env_id, fam))
     if missing := [e for e, f in results.items() if f["status"] != "ok"]:
         print(f"Missing families (metarl module not importable yet): {', '.join(missing)}\n")
-    print(f"Total time {elapsed:.0f} s.")
+    print(f"Total time {elapsed:.0f} s; 1-minute load average {info['load_average_before'][0]:.1f} before, "
+          f"{info['load_average_after'][0]:.1f} after.")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
 #include <string>
 
 namespace metarl {
@@ -22,6 +23,11 @@ T* buffer(py::array& a, const char* name, py::ssize_t n0, py::ssize_t n1 = -1) {
     throw py::value_error(std::string(name) + ": wrong shape");
   }
   return static_cast<T*>(a.mutable_data());
+}
+
+// A NumPy bool array as bytes (0/1): gcc vectorizes uint8_t loads and stores, not bool ones.
+inline uint8_t* bool_buffer(py::array& a, const char* name, py::ssize_t n0) {
+  return reinterpret_cast<uint8_t*>(buffer<bool>(a, name, n0));
 }
 
 }  // namespace metarl

@@ -20,15 +20,15 @@ constexpr int64_t kChunk = 2048;  // envs per task; below 2 chunks one thread do
 struct CartPoleBuffers {
   float* state;
   int32_t* elapsed;
-  bool* needs_reset;
+  uint8_t* needs_reset;
   int64_t* counter;
   const float *gravity, *masscart, *masspole, *length, *force_mag, *tau;
   const int64_t* action;
   const int64_t* key;
   float* obs;
   float* reward;
-  bool* terminated;
-  bool* truncated;
+  uint8_t* terminated;
+  uint8_t* truncated;
   float* final_obs;
 };
 
@@ -38,53 +38,74 @@ static inline float reset_value(int64_t key, int64_t counter, uint32_t lane) {
 
 template <int kMode>
 static void step_range(const CartPoleBuffers& b, int64_t n, int64_t begin, int64_t end, int64_t max_steps) {
-  float* __restrict state = b.state;
+  // Plain locals with __restrict so gcc sees no aliasing and if-converts every select.
+  float* __restrict x_s = b.state;
+  float* __restrict x_dot_s = b.state + n;
+  float* __restrict theta_s = b.state + 2 * n;
+  float* __restrict theta_dot_s = b.state + 3 * n;
+  int32_t* __restrict elapsed = b.elapsed;
+  uint8_t* __restrict needs_reset = b.needs_reset;
+  int64_t* __restrict counter = b.counter;
+  const float* __restrict gravity = b.gravity;
+  const float* __restrict masscart = b.masscart;
+  const float* __restrict masspole = b.masspole;
+  const float* __restrict length = b.length;
+  const float* __restrict force_mag = b.force_mag;
+  const float* __restrict tau = b.tau;
+  const int64_t* __restrict action = b.action;
+  const int64_t* __restrict key = b.key;
   float* __restrict obs = b.obs;
+  float* __restrict reward = b.reward;
+  uint8_t* __restrict terminated = b.terminated;
+  uint8_t* __restrict truncated = b.truncated;
+  float* __restrict final_obs = b.final_obs;
 #pragma omp simd
   for (int64_t i = begin; i < end; ++i) {
-    float x = state[i], x_dot = state[n + i], theta = state[2 * n + i], theta_dot = state[3 * n + i];
-    const float f = b.action[i] == 1 ? b.force_mag[i] : -b.force_mag[i];
+    float x = x_s[i], x_dot = x_dot_s[i], theta = theta_s[i], theta_dot = theta_dot_s[i];
+    const float f = action[i] == 1 ? force_mag[i] : -force_mag[i];
     float sintheta, costheta;
     sincos_f32(theta, &sintheta, &costheta);
-    const float masspole = b.masspole[i], length = b.length[i], tau = b.tau[i];
-    const float total_mass = masspole + b.masscart[i];
-    const float polemass_length = masspole * length;
+    const float mp = masspole[i], len = length[i], dt = tau[i];
+    const float total_mass = mp + masscart[i];
+    const float polemass_length = mp * len;
     const float temp = (f + polemass_length * theta_dot * theta_dot * sintheta) / total_mass;
-    const float thetaacc = (b.gravity[i] * sintheta - costheta * temp) /
-                           (length * (4.0f / 3.0f - masspole * costheta * costheta / total_mass));
+    const float thetaacc =
+        (gravity[i] * sintheta - costheta * temp) / (len * (4.0f / 3.0f - mp * costheta * costheta / total_mass));
     const float xacc = temp - polemass_length * thetaacc * costheta / total_mass;
-    x = x + tau * x_dot;
-    x_dot = x_dot + tau * xacc;
-    theta = theta + tau * theta_dot;
-    theta_dot = theta_dot + tau * thetaacc;
-    const int32_t e = b.elapsed[i] + 1;
-    const bool skipped = kMode == kNextStep && b.needs_reset[i];  // reset instead of stepping
+    x = x + dt * x_dot;
+    x_dot = x_dot + dt * xacc;
+    theta = theta + dt * theta_dot;
+    theta_dot = theta_dot + dt * thetaacc;
+    const int32_t e = elapsed[i] + 1;
+    const bool skipped = (kMode == kNextStep) & (needs_reset[i] != 0);  // reset instead of stepping
     const bool term = !skipped & ((x < -kXThreshold) | (x > kXThreshold) | (theta < -kThetaThreshold) |
                                   (theta > kThetaThreshold));
     const bool trunc = !skipped & (max_steps > 0) & (e >= max_steps);
     const bool done = term | trunc;
-    const bool do_reset = skipped | (kMode == kSameStep && done);
+    const bool do_reset = skipped | ((kMode == kSameStep) & done);
     if (kMode == kSameStep) {
-      b.final_obs[i * 4 + 0] = done ? x : 0.0f;
-      b.final_obs[i * 4 + 1] = done ? x_dot : 0.0f;
-      b.final_obs[i * 4 + 2] = done ? theta : 0.0f;
-      b.final_obs[i * 4 + 3] = done ? theta_dot : 0.0f;
+      final_obs[i * 4 + 0] = done ? x : 0.0f;
+      final_obs[i * 4 + 1] = done ? x_dot : 0.0f;
+      final_obs[i * 4 + 2] = done ? theta : 0.0f;
+      final_obs[i * 4 + 3] = done ? theta_dot : 0.0f;
     }
-    const int64_t c = b.counter[i], k = b.key[i];
-    x = do_reset ? reset_value(k, c, 0) : x;
-    x_dot = do_reset ? reset_value(k, c, 1) : x_dot;
-    theta = do_reset ? reset_value(k, c, 2) : theta;
-    theta_dot = do_reset ? reset_value(k, c, 3) : theta_dot;
-    b.counter[i] = c + (do_reset ? 1 : 0);
-    b.elapsed[i] = do_reset ? 0 : e;
-    b.needs_reset[i] = kMode != kSameStep && done;
-    b.reward[i] = skipped ? 0.0f : 1.0f;
-    b.terminated[i] = term;
-    b.truncated[i] = trunc;
-    state[i] = x;
-    state[n + i] = x_dot;
-    state[2 * n + i] = theta;
-    state[3 * n + i] = theta_dot;
+    const int64_t c = counter[i], k = key[i];
+    const float r0 = reset_value(k, c, 0), r1 = reset_value(k, c, 1);
+    const float r2 = reset_value(k, c, 2), r3 = reset_value(k, c, 3);
+    x = do_reset ? r0 : x;
+    x_dot = do_reset ? r1 : x_dot;
+    theta = do_reset ? r2 : theta;
+    theta_dot = do_reset ? r3 : theta_dot;
+    counter[i] = c + static_cast<int64_t>(do_reset);
+    elapsed[i] = do_reset ? 0 : e;
+    needs_reset[i] = (kMode != kSameStep) & done;
+    reward[i] = skipped ? 0.0f : 1.0f;
+    terminated[i] = term;
+    truncated[i] = trunc;
+    x_s[i] = x;
+    x_dot_s[i] = x_dot;
+    theta_s[i] = theta;
+    theta_dot_s[i] = theta_dot;
     obs[i * 4 + 0] = x;
     obs[i * 4 + 1] = x_dot;
     obs[i * 4 + 2] = theta;
@@ -112,7 +133,7 @@ void cartpole_step(py::array state_a, py::array elapsed_a, py::array needs_reset
   CartPoleBuffers b{
       buffer<float>(state_a, "state", 4, n),
       buffer<int32_t>(elapsed_a, "elapsed", n),
-      buffer<bool>(needs_reset_a, "needs_reset", n),
+      bool_buffer(needs_reset_a, "needs_reset", n),
       buffer<int64_t>(counter_a, "counter", n),
       buffer<float>(gravity_a, "gravity", n),
       buffer<float>(masscart_a, "masscart", n),
@@ -124,8 +145,8 @@ void cartpole_step(py::array state_a, py::array elapsed_a, py::array needs_reset
       buffer<int64_t>(key_a, "key", n),
       buffer<float>(obs_a, "obs", n, 4),
       buffer<float>(reward_a, "reward", n),
-      buffer<bool>(terminated_a, "terminated", n),
-      buffer<bool>(truncated_a, "truncated", n),
+      bool_buffer(terminated_a, "terminated", n),
+      bool_buffer(truncated_a, "truncated", n),
       buffer<float>(final_obs_a, "final_obs", mode == kSameStep ? n : 0, 4),
   };
   py::gil_scoped_release release;

@@ -46,12 +46,14 @@ def available() -> dict[str, bool]:
 
 
 def resolve_env_backend(backend: str | None, device: torch.device, kernels=None) -> str:
-    """The env-kernel backend for ``device``: Numba on the CPU, Triton on CUDA, unless forced.
-
-    ``"cpp"`` exists for the families with a kernel in ``metarl._C`` (CartPole-v1).
+    """The env-kernel backend for ``device`` unless forced: Triton on CUDA; on the CPU
+    the C++ kernel in ``metarl._C`` where the family has one (CartPole-v1), else Numba.
     """
     if backend is None:
-        return "triton" if device.type == "cuda" else "numba"
+        if device.type == "cuda":
+            return "triton"
+        # the C++ kernel where a family has one (vectorized, measured faster), else Numba
+        return "cpp" if kernels is not None and hasattr(kernels, "step_cpp") and cpp_available() else "numba"
     if backend == "cpu":
         backend = "numba"
     if backend not in ENV_BACKENDS:

@@ -9,6 +9,12 @@ from numba import njit
 
 @njit(cache=True)
 def _first_invalid_discrete_nb(a, n):
+    # a branch-free count first (vectorizes); the index is searched only on failure
+    bad = 0
+    for i in range(a.shape[0]):
+        bad += (a[i] < 0) | (a[i] >= n)
+    if bad == 0:
+        return -1
     for i in range(a.shape[0]):
         if a[i] < 0 or a[i] >= n:
             return i

@@ -40,8 +40,9 @@ def make_vec(env_id: str, num_envs: int, *, device="cpu", seed: int | None = Non
             draws one from the OS. ``reset(seed=...)`` reseeds.
         autoreset_mode: ``"next_step"`` (gymnasium's default), ``"same_step"`` or
             ``"disabled"``, or a ``gymnasium.vector.AutoresetMode``.
-        backend: ``None`` (Numba on CPU, Triton on CUDA), ``"torch"`` (reference),
-            ``"numba"``, ``"triton"``, or ``"cpp"`` (CartPole-v1 only).
+        backend: ``None`` (Triton on CUDA; on the CPU C++ where the family has a
+            kernel in ``metarl._C`` — CartPole-v1 — else Numba), ``"torch"`` (the
+            reference), ``"numba"``, ``"triton"`` or ``"cpp"``.
         family_kwargs: the family's own options (e.g. ``arms=10`` for Bandit-v0).
 
     Example::
