@@ -8,8 +8,8 @@ What is measured
     cycled, so generating them is not timed. Every env autoresets as in training
     (metarl ``next_step``, gymnasium's default, envpool's own).
 
-    * metarl, one column per backend available for the family: ``numba`` (the
-      default on the CPU), ``cpp`` (where the family has a C++ kernel), ``torch``
+    * metarl, one column per backend available for the family: ``numba``, ``cpp``
+      (where the family has a C++ kernel; then it is the CPU default), ``torch``
       (the pure-PyTorch reference); with ``--device cuda`` also ``triton`` and
       ``torch`` on the GPU (synchronised before the clock is read).
     * gymnasium ``SyncVectorEnv`` (``vectorization_mode="sync"``; up to N=4096, it
@@ -296,7 +296,11 @@ def run_family(env_id, sizes, seconds, device, bandwidth) -> dict:
         env_class(env_id)
     except (ImportError, AttributeError) as e:
         return {"status": "missing", "error": f"{type(e).__name__}: {e}"}
-    default = "triton@cuda" if device == "cuda" else "numba"
+    # the backend make_vec picks when the user names none
+    import torch
+
+    from metarl.backend import resolve_env_backend
+    default = "triton@cuda" if device == "cuda" else resolve_env_backend(None, torch.device("cpu"), kernels)
     metarl_cols, peer_cols = metarl_columns(kernels, device), peer_columns(env_id)
     results = {}  # column -> one result per size
     for col in metarl_cols + peer_cols:

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from metarl.kernels._triton import constexpr, lazy_jit
 from numba import njit
+
+from metarl.kernels._triton import constexpr, lazy_jit
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
     import triton.language as tl

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.envs.classic_control.acrobot import wrap as gym_wrap
-from metarl.kernels.envs import acrobot as kernels
 
 import metarl
+from metarl.kernels.envs import acrobot as kernels
 
 N = 37  # odd, not a power of two
 FIELDS = ("link_length_1", "link_length_2", "link_mass_1", "link_mass_2",

@@ -4,9 +4,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 import torch
-from metarl.kernels import rng
 from numba import njit
 from scipy import stats
+
+from metarl.kernels import rng
 
 # sizes: 1, odd, just past a Triton block
 SIZES = [1, 37, 1025]

@@ -20,6 +20,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+from numba import njit, prange
+
 from metarl.kernels._triton import constexpr, lazy_jit
 from metarl.kernels.envs._autoreset import (
     NEXT_STEP,
@@ -28,7 +30,6 @@ from metarl.kernels.envs._autoreset import (
     step_with_autoreset_reference,
 )
 from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
-from numba import njit, prange
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
     import triton.language as tl

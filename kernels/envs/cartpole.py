@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from numba import njit, prange
+
 from metarl.kernels._triton import constexpr, lazy_jit
 from metarl.kernels.envs._autoreset import (
     NEXT_STEP,
@@ -32,7 +34,6 @@ from metarl.kernels.envs._autoreset import (
 )
 from metarl.kernels.envs._math import sincos_nb
 from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
-from numba import njit, prange
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
     import triton.language as tl

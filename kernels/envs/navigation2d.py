@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from numba import njit, prange
+
 from metarl.kernels._triton import constexpr, lazy_jit
 from metarl.kernels.envs._autoreset import (
     NEXT_STEP,
@@ -38,7 +40,6 @@ from metarl.kernels.envs._autoreset import (
     reset_masked_reference,
     step_with_autoreset_reference,
 )
-from numba import njit, prange
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
     import triton.language as tl

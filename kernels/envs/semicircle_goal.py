@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from numba import njit, prange
+
 from metarl.kernels._triton import constexpr, lazy_jit
 from metarl.kernels.envs._autoreset import NEXT_STEP, SAME_STEP, step_with_autoreset_reference
 from metarl.kernels.envs.navigation2d import (  # noqa: F401 - the shared reset, re-exported
@@ -40,7 +42,6 @@ from metarl.kernels.envs.navigation2d import (  # noqa: F401 - the shared reset,
     reset_masked_reference_,
     reset_reference,
 )
-from numba import njit, prange
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
     import triton.language as tl
