@@ -130,3 +130,18 @@ def test_truncates_at_500():
             truncated_at = t
             break
     assert truncated_at == 500
+
+
+def test_cpp_and_numba_are_bit_identical():
+    """Same float32 operations in the same order (csrc/simd_math.h = kernels/envs/_math.py)."""
+    envs = [metarl.make_vec("CartPole-v1", 3001, seed=4, backend=b, autoreset_mode="same_step")
+            for b in ("cpp", "numba")]
+    tasks = envs[0].sample_tasks(3001, generator=torch.Generator().manual_seed(0))
+    for e in envs:
+        e.reset(seed=4, options={"tasks": tasks})
+    g = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        a = torch.randint(0, 2, (3001,), generator=g)
+        (o1, r1, te1, tr1, i1), (o2, r2, te2, tr2, i2) = (e.step(a) for e in envs)
+        assert torch.equal(o1, o2) and torch.equal(te1, te2) and torch.equal(tr1, tr2)
+        assert torch.equal(i1["final_obs"], i2["final_obs"])

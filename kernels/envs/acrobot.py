@@ -56,6 +56,7 @@ from metarl.kernels.envs._autoreset import (
     reset_masked_reference,
     step_with_autoreset_reference,
 )
+from metarl.kernels.envs._math import sincos_nb
 from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
@@ -159,14 +160,13 @@ def reset_masked_reference_(state, elapsed, needs_reset, counter, params, key, m
 # ----------------------------------------------------------------------------- numba
 @njit(inline="always", cache=True)
 def _dsdt_nb(theta1, theta2, dtheta1, dtheta2, torque, m1, m2, l1, lc1, lc2, moi):
-    cos2 = np.cos(theta2)
-    sin2 = np.sin(theta2)
+    sin2, cos2 = sincos_nb(theta2)
     d1 = m1 * lc1 * lc1 + m2 * (l1 * l1 + lc2 * lc2 + _TWO32 * l1 * lc2 * cos2) + moi + moi
     d2 = m2 * (lc2 * lc2 + l1 * lc2 * cos2) + moi
-    phi2 = m2 * lc2 * _G32 * np.sin(theta1 + theta2)
+    phi2 = m2 * lc2 * _G32 * sincos_nb(theta1 + theta2)[0]
     phi1 = (-m2 * l1 * lc2 * (dtheta2 * dtheta2) * sin2
             - _TWO32 * m2 * l1 * lc2 * dtheta2 * dtheta1 * sin2
-            + (m1 * lc1 + m2 * l1) * _G32 * np.sin(theta1)
+            + (m1 * lc1 + m2 * l1) * _G32 * sincos_nb(theta1)[0]
             + phi2)
     ddtheta2 = (torque + d2 / d1 * phi1 - m2 * l1 * lc2 * (dtheta1 * dtheta1) * sin2 - phi2) / (
         m2 * lc2 * lc2 + moi - d2 * d2 / d1)
@@ -194,10 +194,12 @@ def _reset_one_nb(i, state, key, counter):
 
 @njit(inline="always", cache=True)
 def _observe_one_nb(i, state, out):
-    out[i, 0] = np.cos(state[0, i])
-    out[i, 1] = np.sin(state[0, i])
-    out[i, 2] = np.cos(state[1, i])
-    out[i, 3] = np.sin(state[1, i])
+    sin1, cos1 = sincos_nb(state[0, i])
+    sin2, cos2 = sincos_nb(state[1, i])
+    out[i, 0] = cos1
+    out[i, 1] = sin1
+    out[i, 2] = cos2
+    out[i, 3] = sin2
     out[i, 4] = state[2, i]
     out[i, 5] = state[3, i]
 
@@ -255,7 +257,7 @@ def _step_nb(
         state[1, i] = th2
         state[2, i] = w1
         state[3, i] = w2
-        term = -np.cos(th1) - np.cos(th2 + th1) > _ONE32
+        term = -sincos_nb(th1)[1] - sincos_nb(th2 + th1)[1] > _ONE32
         e = elapsed[i] + 1
         trunc = max_steps > 0 and e >= max_steps
         reward[i] = 0.0 if term else -1.0

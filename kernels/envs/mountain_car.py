@@ -30,6 +30,7 @@ from metarl.kernels.envs._autoreset import (
     reset_masked_reference,
     step_with_autoreset_reference,
 )
+from metarl.kernels.envs._math import sincos_nb
 from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
@@ -126,7 +127,7 @@ def _step_nb(
         position = state[0, i]
         velocity = state[1, i]
         velocity = velocity + (np.float32(action[i] - 1) * force[i]
-                               + np.cos(np.float32(3.0) * position) * (-gravity[i]))
+                               + sincos_nb(np.float32(3.0) * position)[1] * (-gravity[i]))
         velocity = min(max(velocity, -max_v), max_v)
         position = min(max(position + velocity, lo_p), hi_p)
         if position == lo_p and velocity < 0:

@@ -32,6 +32,7 @@ from metarl.kernels.envs._autoreset import (
     reset_masked_reference,
     step_with_autoreset_reference,
 )
+from metarl.kernels.envs._math import sincos_nb
 from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
@@ -135,7 +136,7 @@ def _step_nb(
         velocity = state[1, i]
         a = action[i, 0]
         force = min(max(a, np.float32(MIN_ACTION)), np.float32(MAX_ACTION))
-        velocity = velocity + (force * power[i] - np.float32(GRAVITY) * np.cos(np.float32(3.0) * position))
+        velocity = velocity + (force * power[i] - np.float32(GRAVITY) * sincos_nb(np.float32(3.0) * position)[1])
         velocity = min(max(velocity, -max_v), max_v)
         position = min(max(position + velocity, lo_p), hi_p)
         if position == lo_p and velocity < 0:

@@ -35,6 +35,7 @@ from metarl.kernels.envs._autoreset import (
     reset_masked_reference,
     step_with_autoreset_reference,
 )
+from metarl.kernels.envs._math import sincos_nb
 from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
@@ -105,8 +106,9 @@ def _reset_one_nb(i, state, key, counter):
 @njit(inline="always", cache=True)
 def _observe_one_nb(i, state, out):
     th = state[0, i]
-    out[i, 0] = np.cos(th)
-    out[i, 1] = np.sin(th)
+    sin, cos = sincos_nb(th)
+    out[i, 0] = cos
+    out[i, 1] = sin
     out[i, 2] = state[1, i]
 
 
@@ -141,7 +143,7 @@ def _step_nb(
         an = y - np.floor(y / np.float32(TWO_PI)) * np.float32(TWO_PI) - np.float32(PI)
         costs = an * an + np.float32(0.1) * (thdot * thdot) + np.float32(0.001) * (u * u)
         li = l[i]
-        newthdot = thdot + (np.float32(3.0) * g[i] / (np.float32(2.0) * li) * np.sin(th)
+        newthdot = thdot + (np.float32(3.0) * g[i] / (np.float32(2.0) * li) * sincos_nb(th)[0]
                             + np.float32(3.0) / (m[i] * (li * li)) * u) * dt[i]
         newthdot = min(max(newthdot, -max_speed[i]), max_speed[i])
         newth = th + newthdot * dt[i]
