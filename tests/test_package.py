@@ -29,3 +29,23 @@ def test_cli_info():
     assert metarl.__version__ in out.stdout
     for name in ("numba", "cpp", "triton", "cuda"):
         assert name in out.stdout
+
+
+def test_missing_triton_leaves_cpu_backends_working():
+    code = (
+        "import sys; sys.modules['triton'] = None\n"  # makes `import triton` fail
+        "import importlib.util as u; u.find_spec = (lambda f: lambda n, *a: None if n == 'triton' else f(n, *a))(u.find_spec)\n"
+        "import torch, metarl\n"
+        "from metarl import backend\n"
+        "assert not backend.available()['triton']\n"
+        "for b in ('numba', 'torch', None):\n"
+        "    env = metarl.make_vec('Bandit-v0', 8, backend=b); env.reset(seed=0)\n"
+        "    env.step(torch.zeros(8, dtype=torch.int64))\n"
+        "try:\n"
+        "    metarl.make_vec('Bandit-v0', 8, backend='triton')\n"
+        "except ValueError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PATH": ""})
+    assert out.returncode == 0, out.stderr
+    assert "refused: backend='triton' but Triton is not installed" in out.stdout
