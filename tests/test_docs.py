@@ -10,7 +10,7 @@ MODULES = [
     "metarl.envs.registry", "metarl.envs.tasks", "metarl.envs.trial", "metarl.envs.numpy_adapter",
     "metarl.envs.single", "metarl.envs.cartpole", "metarl.envs.pendulum", "metarl.envs.bandit",
     "metarl.envs.tabular_mdp", "metarl.envs.navigation", "metarl.envs.mountain_car",
-    "metarl.envs.mountain_car_continuous", "metarl.envs.acrobot",
+    "metarl.envs.mountain_car_continuous", "metarl.envs.acrobot", "metarl.envs.gym_adapter",
 ]
 
 

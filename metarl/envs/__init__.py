@@ -11,3 +11,6 @@ __all__ += ["TrialWrapper", "to_numpy"]
 from metarl.envs.single import SingleEnv  # noqa: E402
 
 __all__ += ["SingleEnv"]
+from metarl.envs.gym_adapter import GymnasiumTaskVecEnv  # noqa: E402
+
+__all__ += ["GymnasiumTaskVecEnv"]

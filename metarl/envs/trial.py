@@ -8,6 +8,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from metarl.envs.base import TaskVectorEnv
+from metarl.envs.gym_adapter import GymnasiumTaskVecEnv
 from metarl.envs.tasks import Tasks
 
 
@@ -36,11 +37,13 @@ class TrialWrapper(gym.vector.VectorWrapper):
         (torch.Size([4, 8]), True)
     """
 
-    def __init__(self, env: TaskVectorEnv, episodes_per_trial: int, *, tasks: Tasks | None = None):
+    def __init__(self, env: TaskVectorEnv | GymnasiumTaskVecEnv, episodes_per_trial: int, *,
+                 tasks: Tasks | None = None):
         super().__init__(env)
         base = env.unwrapped if hasattr(env, "unwrapped") else env
-        if not isinstance(base, TaskVectorEnv):
-            raise TypeError(f"TrialWrapper needs a metarl TaskVectorEnv, got {type(base).__name__}")
+        if not isinstance(base, (TaskVectorEnv, GymnasiumTaskVecEnv)):
+            raise TypeError(f"TrialWrapper needs a metarl TaskVectorEnv or GymnasiumTaskVecEnv, "
+                            f"got {type(base).__name__}")
         if base.metadata["autoreset_mode"] != AutoresetMode.SAME_STEP:
             raise ValueError("TrialWrapper needs autoreset_mode='same_step' "
                              "(metarl.make_vec(..., autoreset_mode='same_step')) so every step is a transition")
