@@ -34,7 +34,8 @@ def test_cli_info():
 def test_missing_triton_leaves_cpu_backends_working():
     code = (
         "import sys; sys.modules['triton'] = None\n"  # makes `import triton` fail
-        "import importlib.util as u; u.find_spec = (lambda f: lambda n, *a: None if n == 'triton' else f(n, *a))(u.find_spec)\n"
+        "import importlib.util as u\n"
+        "u.find_spec = (lambda f: lambda n, *a: None if n == 'triton' else f(n, *a))(u.find_spec)\n"
         "import torch, metarl\n"
         "from metarl import backend\n"
         "assert not backend.available()['triton']\n"
