@@ -93,3 +93,24 @@ def reset_masked_reference(
     elapsed.masked_fill_(mask, 0)
     needs_reset.masked_fill_(mask, False)
     return observe(state, params)
+
+
+def make_step_reference(dynamics: Callable, reset: Callable, observe: Callable, stochastic: bool) -> Callable:
+    """A family's ``step_reference(state, elapsed, needs_reset, counter, params, action, key, max_steps, mode)``
+    -> ``(obs, reward, terminated, truncated, final_obs)``: its references under
+    :func:`step_with_autoreset_reference`."""
+    def step_reference(state, elapsed, needs_reset, counter, params, action, key, max_steps, mode):
+        return step_with_autoreset_reference(dynamics, reset, observe, stochastic,
+                                             state, elapsed, needs_reset, counter, params, action, key,
+                                             max_steps, mode)
+    step_reference.__doc__ = make_step_reference.__doc__
+    return step_reference
+
+
+def make_reset_masked_reference(reset: Callable, observe: Callable) -> Callable:
+    """A family's ``reset_masked_reference_(state, elapsed, needs_reset, counter, params, key, mask)``
+    -> obs: its references under :func:`reset_masked_reference`."""
+    def reset_masked_reference_(state, elapsed, needs_reset, counter, params, key, mask):
+        return reset_masked_reference(reset, observe, state, elapsed, needs_reset, counter, params, key, mask)
+    reset_masked_reference_.__doc__ = make_reset_masked_reference.__doc__
+    return reset_masked_reference_

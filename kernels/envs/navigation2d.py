@@ -37,8 +37,8 @@ from metarl.kernels._triton import constexpr, lazy_jit
 from metarl.kernels.envs._autoreset import (
     NEXT_STEP,
     SAME_STEP,
-    reset_masked_reference,
-    step_with_autoreset_reference,
+    make_reset_masked_reference,
+    make_step_reference,
 )
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
@@ -91,16 +91,11 @@ def observe_reference(state, params):
     return state.t().contiguous()
 
 
-def step_reference(state, elapsed, needs_reset, counter, params, action, key, max_steps, mode):
-    """Batched step with autoreset; see :func:`~._autoreset.step_with_autoreset_reference`."""
-    return step_with_autoreset_reference(
-        dynamics_reference, reset_reference, observe_reference, STOCHASTIC,
-        state, elapsed, needs_reset, counter, params, action, key, max_steps, mode)
+# batched step with gymnasium autoreset (see _autoreset.py)
+step_reference = make_step_reference(dynamics_reference, reset_reference, observe_reference, STOCHASTIC)
 
 
-def reset_masked_reference_(state, elapsed, needs_reset, counter, params, key, mask):
-    return reset_masked_reference(reset_reference, observe_reference,
-                                  state, elapsed, needs_reset, counter, params, key, mask)
+reset_masked_reference_ = make_reset_masked_reference(reset_reference, observe_reference)
 
 
 # ----------------------------------------------------------------------------- numba

@@ -30,7 +30,7 @@ import torch
 from numba import njit, prange
 
 from metarl.kernels._triton import constexpr, lazy_jit
-from metarl.kernels.envs._autoreset import NEXT_STEP, SAME_STEP, step_with_autoreset_reference
+from metarl.kernels.envs._autoreset import NEXT_STEP, SAME_STEP, make_step_reference
 from metarl.kernels.envs.navigation2d import (  # noqa: F401 - the shared reset, re-exported
     MAX_ACTION,
     _clip_nb,
@@ -67,11 +67,8 @@ def dynamics_reference(state, params, action, key, counter):
     return new_state, reward, torch.zeros_like(reward, dtype=torch.bool)
 
 
-def step_reference(state, elapsed, needs_reset, counter, params, action, key, max_steps, mode):
-    """Batched step with autoreset; see :func:`~._autoreset.step_with_autoreset_reference`."""
-    return step_with_autoreset_reference(
-        dynamics_reference, reset_reference, observe_reference, STOCHASTIC,
-        state, elapsed, needs_reset, counter, params, action, key, max_steps, mode)
+# batched step with gymnasium autoreset (see _autoreset.py)
+step_reference = make_step_reference(dynamics_reference, reset_reference, observe_reference, STOCHASTIC)
 
 
 # ----------------------------------------------------------------------------- numba

@@ -1,0 +1,500 @@
+"""The fused recurrent actor-critic step: LSTM cell + policy head + value head + sampling.
+
+One step of the recurrent policy every RL^2-style learner runs at each env step
+(``torch.nn.LSTMCell`` gate order i, f, g, o, as in torch)::
+
+    h, c       = 0 where reset                       (episode / trial starts)
+    gates      = [x, h] @ [W_ih, W_hh]^T + b_ih + b_hh          [B, 4H]
+    i, f, g, o = sigmoid, sigmoid, tanh, sigmoid of the four H-column blocks
+    c'         = f * c + i * g;     h' = o * tanh(c')
+    out        = h' @ W_head^T + b_head      (W_head = [W_pi; w_v]: policy rows, then the value row)
+    value      = out[:, A]
+    discrete:  logits = out[:, :A];  action = argmax(logits + G), G = -log(-log(u))   (Gumbel-max,
+               Gumbel 1954; Maddison et al. 2014), u ~ U[0, 1) given;  log_prob = log_softmax(logits)[action]
+    gaussian:  mean = out[:, :d];  action = mean + exp(log_std) * eps, eps ~ N(0, 1) given;
+               log_prob = sum_k (-eps_k^2 / 2 - log_std_k - log(2 pi) / 2)
+
+The random numbers (``noise``: uniforms ``[B, A]`` or normals ``[B, d]``) are drawn by the
+caller (``metarl.nn.RecurrentActorCritic.step`` draws them with a ``torch.Generator``) and
+passed to every backend, so the reference and the kernels sample the same actions.
+
+Three implementations, side by side:
+
+* :func:`actor_critic_step_reference` — plain PyTorch, the oracle (any device);
+* CPU (``backend="numba"``): :func:`_pack_nb` writes ``xh = [x, h·(1 − reset)]`` in one pass,
+  one ``torch.addmm`` GEMM (MKL) computes all gates against the pre-packed, contiguous
+  ``W = [W_ih, W_hh]`` with the pre-summed bias, then ONE fused Numba pass per row does the
+  gate nonlinearities, the cell update, both heads' GEMVs and the sampling
+  (:func:`_step_discrete_nb` / :func:`_step_gaussian_nb`). Its sigmoid/tanh are a rational
+  minimax tanh (Eigen's ``generic_fast_tanh_float``, |error| <= 4e-7) so LLVM vectorizes the
+  gate loop without SVML;
+* Triton (``backend="triton"``, CUDA or ``TRITON_INTERPRET=1``): :func:`_step_tl`, one program
+  per block of rows: ``tl.dot`` for the gate GEMM (IEEE fp32), gates + cell + heads
+  (``tl.dot``) + sampling fused.
+
+:func:`actor_critic_step` is the one public op; it takes the weights packed once by
+:func:`pack_actor_critic` (re-pack after the weights change; ``RecurrentActorCritic`` does
+this by itself) and dispatches on the device, ``backend=`` forcing one.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+from metarl.kernels._triton import constexpr, lazy_jit
+
+if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
+    import triton.language as tl
+
+BACKENDS = ("torch", "numba", "triton")
+HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+# Small problems are faster on one thread (Numba's parallel launch costs a few microseconds).
+PARALLEL_MIN_WORK = 16384  # rows x hidden
+
+
+# ----------------------------------------------------------------------------- reference
+def actor_critic_step_reference(obs, h, c, reset, w_ih, w_hh, b_ih, b_hh, w_pi, b_pi, w_v, b_v, noise,
+                                log_std=None):
+    """One fused step in plain PyTorch (the oracle). Shapes: ``obs [B, X]``, ``h, c [B, H]``,
+    ``reset [B]`` bool, ``w_ih [4H, X]``, ``w_hh [4H, H]``, ``b_* [4H]``, ``w_pi [A, H]`` (or
+    ``[d, H]``), ``b_pi [A]``, ``w_v [1, H]``, ``b_v [1]``, ``noise [B, A]`` uniforms (discrete,
+    ``log_std is None``) or ``[B, d]`` standard normals (Gaussian, ``log_std [d]``).
+
+    Returns ``(action [B] int64 or [B, d] float32, log_prob [B], value [B], h' [B, H], c' [B, H])``.
+
+    Cost per step (float32, 4 bytes; A = actions or d):
+    FLOPs  2·B·(X+H)·4H (gate GEMM) + ~10·B·H (cell) + 2·B·H·(A+1) (heads) + ~10·B·A (sampling);
+    bytes  read weights 4·(4H·(X+H) + 4H + (A+1)·(H+1)) once, obs 4·B·X, h and c 8·B·H,
+           reset B, noise 4·B·A; write h', c' 8·B·H, action 8·B (or 4·B·d), log_prob and value 8·B.
+    The GEMM dominates: the floor of ``bench/actor_critic.py`` is its FLOPs over the fp32 GEMM rate.
+    """
+    keep = (~reset).to(h.dtype)[:, None]
+    h = h * keep                                                 # read 4·B·H, write 4·B·H
+    c = c * keep                                                 # read 4·B·H, write 4·B·H
+    gates = obs @ w_ih.t() + b_ih + h @ w_hh.t() + b_hh          # 2·B·(X+H)·4H FLOPs; write 16·B·H
+    i, f, g, o = gates.chunk(4, dim=1)
+    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)     # read 16·B·H, write 4·B·H
+    h_new = torch.sigmoid(o) * torch.tanh(c_new)                        # write 4·B·H
+    head = h_new @ w_pi.t() + b_pi                               # 2·B·H·A FLOPs
+    value = (h_new @ w_v.t() + b_v)[:, 0]                        # 2·B·H FLOPs
+    if log_std is None:                                          # categorical, Gumbel-max
+        gumbel = -torch.log(-torch.log(noise))                   # read 4·B·A
+        action = torch.argmax(head + gumbel, dim=1)              # write 8·B
+        log_prob = torch.log_softmax(head, dim=1).gather(1, action[:, None])[:, 0]
+    else:                                                        # diagonal Gaussian
+        action = head + torch.exp(log_std) * noise               # read 4·B·d, write 4·B·d
+        log_prob = (-0.5 * noise * noise - log_std - HALF_LOG_2PI).sum(dim=1)
+    return action, log_prob, value, h_new, c_new
+
+
+# ----------------------------------------------------------------------------- packed weights
+class PackedActorCritic(NamedTuple):
+    """Weights laid out once for the kernels (see :func:`pack_actor_critic`)."""
+
+    w: torch.Tensor          # [4H, X + H]  [W_ih, W_hh], contiguous
+    bias: torch.Tensor       # [4H]         b_ih + b_hh
+    w_head: torch.Tensor     # [A + 1, H]   [W_pi; w_v], contiguous
+    b_head: torch.Tensor     # [A + 1]      [b_pi; b_v]
+    log_std: torch.Tensor | None   # [d] (Gaussian) or None (categorical)
+    params: tuple            # the unpacked tensors (w_ih, w_hh, b_ih, b_hh, w_pi, b_pi, w_v, b_v, log_std)
+
+    @property
+    def obs_dim(self) -> int:
+        return self.w.shape[1] - self.hidden_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.w.shape[0] // 4
+
+    @property
+    def num_outputs(self) -> int:
+        """Actions (categorical) or action dimensions (Gaussian)."""
+        return self.w_head.shape[0] - 1
+
+    @property
+    def discrete(self) -> bool:
+        return self.log_std is None
+
+
+def pack_actor_critic(w_ih, w_hh, b_ih, b_hh, w_pi, b_pi, w_v, b_v, log_std=None) -> PackedActorCritic:
+    """Pack torch-layout weights (``torch.nn.LSTMCell`` names and shapes, ``nn.Linear`` heads)
+    for :func:`actor_critic_step`. ``log_std`` given means a Gaussian policy head."""
+    params = (w_ih, w_hh, b_ih, b_hh, w_pi, b_pi, w_v, b_v, log_std)
+    for name, t in zip(("w_ih", "w_hh", "b_ih", "b_hh", "w_pi", "b_pi", "w_v", "b_v", "log_std"), params):
+        if t is None and name == "log_std":
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype != torch.float32:
+            raise TypeError(f"{name} must be float32, got {t.dtype}")
+        if t.device != w_ih.device:
+            raise ValueError(f"{name} is on {t.device}, but w_ih is on {w_ih.device}")
+    four_h, x = w_ih.shape if w_ih.dim() == 2 else (None, None)
+    if four_h is None or four_h % 4 or four_h == 0:
+        raise ValueError(f"w_ih must be [4H, obs_dim], got {tuple(w_ih.shape)}")
+    hid = four_h // 4
+    a = w_pi.shape[0] if w_pi.dim() == 2 else None
+    expected = {"w_hh": (four_h, hid), "b_ih": (four_h,), "b_hh": (four_h,), "w_pi": (a, hid), "b_pi": (a,),
+                "w_v": (1, hid), "b_v": (1,)}
+    for name, t in zip(("w_hh", "b_ih", "b_hh", "w_pi", "b_pi", "w_v", "b_v"), params[1:8]):
+        if tuple(t.shape) != expected[name]:
+            raise ValueError(f"{name} must have shape {expected[name]}, got {tuple(t.shape)}")
+    if log_std is not None and tuple(log_std.shape) != (a,):
+        raise ValueError(f"log_std must have shape ({a},), got {tuple(log_std.shape)}")
+    with torch.no_grad():
+        w = torch.cat((w_ih, w_hh), dim=1).contiguous()
+        bias = (b_ih + b_hh).contiguous()
+        w_head = torch.cat((w_pi, w_v), dim=0).contiguous()
+        b_head = torch.cat((b_pi, b_v)).contiguous()
+        ls = None if log_std is None else log_std.detach().contiguous().clone()
+    return PackedActorCritic(w, bias, w_head, b_head, ls, tuple(p if p is None else p.detach() for p in params))
+
+
+# ----------------------------------------------------------------------------- numba
+# reassociation lets LLVM vectorize the head dot products; no 'nnan'/'ninf' (log(0) = -inf is used)
+_FM = {"reassoc", "contract", "nsz", "arcp"}
+_F0, _F05, _F1 = np.float32(0.0), np.float32(0.5), np.float32(1.0)
+_TANH_CLAMP = np.float32(7.90531110763549805)
+_A1, _A3, _A5, _A7 = (np.float32(4.89352455891786e-03), np.float32(6.37261928875436e-04),
+                      np.float32(1.48572235717979e-05), np.float32(5.12229709037114e-08))
+_A9, _A11, _A13 = np.float32(-8.60467152213735e-11), np.float32(2.00018790482477e-13), np.float32(-2.76076847742355e-16)
+_B0, _B2, _B4, _B6 = (np.float32(4.89352518554385e-03), np.float32(2.26843463243900e-03),
+                      np.float32(1.18534705686654e-04), np.float32(1.19825839466702e-06))
+_HALF_LOG_2PI = np.float32(HALF_LOG_2PI)
+
+
+@njit(inline="always", cache=True, fastmath=_FM)
+def _tanh_nb(x):
+    """tanh for float32, branch-free (Eigen ``generic_fast_tanh_float``: a 13/6 rational minimax
+    on [-7.9, 7.9], |error| <= 4e-7 against ``torch.tanh``)."""
+    x = min(max(x, -_TANH_CLAMP), _TANH_CLAMP)
+    x2 = x * x
+    p = x2 * _A13 + _A11
+    p = x2 * p + _A9
+    p = x2 * p + _A7
+    p = x2 * p + _A5
+    p = x2 * p + _A3
+    p = x2 * p + _A1
+    p = x * p
+    q = x2 * _B6 + _B4
+    q = x2 * q + _B2
+    q = x2 * q + _B0
+    return p / q
+
+
+@njit(inline="always", cache=True, fastmath=_FM)
+def _sigmoid_nb(x):
+    """sigmoid(x) = (1 + tanh(x / 2)) / 2 (absolute error <= 2e-7)."""
+    return _F05 + _F05 * _tanh_nb(_F05 * x)
+
+
+@njit(parallel=True, cache=True)
+def _pack_nb(xh, obs, h, reset):
+    """``xh[b] = [obs[b], 0 if reset[b] else h[b]]`` (the GEMM's left operand, one pass)."""
+    nx = obs.shape[1]
+    hid = h.shape[1]
+    for b in prange(obs.shape[0]):
+        for k in range(nx):
+            xh[b, k] = obs[b, k]
+        if reset[b]:
+            for j in range(hid):
+                xh[b, nx + j] = _F0
+        else:
+            for j in range(hid):
+                xh[b, nx + j] = h[b, j]
+
+
+@njit(inline="always", cache=True, fastmath=_FM)
+def _cell_heads_row_nb(b, gates, c, reset, w_head, b_head, h_out, c_out, head):
+    """Gates -> (h', c') of row ``b``, then ``head[b] = h' @ w_head^T + b_head``."""
+    hid = h_out.shape[1]
+    r = reset[b]
+    for j in range(hid):
+        ig = _sigmoid_nb(gates[b, j])
+        fg = _sigmoid_nb(gates[b, hid + j])
+        gg = _tanh_nb(gates[b, 2 * hid + j])
+        og = _sigmoid_nb(gates[b, 3 * hid + j])
+        cp = _F0 if r else c[b, j]
+        cn = fg * cp + ig * gg
+        c_out[b, j] = cn
+        h_out[b, j] = og * _tanh_nb(cn)
+    for k in range(w_head.shape[0]):
+        acc = _F0
+        for j in range(hid):
+            acc += w_head[k, j] * h_out[b, j]
+        head[b, k] = acc + b_head[k]
+
+
+@njit(inline="always", cache=True, fastmath=_FM)
+def _discrete_row_nb(b, gates, c, reset, w_head, b_head, u, action, log_prob, value, h_out, c_out, head):
+    _cell_heads_row_nb(b, gates, c, reset, w_head, b_head, h_out, c_out, head)
+    na = u.shape[1]
+    best = 0
+    best_z = -np.inf
+    m = head[b, 0]
+    for k in range(na):
+        z = head[b, k] - np.log(-np.log(u[b, k]))   # Gumbel-max
+        if z > best_z:
+            best_z = z
+            best = k
+        m = max(m, head[b, k])
+    s = _F0
+    for k in range(na):
+        s += np.exp(head[b, k] - m)
+    action[b] = best
+    log_prob[b] = head[b, best] - m - np.log(s)
+    value[b] = head[b, na]
+
+
+@njit(inline="always", cache=True, fastmath=_FM)
+def _gaussian_row_nb(b, gates, c, reset, w_head, b_head, eps, std, log_std, action, log_prob, value,
+                     h_out, c_out, head):
+    _cell_heads_row_nb(b, gates, c, reset, w_head, b_head, h_out, c_out, head)
+    d = eps.shape[1]
+    lp = _F0
+    for k in range(d):
+        e = eps[b, k]
+        action[b, k] = head[b, k] + std[k] * e
+        lp += -_F05 * e * e - log_std[k] - _HALF_LOG_2PI
+    log_prob[b] = lp
+    value[b] = head[b, d]
+
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def _step_discrete_nb(
+    # outputs
+    action, log_prob, value, h_out, c_out,
+    # workspace [B, A + 1]
+    head,
+    # inputs
+    gates, c, reset, w_head, b_head, u,
+):
+    for b in prange(gates.shape[0]):
+        _discrete_row_nb(b, gates, c, reset, w_head, b_head, u, action, log_prob, value, h_out, c_out, head)
+
+
+@njit(cache=True, fastmath=_FM)
+def _step_discrete_serial_nb(action, log_prob, value, h_out, c_out, head, gates, c, reset, w_head, b_head, u):
+    for b in range(gates.shape[0]):
+        _discrete_row_nb(b, gates, c, reset, w_head, b_head, u, action, log_prob, value, h_out, c_out, head)
+
+
+@njit(parallel=True, cache=True, fastmath=_FM)
+def _step_gaussian_nb(
+    # outputs
+    action, log_prob, value, h_out, c_out,
+    # workspace [B, d + 1]
+    head,
+    # inputs
+    gates, c, reset, w_head, b_head, eps, std, log_std,
+):
+    for b in prange(gates.shape[0]):
+        _gaussian_row_nb(b, gates, c, reset, w_head, b_head, eps, std, log_std, action, log_prob, value,
+                         h_out, c_out, head)
+
+
+@njit(cache=True, fastmath=_FM)
+def _step_gaussian_serial_nb(action, log_prob, value, h_out, c_out, head, gates, c, reset, w_head, b_head,
+                             eps, std, log_std):
+    for b in range(gates.shape[0]):
+        _gaussian_row_nb(b, gates, c, reset, w_head, b_head, eps, std, log_std, action, log_prob, value,
+                         h_out, c_out, head)
+
+
+def _launch_numba(obs, h, c, reset, packed, noise, out):
+    action, log_prob, value, h_out, c_out = out
+    bsz, hid = h.shape
+    xh = torch.empty((bsz, packed.w.shape[1]), dtype=torch.float32)
+    _pack_nb(xh.numpy(), obs.numpy(), h.numpy(), reset.numpy())
+    gates = torch.addmm(packed.bias, xh, packed.w.t())   # the one GEMM (MKL), bias pre-summed
+    head = torch.empty((bsz, packed.w_head.shape[0]), dtype=torch.float32)
+    parallel = bsz > 1 and bsz * hid >= PARALLEL_MIN_WORK
+    args = (action.numpy(), log_prob.numpy(), value.numpy(), h_out.numpy(), c_out.numpy(), head.numpy(),
+            gates.numpy(), c.numpy(), reset.numpy(), packed.w_head.numpy(), packed.b_head.numpy(), noise.numpy())
+    if packed.discrete:
+        (_step_discrete_nb if parallel else _step_discrete_serial_nb)(*args)
+    else:
+        ls = packed.log_std
+        (_step_gaussian_nb if parallel else _step_gaussian_serial_nb)(*args, ls.exp().numpy(), ls.numpy())
+
+
+# ----------------------------------------------------------------------------- triton
+@lazy_jit
+def _step_tl(
+    # outputs
+    action_ptr, log_prob_ptr, value_ptr, h_out_ptr, c_out_ptr,
+    # inputs
+    obs_ptr, stride_obs, h_ptr, c_ptr, reset_ptr, noise_ptr,
+    w_ptr, bias_ptr, w_head_ptr, b_head_ptr, log_std_ptr,
+    # sizes (h, c, h_out, c_out are [B, H] contiguous; w [4H, X + H]; w_head [A + 1, H]; noise [B, A])
+    n_rows, X, H, A,
+    # meta-parameters
+    DISCRETE: constexpr, BLOCK_B: constexpr, BLOCK_X: constexpr, BLOCK_H: constexpr, BLOCK_A: constexpr,
+):
+    """The fused step (module docstring) for ``BLOCK_B`` rows: four gate tiles by ``tl.dot``
+    (IEEE fp32), the cell update, the heads by ``tl.dot`` and the sampling, in registers."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rm = rows < n_rows
+    kx = tl.arange(0, BLOCK_X)
+    kh = tl.arange(0, BLOCK_H)
+    ka = tl.arange(0, BLOCK_A)
+    xm = kx < X
+    hm = kh < H
+    r = tl.load(reset_ptr + rows, mask=rm, other=0).to(tl.int1)
+    keep = rm & ~r
+    x = tl.load(obs_ptr + rows[:, None] * stride_obs + kx[None, :], mask=rm[:, None] & xm[None, :], other=0.0)
+    hc_offs = rows[:, None] * H + kh[None, :]
+    hc_mask = rm[:, None] & hm[None, :]
+    h = tl.load(h_ptr + hc_offs, mask=keep[:, None] & hm[None, :], other=0.0)
+    c = tl.load(c_ptr + hc_offs, mask=keep[:, None] & hm[None, :], other=0.0)
+    ld = X + H
+    # W^T tiles of gate q: w[q*H + n, k] at [k, n]
+    wx_offs = kh[None, :] * ld + kx[:, None]
+    wx_mask = xm[:, None] & hm[None, :]
+    wh_offs = kh[None, :] * ld + X + kh[:, None]
+    wh_mask = hm[:, None] & hm[None, :]
+    gi = tl.dot(x, tl.load(w_ptr + wx_offs, mask=wx_mask, other=0.0), input_precision="ieee")
+    gi += tl.dot(h, tl.load(w_ptr + wh_offs, mask=wh_mask, other=0.0), input_precision="ieee")
+    gi += tl.load(bias_ptr + kh, mask=hm, other=0.0)[None, :]
+    gf = tl.dot(x, tl.load(w_ptr + H * ld + wx_offs, mask=wx_mask, other=0.0), input_precision="ieee")
+    gf += tl.dot(h, tl.load(w_ptr + H * ld + wh_offs, mask=wh_mask, other=0.0), input_precision="ieee")
+    gf += tl.load(bias_ptr + H + kh, mask=hm, other=0.0)[None, :]
+    gg = tl.dot(x, tl.load(w_ptr + 2 * H * ld + wx_offs, mask=wx_mask, other=0.0), input_precision="ieee")
+    gg += tl.dot(h, tl.load(w_ptr + 2 * H * ld + wh_offs, mask=wh_mask, other=0.0), input_precision="ieee")
+    gg += tl.load(bias_ptr + 2 * H + kh, mask=hm, other=0.0)[None, :]
+    go = tl.dot(x, tl.load(w_ptr + 3 * H * ld + wx_offs, mask=wx_mask, other=0.0), input_precision="ieee")
+    go += tl.dot(h, tl.load(w_ptr + 3 * H * ld + wh_offs, mask=wh_mask, other=0.0), input_precision="ieee")
+    go += tl.load(bias_ptr + 3 * H + kh, mask=hm, other=0.0)[None, :]
+    # cell: tanh(z) = 2 sigmoid(2z) - 1
+    c_new = tl.sigmoid(gf) * c + tl.sigmoid(gi) * (2.0 * tl.sigmoid(2.0 * gg) - 1.0)
+    h_new = tl.sigmoid(go) * (2.0 * tl.sigmoid(2.0 * c_new) - 1.0)
+    h_new = tl.where(hm[None, :], h_new, 0.0)
+    tl.store(h_out_ptr + hc_offs, h_new, mask=hc_mask)
+    tl.store(c_out_ptr + hc_offs, c_new, mask=hc_mask)
+    # heads: out[b, k] = h_new[b] . w_head[k] + b_head[k], k < A policy, k == A value
+    whT = tl.load(w_head_ptr + ka[None, :] * H + kh[:, None], mask=hm[:, None] & (ka[None, :] <= A), other=0.0)
+    out = tl.dot(h_new, whT, input_precision="ieee")
+    out += tl.load(b_head_ptr + ka, mask=ka <= A, other=0.0)[None, :]
+    value = tl.sum(tl.where(ka[None, :] == A, out, 0.0), axis=1)
+    tl.store(value_ptr + rows, value, mask=rm)
+    am = ka < A
+    noise = tl.load(noise_ptr + rows[:, None] * A + ka[None, :], mask=rm[:, None] & am[None, :], other=0.5)
+    if DISCRETE:
+        logits = tl.where(am[None, :], out, float("-inf"))
+        z = logits - tl.log(-tl.log(noise))                      # Gumbel-max
+        z = tl.where(am[None, :], z, float("-inf"))
+        action = tl.argmax(z, axis=1)
+        m = tl.max(logits, axis=1)
+        lse = m + tl.log(tl.sum(tl.exp(logits - m[:, None]), axis=1))
+        chosen = tl.sum(tl.where(ka[None, :] == action[:, None], out, 0.0), axis=1)
+        tl.store(action_ptr + rows, action.to(tl.int64), mask=rm)
+        tl.store(log_prob_ptr + rows, chosen - lse, mask=rm)
+    else:
+        log_std = tl.load(log_std_ptr + ka, mask=am, other=0.0)
+        act = out + tl.exp(log_std)[None, :] * noise
+        tl.store(action_ptr + rows[:, None] * A + ka[None, :], act, mask=rm[:, None] & am[None, :])
+        lp = tl.where(am[None, :], -0.5 * noise * noise - log_std[None, :] - 0.9189385332046727, 0.0)
+        tl.store(log_prob_ptr + rows, tl.sum(lp, axis=1), mask=rm)
+
+
+def _pow2(n: int, lo: int = 16) -> int:
+    return max(lo, 1 << max(0, int(n) - 1).bit_length())
+
+
+def _launch_triton(obs, h, c, reset, packed, noise, out):
+    action, log_prob, value, h_out, c_out = out
+    bsz, hid = h.shape
+    x = packed.obs_dim
+    a = packed.num_outputs
+    block_b = 16
+    log_std = packed.log_std if packed.log_std is not None else packed.b_head  # unused when discrete
+    _step_tl[(triton_cdiv(bsz, block_b),)](
+        action, log_prob, value, h_out, c_out,
+        obs, obs.stride(0), h, c, reset, noise,
+        packed.w, packed.bias, packed.w_head, packed.b_head, log_std,
+        bsz, x, hid, a,
+        DISCRETE=packed.discrete, BLOCK_B=block_b, BLOCK_X=_pow2(x), BLOCK_H=_pow2(hid), BLOCK_A=_pow2(a + 1),
+    )
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# ----------------------------------------------------------------------------- public op
+def _resolve_backend(backend, device) -> str:
+    from metarl.backend import triton_available, triton_interpret
+
+    if backend is None:
+        return "triton" if device.type == "cuda" else "numba"
+    if backend == "cpu":
+        backend = "numba"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, 'cpu' or None, got {backend!r}")
+    if backend == "numba" and device.type != "cpu":
+        raise ValueError(f"backend='numba' runs on the CPU, but the tensors are on {device}")
+    if backend == "triton":
+        if not triton_available():
+            raise ValueError("backend='triton' but Triton is not installed (pip install triton)")
+        if device.type == "cpu" and not triton_interpret():
+            raise ValueError("backend='triton' on the CPU needs TRITON_INTERPRET=1 (the interpreter; for tests)")
+    return backend
+
+
+def _check_tensor(name, t, shape, dtype, device):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != dtype:
+        raise TypeError(f"{name} must be {dtype}, got {t.dtype}")
+    if t.device != device:
+        raise ValueError(f"{name} must be on {device} (the weights' device), got {t.device}")
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+
+
+def actor_critic_step(obs, h, c, reset, packed: PackedActorCritic, noise, *, backend=None, out=None):
+    """The fused step (module docstring) with weights from :func:`pack_actor_critic`.
+
+    ``obs [B, X]`` float32, ``h, c [B, H]`` float32, ``reset [B]`` bool, ``noise`` ``[B, A]``
+    uniforms in [0, 1) (categorical) or ``[B, d]`` standard normals (Gaussian), all on the
+    weights' device. ``out`` (optional): preallocated ``(action, log_prob, value, h', c')``.
+    Returns ``(action, log_prob, value, h', c')``; ``action`` is int64 ``[B]`` or float32 ``[B, d]``.
+    No autograd (the rollout step); the inputs are not modified.
+    """
+    if not isinstance(packed, PackedActorCritic):
+        raise TypeError(f"packed must be a PackedActorCritic (pack_actor_critic), got {type(packed).__name__}")
+    dev = packed.w.device
+    if not isinstance(obs, torch.Tensor):
+        raise TypeError(f"obs must be a torch.Tensor, got {type(obs).__name__}")
+    if obs.dim() != 2:
+        raise ValueError(f"obs must be [B, {packed.obs_dim}], got shape {tuple(obs.shape)}")
+    bsz, hid, a = obs.shape[0], packed.hidden_size, packed.num_outputs
+    if bsz == 0:
+        raise ValueError("obs must have at least one row (B >= 1)")
+    _check_tensor("obs", obs, (bsz, packed.obs_dim), torch.float32, dev)
+    _check_tensor("h", h, (bsz, hid), torch.float32, dev)
+    _check_tensor("c", c, (bsz, hid), torch.float32, dev)
+    _check_tensor("reset", reset, (bsz,), torch.bool, dev)
+    _check_tensor("noise", noise, (bsz, a), torch.float32, dev)
+    backend = _resolve_backend(backend, dev)
+    if backend != "torch":   # kernels index rows densely
+        obs, h, c, reset, noise = (t.contiguous() for t in (obs, h, c, reset, noise))
+    if out is None:
+        action = torch.empty((bsz,), dtype=torch.int64, device=dev) if packed.discrete else \
+            torch.empty((bsz, a), dtype=torch.float32, device=dev)
+        out = (action, torch.empty(bsz, device=dev), torch.empty(bsz, device=dev),
+               torch.empty((bsz, hid), device=dev), torch.empty((bsz, hid), device=dev))
+    with torch.no_grad():
+        if backend == "torch":
+            res = actor_critic_step_reference(obs, h, c, reset, *packed.params[:8], noise, log_std=packed.params[8])
+            for o, r in zip(out, res):
+                o.copy_(r)
+        elif backend == "numba":
+            _launch_numba(obs, h, c, reset, packed, noise, out)
+        else:
+            _launch_triton(obs, h, c, reset, packed, noise, out)
+    return tuple(out)
