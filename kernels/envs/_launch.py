@@ -21,10 +21,13 @@ tensors.
 """
 from __future__ import annotations
 
+import numba
 import torch
 
 BACKENDS = ("torch", "numba", "triton", "cpp")
 TRITON_BLOCK = 1024
+# Numba kernels use their thread pool from this many envs on (below, one thread).
+NUMBA_PARALLEL_MIN_ENVS = 4096
 # No a*b+c -> FMA contraction on the GPU, so kernels round like the float32 reference.
 TRITON_OPTIONS = {"enable_fp_fusion": False}
 
@@ -46,8 +49,19 @@ def reset_torch(fam, state, elapsed, needs_reset, counter, params, key, mask, ob
 
 def step_numba(fam, state, elapsed, needs_reset, counter, params, action, key,
                obs, reward, terminated, truncated, final_obs, max_steps, mode):
-    fam._step_nb(state, elapsed, needs_reset, counter, *params, action, key,
-                 obs, reward, terminated, truncated, final_obs, max_steps, mode)
+    if state.shape[1] >= NUMBA_PARALLEL_MIN_ENVS:
+        fam._step_nb(state, elapsed, needs_reset, counter, *params, action, key,
+                     obs, reward, terminated, truncated, final_obs, max_steps, mode)
+        return
+    # Small batches on the calling thread only: waking the pool costs more than it saves,
+    # and on a busy machine a descheduled worker stalls the whole call for a time slice.
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        fam._step_nb(state, elapsed, needs_reset, counter, *params, action, key,
+                     obs, reward, terminated, truncated, final_obs, max_steps, mode)
+    finally:
+        numba.set_num_threads(threads)
 
 
 def reset_numba(fam, state, elapsed, needs_reset, counter, params, key, mask, obs):
