@@ -230,3 +230,13 @@ def test_single_env_passes_gymnasium_checker(env_id):
     check_env(env.unwrapped, skip_render_check=True)
     obs, _ = env.reset(seed=0)
     assert env.observation_space.contains(obs)
+
+
+def test_small_batches_leave_numba_thread_count_alone():
+    import numba
+
+    before = numba.get_num_threads()
+    env = metarl.make_vec("Bandit-v0", 8, seed=0, backend="numba")
+    env.reset(seed=0)
+    env.step(torch.zeros(8, dtype=torch.int64))
+    assert numba.get_num_threads() == before
