@@ -97,7 +97,6 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         self._params = tuple(t.to(dev).contiguous().clone() for t in defaults.fields())
         self._empty_final = torch.zeros((0, self.obs_dim), dtype=torch.float32, device=dev)
         self._was_reset = False
-        self._seed = seed
         self._reseed(seed)
 
         self._step_fn = _launch.STEP[self.backend]
