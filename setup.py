@@ -27,7 +27,7 @@ def get_extensions():
 
 
 setup(
-    packages=["metarl", "metarl.envs", "metarl.kernels", "metarl.kernels.envs"],
+    packages=["metarl", "metarl.envs", "metarl.nn", "metarl.kernels", "metarl.kernels.envs"],
     package_dir={"metarl": "metarl", "metarl.kernels": "kernels"},
     ext_modules=get_extensions(),
     cmdclass={"build_ext": build_ext},

@@ -27,10 +27,14 @@ Three implementations, side by side:
   gate nonlinearities, the cell update, both heads' GEMVs and the sampling
   (:func:`_step_discrete_nb` / :func:`_step_gaussian_nb`). Its sigmoid/tanh are a rational
   minimax tanh (Eigen's ``generic_fast_tanh_float``, |error| <= 4e-7) so LLVM vectorizes the
-  gate loop without SVML;
+  gate loop without SVML, with the fractions combined so each unit divides twice. Its sigmoid
+  is accurate in absolute terms only (<= 2e-7: sigmoid(-30) comes out ~1e-7, not 1e-13), so a
+  saturated forget gate leaves up to ~2e-7·|c| in c' (6e-6 at |c| = 40; torch's own float32
+  rounding there is ~5e-6);
 * Triton (``backend="triton"``, CUDA or ``TRITON_INTERPRET=1``): :func:`_step_tl`, one program
-  per block of rows: ``tl.dot`` for the gate GEMM (IEEE fp32), gates + cell + heads
-  (``tl.dot``) + sampling fused.
+  per block of rows, looping over blocks of hidden units: ``tl.dot`` for the gate GEMM (IEEE
+  fp32), gates + cell + heads (``tl.dot``) + sampling fused. Tested under the interpreter only
+  (no GPU was available when it was written): correct, not yet tuned.
 
 :func:`actor_critic_step` is the one public op; it takes the weights packed once by
 :func:`pack_actor_critic` (re-pack after the weights change; ``RecurrentActorCritic`` does
@@ -41,6 +45,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, NamedTuple
 
+import numba
 import numpy as np
 import torch
 from numba import njit, prange
@@ -52,8 +57,8 @@ if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._tri
 
 BACKENDS = ("torch", "numba", "triton")
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
-# Small problems are faster on one thread (Numba's parallel launch costs a few microseconds).
-PARALLEL_MIN_WORK = 16384  # rows x hidden
+# Numba threads for the pointwise pass only from this many rows x hidden units up (see _launch_numba)
+PARALLEL_MIN_WORK = 1 << 17
 
 
 # ----------------------------------------------------------------------------- reference
@@ -100,6 +105,7 @@ class PackedActorCritic(NamedTuple):
     w_head: torch.Tensor     # [A + 1, H]   [W_pi; w_v], contiguous
     b_head: torch.Tensor     # [A + 1]      [b_pi; b_v]
     log_std: torch.Tensor | None   # [d] (Gaussian) or None (categorical)
+    std: torch.Tensor | None       # [d] exp(log_std) or None
     params: tuple            # the unpacked tensors (w_ih, w_hh, b_ih, b_hh, w_pi, b_pi, w_v, b_v, log_std)
 
     @property
@@ -151,13 +157,14 @@ def pack_actor_critic(w_ih, w_hh, b_ih, b_hh, w_pi, b_pi, w_v, b_v, log_std=None
         w_head = torch.cat((w_pi, w_v), dim=0).contiguous()
         b_head = torch.cat((b_pi, b_v)).contiguous()
         ls = None if log_std is None else log_std.detach().contiguous().clone()
-    return PackedActorCritic(w, bias, w_head, b_head, ls, tuple(p if p is None else p.detach() for p in params))
+    std = None if ls is None else ls.exp()
+    return PackedActorCritic(w, bias, w_head, b_head, ls, std, tuple(p if p is None else p.detach() for p in params))
 
 
 # ----------------------------------------------------------------------------- numba
 # reassociation lets LLVM vectorize the head dot products; no 'nnan'/'ninf' (log(0) = -inf is used)
 _FM = {"reassoc", "contract", "nsz", "arcp"}
-_F0, _F05, _F1 = np.float32(0.0), np.float32(0.5), np.float32(1.0)
+_F0, _F05, _F2 = np.float32(0.0), np.float32(0.5), np.float32(2.0)
 _TANH_CLAMP = np.float32(7.90531110763549805)
 _A1, _A3, _A5, _A7 = (np.float32(4.89352455891786e-03), np.float32(6.37261928875436e-04),
                       np.float32(1.48572235717979e-05), np.float32(5.12229709037114e-08))
@@ -168,9 +175,11 @@ _HALF_LOG_2PI = np.float32(HALF_LOG_2PI)
 
 
 @njit(inline="always", cache=True, fastmath=_FM)
-def _tanh_nb(x):
-    """tanh for float32, branch-free (Eigen ``generic_fast_tanh_float``: a 13/6 rational minimax
-    on [-7.9, 7.9], |error| <= 4e-7 against ``torch.tanh``)."""
+def _tanh_pq_nb(x):
+    """tanh(x) = p / q for float32 x, branch-free: Eigen's ``generic_fast_tanh_float``, a 13/6
+    rational minimax on [-7.9, 7.9] (|error| <= 4e-7 against ``torch.tanh``). The fraction is
+    returned unevaluated so that the cell update divides twice per unit instead of five times
+    (q lies in [0.0049, 1], so products of q's stay far from underflow)."""
     x = min(max(x, -_TANH_CLAMP), _TANH_CLAMP)
     x2 = x * x
     p = x2 * _A13 + _A11
@@ -179,17 +188,10 @@ def _tanh_nb(x):
     p = x2 * p + _A5
     p = x2 * p + _A3
     p = x2 * p + _A1
-    p = x * p
     q = x2 * _B6 + _B4
     q = x2 * q + _B2
     q = x2 * q + _B0
-    return p / q
-
-
-@njit(inline="always", cache=True, fastmath=_FM)
-def _sigmoid_nb(x):
-    """sigmoid(x) = (1 + tanh(x / 2)) / 2 (absolute error <= 2e-7)."""
-    return _F05 + _F05 * _tanh_nb(_F05 * x)
+    return x * p, q
 
 
 @njit(parallel=True, cache=True)
@@ -214,14 +216,19 @@ def _cell_heads_row_nb(b, gates, c, reset, w_head, b_head, h_out, c_out, head):
     hid = h_out.shape[1]
     r = reset[b]
     for j in range(hid):
-        ig = _sigmoid_nb(gates[b, j])
-        fg = _sigmoid_nb(gates[b, hid + j])
-        gg = _tanh_nb(gates[b, 2 * hid + j])
-        og = _sigmoid_nb(gates[b, 3 * hid + j])
+        # sigmoid(z) = (1 + tanh(z/2)) / 2 = (q + p) / 2q with tanh(z/2) = p/q, so
+        #   c' = sig(f) c + sig(i) tanh(g) = [(qf+pf) c qi qg + (qi+pi) pg qf] / (2 qf qi qg)
+        #   h' = sig(o) tanh(c')            = (qo+po) pc / (2 qo qc)
+        pi, qi = _tanh_pq_nb(_F05 * gates[b, j])
+        pf, qf = _tanh_pq_nb(_F05 * gates[b, hid + j])
+        pg, qg = _tanh_pq_nb(gates[b, 2 * hid + j])
+        po, qo = _tanh_pq_nb(_F05 * gates[b, 3 * hid + j])
         cp = _F0 if r else c[b, j]
-        cn = fg * cp + ig * gg
+        qiqg = qi * qg
+        cn = ((qf + pf) * cp * qiqg + (qi + pi) * pg * qf) / (_F2 * qf * qiqg)
+        pc, qc = _tanh_pq_nb(cn)
         c_out[b, j] = cn
-        h_out[b, j] = og * _tanh_nb(cn)
+        h_out[b, j] = (qo + po) * pc / (_F2 * qo * qc)
     for k in range(w_head.shape[0]):
         acc = _F0
         for j in range(hid):
@@ -273,14 +280,12 @@ def _step_discrete_nb(
     # inputs
     gates, c, reset, w_head, b_head, u,
 ):
+    """Categorical step (module docstring) on the GEMM's ``gates`` (bias included).
+
+    :func:`_launch_numba` sets the Numba thread count (one below ``PARALLEL_MIN_WORK``)."""
     for b in prange(gates.shape[0]):
         _discrete_row_nb(b, gates, c, reset, w_head, b_head, u, action, log_prob, value, h_out, c_out, head)
 
-
-@njit(cache=True, fastmath=_FM)
-def _step_discrete_serial_nb(action, log_prob, value, h_out, c_out, head, gates, c, reset, w_head, b_head, u):
-    for b in range(gates.shape[0]):
-        _discrete_row_nb(b, gates, c, reset, w_head, b_head, u, action, log_prob, value, h_out, c_out, head)
 
 
 @njit(parallel=True, cache=True, fastmath=_FM)
@@ -292,101 +297,110 @@ def _step_gaussian_nb(
     # inputs
     gates, c, reset, w_head, b_head, eps, std, log_std,
 ):
+    """Diagonal-Gaussian step; threads as :func:`_step_discrete_nb`."""
     for b in prange(gates.shape[0]):
-        _gaussian_row_nb(b, gates, c, reset, w_head, b_head, eps, std, log_std, action, log_prob, value,
-                         h_out, c_out, head)
-
-
-@njit(cache=True, fastmath=_FM)
-def _step_gaussian_serial_nb(action, log_prob, value, h_out, c_out, head, gates, c, reset, w_head, b_head,
-                             eps, std, log_std):
-    for b in range(gates.shape[0]):
         _gaussian_row_nb(b, gates, c, reset, w_head, b_head, eps, std, log_std, action, log_prob, value,
                          h_out, c_out, head)
 
 
 def _launch_numba(obs, h, c, reset, packed, noise, out):
     action, log_prob, value, h_out, c_out = out
-    bsz, hid = h.shape
+    bsz = h.shape[0]
     xh = torch.empty((bsz, packed.w.shape[1]), dtype=torch.float32)
-    _pack_nb(xh.numpy(), obs.numpy(), h.numpy(), reset.numpy())
-    gates = torch.addmm(packed.bias, xh, packed.w.t())   # the one GEMM (MKL), bias pre-summed
     head = torch.empty((bsz, packed.w_head.shape[0]), dtype=torch.float32)
-    parallel = bsz > 1 and bsz * hid >= PARALLEL_MIN_WORK
-    args = (action.numpy(), log_prob.numpy(), value.numpy(), h_out.numpy(), c_out.numpy(), head.numpy(),
-            gates.numpy(), c.numpy(), reset.numpy(), packed.w_head.numpy(), packed.b_head.numpy(), noise.numpy())
-    if packed.discrete:
-        (_step_discrete_nb if parallel else _step_discrete_serial_nb)(*args)
-    else:
-        ls = packed.log_std
-        (_step_gaussian_nb if parallel else _step_gaussian_serial_nb)(*args, ls.exp().numpy(), ls.numpy())
+    # Below PARALLEL_MIN_WORK the Numba passes run with ONE thread, on purpose: a parallel=True
+    # (prange) body gets its arrays marked non-aliasing, so LLVM vectorizes the gate loop
+    # (AVX-512 here; the plain-range version measured ~10x slower), while staying on the calling
+    # thread keeps Numba's OpenMP pool from fighting torch's (the GEMM's; another OpenMP runtime)
+    # for the cores: alternating the two pools on 2 cores made a B = 64 step ~10x slower. From
+    # B x H = 2^17 up the pass is long enough (>= 0.2 ms) that both threads pay (measured 6-15%
+    # faster steps at B >= 1024).
+    threads = numba.get_num_threads()
+    numba.set_num_threads(threads if bsz * packed.hidden_size >= PARALLEL_MIN_WORK else 1)
+    try:
+        _pack_nb(xh.numpy(), obs.numpy(), h.numpy(), reset.numpy())
+        gates = torch.addmm(packed.bias, xh, packed.w.t())   # the one GEMM (MKL), bias pre-summed
+        args = (action.numpy(), log_prob.numpy(), value.numpy(), h_out.numpy(), c_out.numpy(), head.numpy(),
+                gates.numpy(), c.numpy(), reset.numpy(), packed.w_head.numpy(), packed.b_head.numpy(),
+                noise.numpy())
+        if packed.discrete:
+            _step_discrete_nb(*args)
+        else:
+            _step_gaussian_nb(*args, packed.std.numpy(), packed.log_std.numpy())
+    finally:
+        numba.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------- triton
 @lazy_jit
 def _step_tl(
-    # outputs
+    # outputs (h_out, c_out [B, H] contiguous; action [B] or [B, A]; log_prob, value [B])
     action_ptr, log_prob_ptr, value_ptr, h_out_ptr, c_out_ptr,
-    # inputs
+    # inputs (h, c [B, H] contiguous; reset [B]; noise [B, A] contiguous)
     obs_ptr, stride_obs, h_ptr, c_ptr, reset_ptr, noise_ptr,
+    # packed weights: w [4H, X + H], bias [4H], w_head [A + 1, H], b_head [A + 1], log_std [A]
     w_ptr, bias_ptr, w_head_ptr, b_head_ptr, log_std_ptr,
-    # sizes (h, c, h_out, c_out are [B, H] contiguous; w [4H, X + H]; w_head [A + 1, H]; noise [B, A])
+    # sizes
     n_rows, X, H, A,
     # meta-parameters
-    DISCRETE: constexpr, BLOCK_B: constexpr, BLOCK_X: constexpr, BLOCK_H: constexpr, BLOCK_A: constexpr,
+    DISCRETE: constexpr, BLOCK_B: constexpr, BLOCK_N: constexpr, BLOCK_K: constexpr, BLOCK_A: constexpr,
 ):
-    """The fused step (module docstring) for ``BLOCK_B`` rows: four gate tiles by ``tl.dot``
-    (IEEE fp32), the cell update, the heads by ``tl.dot`` and the sampling, in registers."""
+    """The fused step (module docstring) for ``BLOCK_B`` rows. For each block of ``BLOCK_N``
+    hidden units: the four gate tiles by ``tl.dot`` over ``BLOCK_K`` chunks of ``[x, h]``
+    (IEEE fp32), the cell update, and the heads' partial products (``tl.dot``); then the
+    sampling. Registers stay bounded for any H (weights stream through in tiles)."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     rm = rows < n_rows
-    kx = tl.arange(0, BLOCK_X)
-    kh = tl.arange(0, BLOCK_H)
-    ka = tl.arange(0, BLOCK_A)
-    xm = kx < X
-    hm = kh < H
     r = tl.load(reset_ptr + rows, mask=rm, other=0).to(tl.int1)
     keep = rm & ~r
-    x = tl.load(obs_ptr + rows[:, None] * stride_obs + kx[None, :], mask=rm[:, None] & xm[None, :], other=0.0)
-    hc_offs = rows[:, None] * H + kh[None, :]
-    hc_mask = rm[:, None] & hm[None, :]
-    h = tl.load(h_ptr + hc_offs, mask=keep[:, None] & hm[None, :], other=0.0)
-    c = tl.load(c_ptr + hc_offs, mask=keep[:, None] & hm[None, :], other=0.0)
+    kk = tl.arange(0, BLOCK_K)
+    nn_ = tl.arange(0, BLOCK_N)
+    ka = tl.arange(0, BLOCK_A)
     ld = X + H
-    # W^T tiles of gate q: w[q*H + n, k] at [k, n]
-    wx_offs = kh[None, :] * ld + kx[:, None]
-    wx_mask = xm[:, None] & hm[None, :]
-    wh_offs = kh[None, :] * ld + X + kh[:, None]
-    wh_mask = hm[:, None] & hm[None, :]
-    gi = tl.dot(x, tl.load(w_ptr + wx_offs, mask=wx_mask, other=0.0), input_precision="ieee")
-    gi += tl.dot(h, tl.load(w_ptr + wh_offs, mask=wh_mask, other=0.0), input_precision="ieee")
-    gi += tl.load(bias_ptr + kh, mask=hm, other=0.0)[None, :]
-    gf = tl.dot(x, tl.load(w_ptr + H * ld + wx_offs, mask=wx_mask, other=0.0), input_precision="ieee")
-    gf += tl.dot(h, tl.load(w_ptr + H * ld + wh_offs, mask=wh_mask, other=0.0), input_precision="ieee")
-    gf += tl.load(bias_ptr + H + kh, mask=hm, other=0.0)[None, :]
-    gg = tl.dot(x, tl.load(w_ptr + 2 * H * ld + wx_offs, mask=wx_mask, other=0.0), input_precision="ieee")
-    gg += tl.dot(h, tl.load(w_ptr + 2 * H * ld + wh_offs, mask=wh_mask, other=0.0), input_precision="ieee")
-    gg += tl.load(bias_ptr + 2 * H + kh, mask=hm, other=0.0)[None, :]
-    go = tl.dot(x, tl.load(w_ptr + 3 * H * ld + wx_offs, mask=wx_mask, other=0.0), input_precision="ieee")
-    go += tl.dot(h, tl.load(w_ptr + 3 * H * ld + wh_offs, mask=wh_mask, other=0.0), input_precision="ieee")
-    go += tl.load(bias_ptr + 3 * H + kh, mask=hm, other=0.0)[None, :]
-    # cell: tanh(z) = 2 sigmoid(2z) - 1
-    c_new = tl.sigmoid(gf) * c + tl.sigmoid(gi) * (2.0 * tl.sigmoid(2.0 * gg) - 1.0)
-    h_new = tl.sigmoid(go) * (2.0 * tl.sigmoid(2.0 * c_new) - 1.0)
-    h_new = tl.where(hm[None, :], h_new, 0.0)
-    tl.store(h_out_ptr + hc_offs, h_new, mask=hc_mask)
-    tl.store(c_out_ptr + hc_offs, c_new, mask=hc_mask)
-    # heads: out[b, k] = h_new[b] . w_head[k] + b_head[k], k < A policy, k == A value
-    whT = tl.load(w_head_ptr + ka[None, :] * H + kh[:, None], mask=hm[:, None] & (ka[None, :] <= A), other=0.0)
-    out = tl.dot(h_new, whT, input_precision="ieee")
+    out = tl.zeros((BLOCK_B, BLOCK_A), dtype=tl.float32)
+    for n0 in range(0, H, BLOCK_N):
+        n = n0 + nn_
+        nm = n < H
+        acc_i = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+        acc_f = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+        acc_g = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+        acc_o = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, ld, BLOCK_K):
+            k = k0 + kk
+            # the chunk of [x, h * keep]: columns k < X from obs, X <= k < X + H from h
+            xa = tl.load(obs_ptr + rows[:, None] * stride_obs + k[None, :],
+                         mask=rm[:, None] & (k < X)[None, :], other=0.0)
+            ha = tl.load(h_ptr + rows[:, None] * H + (k - X)[None, :],
+                         mask=keep[:, None] & ((k >= X) & (k < ld))[None, :], other=0.0)
+            a = xa + ha
+            w_offs = n[None, :] * ld + k[:, None]                 # W^T tile [BLOCK_K, BLOCK_N]
+            w_mask = (k < ld)[:, None] & nm[None, :]
+            acc_i += tl.dot(a, tl.load(w_ptr + w_offs, mask=w_mask, other=0.0), input_precision="ieee")
+            acc_f += tl.dot(a, tl.load(w_ptr + H * ld + w_offs, mask=w_mask, other=0.0), input_precision="ieee")
+            acc_g += tl.dot(a, tl.load(w_ptr + 2 * H * ld + w_offs, mask=w_mask, other=0.0), input_precision="ieee")
+            acc_o += tl.dot(a, tl.load(w_ptr + 3 * H * ld + w_offs, mask=w_mask, other=0.0), input_precision="ieee")
+        acc_i += tl.load(bias_ptr + n, mask=nm, other=0.0)[None, :]
+        acc_f += tl.load(bias_ptr + H + n, mask=nm, other=0.0)[None, :]
+        acc_g += tl.load(bias_ptr + 2 * H + n, mask=nm, other=0.0)[None, :]
+        acc_o += tl.load(bias_ptr + 3 * H + n, mask=nm, other=0.0)[None, :]
+        hc_offs = rows[:, None] * H + n[None, :]
+        c = tl.load(c_ptr + hc_offs, mask=keep[:, None] & nm[None, :], other=0.0)
+        # tanh(z) = 2 sigmoid(2z) - 1
+        c_new = tl.sigmoid(acc_f) * c + tl.sigmoid(acc_i) * (2.0 * tl.sigmoid(2.0 * acc_g) - 1.0)
+        h_new = tl.sigmoid(acc_o) * (2.0 * tl.sigmoid(2.0 * c_new) - 1.0)
+        h_new = tl.where(nm[None, :], h_new, 0.0)
+        tl.store(h_out_ptr + hc_offs, h_new, mask=rm[:, None] & nm[None, :])
+        tl.store(c_out_ptr + hc_offs, c_new, mask=rm[:, None] & nm[None, :])
+        # heads: out[b, j] += h_new[b, n] . w_head[j, n]   (j < A policy, j == A value)
+        wh = tl.load(w_head_ptr + ka[None, :] * H + n[:, None], mask=nm[:, None] & (ka <= A)[None, :], other=0.0)
+        out += tl.dot(h_new, wh, input_precision="ieee")
     out += tl.load(b_head_ptr + ka, mask=ka <= A, other=0.0)[None, :]
-    value = tl.sum(tl.where(ka[None, :] == A, out, 0.0), axis=1)
-    tl.store(value_ptr + rows, value, mask=rm)
+    tl.store(value_ptr + rows, tl.sum(tl.where((ka == A)[None, :], out, 0.0), axis=1), mask=rm)
     am = ka < A
     noise = tl.load(noise_ptr + rows[:, None] * A + ka[None, :], mask=rm[:, None] & am[None, :], other=0.5)
     if DISCRETE:
         logits = tl.where(am[None, :], out, float("-inf"))
-        z = logits - tl.log(-tl.log(noise))                      # Gumbel-max
-        z = tl.where(am[None, :], z, float("-inf"))
+        z = tl.where(am[None, :], logits - tl.log(-tl.log(noise)), float("-inf"))   # Gumbel-max
         action = tl.argmax(z, axis=1)
         m = tl.max(logits, axis=1)
         lse = m + tl.log(tl.sum(tl.exp(logits - m[:, None]), axis=1))
@@ -408,21 +422,16 @@ def _pow2(n: int, lo: int = 16) -> int:
 def _launch_triton(obs, h, c, reset, packed, noise, out):
     action, log_prob, value, h_out, c_out = out
     bsz, hid = h.shape
-    x = packed.obs_dim
-    a = packed.num_outputs
-    block_b = 16
+    block_b = 16 if bsz <= 1024 or obs.device.type == "cpu" else 64
     log_std = packed.log_std if packed.log_std is not None else packed.b_head  # unused when discrete
-    _step_tl[(triton_cdiv(bsz, block_b),)](
+    _step_tl[(-(-bsz // block_b),)](
         action, log_prob, value, h_out, c_out,
         obs, obs.stride(0), h, c, reset, noise,
         packed.w, packed.bias, packed.w_head, packed.b_head, log_std,
-        bsz, x, hid, a,
-        DISCRETE=packed.discrete, BLOCK_B=block_b, BLOCK_X=_pow2(x), BLOCK_H=_pow2(hid), BLOCK_A=_pow2(a + 1),
+        bsz, packed.obs_dim, hid, packed.num_outputs,
+        DISCRETE=packed.discrete, BLOCK_B=block_b, BLOCK_N=min(32, _pow2(hid)), BLOCK_K=32,
+        BLOCK_A=_pow2(packed.num_outputs + 1),
     )
-
-
-def triton_cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 # ----------------------------------------------------------------------------- public op
@@ -480,7 +489,13 @@ def actor_critic_step(obs, h, c, reset, packed: PackedActorCritic, noise, *, bac
     _check_tensor("c", c, (bsz, hid), torch.float32, dev)
     _check_tensor("reset", reset, (bsz,), torch.bool, dev)
     _check_tensor("noise", noise, (bsz, a), torch.float32, dev)
-    backend = _resolve_backend(backend, dev)
+    return _actor_critic_step(obs, h, c, reset, packed, noise, _resolve_backend(backend, dev), out)
+
+
+def _actor_critic_step(obs, h, c, reset, packed, noise, backend, out=None):
+    """:func:`actor_critic_step` without the checks (the caller validated the inputs)."""
+    dev = packed.w.device
+    bsz, hid, a = obs.shape[0], packed.hidden_size, packed.num_outputs
     if backend != "torch":   # kernels index rows densely
         obs, h, c, reset, noise = (t.contiguous() for t in (obs, h, c, reset, noise))
     if out is None:
