@@ -8,9 +8,10 @@ What is measured
     * ``LSTM``: one ``lstm(x)`` call over a ``[T, B, 16]`` sequence (T = 32 by default,
       zero initial state), divided by T.
 
-    metarl runs its default CPU path (one GEMM on ``[x, h] [W_ih | W_hh]^T`` with packed
-    weights + one fused Numba pointwise pass per step; ``metarl.kernels.lstm``); torch runs
-    its own CPU kernels (oneDNN/MKL). Both load the same weights. With ``--train`` a second
+    metarl runs its default CPU path (torch's own fused LSTM per reset-free segment,
+    "aten") and, in the ``numba`` columns, its kernel (one GEMM on ``[x, h] [W_ih | W_hh]^T``
+    with packed weights + one fused Numba pointwise pass per step; ``metarl.kernels.lstm``);
+    torch runs its own CPU kernels (oneDNN/MKL). Both load the same weights. With ``--train`` a second
     table times forward + backward of the sequence (metarl's backward recomputes through the
     reference) against torch.nn.LSTM's.
 
@@ -52,7 +53,8 @@ HIDDEN = (128, 256)
 INPUT_SIZE = 16
 STEPS = 32
 REPEATS = 5
-COLUMNS = ("metarl LSTMCell", "torch LSTMCell", "metarl LSTM", "torch LSTM")
+COLUMNS = ("metarl LSTMCell", "metarl LSTMCell numba", "torch LSTMCell",
+           "metarl LSTM", "metarl LSTM numba", "torch LSTM")
 TRAIN_COLUMNS = ("metarl LSTM train", "torch LSTM train")
 
 
@@ -103,7 +105,8 @@ def bench_column(column, batches, hidden, steps, seconds) -> list[dict]:
                 is_cell = "Cell" in column
                 ref = (torch.nn.LSTMCell if is_cell else torch.nn.LSTM)(INPUT_SIZE, h_size)
                 if column.startswith("metarl"):
-                    mod = (metarl.nn.LSTMCell if is_cell else metarl.nn.LSTM)(INPUT_SIZE, h_size)
+                    backend = "numba" if column.endswith("numba") else None
+                    mod = (metarl.nn.LSTMCell if is_cell else metarl.nn.LSTM)(INPUT_SIZE, h_size, backend=backend)
                     mod.load_state_dict(ref.state_dict())
                 else:
                     mod = ref
@@ -218,7 +221,9 @@ def main(argv=None):
     info["load_average_after"] = os.getloadavg()
 
     print("\n### Inference, microseconds per step (lower is better; ratio = torch / metarl, > 1: metarl faster)\n")
-    print(markdown_table(COLUMNS, rows, [("metarl LSTMCell", "torch LSTMCell"), ("metarl LSTM", "torch LSTM")]))
+    pairs = [("metarl LSTMCell", "torch LSTMCell"), ("metarl LSTMCell numba", "torch LSTMCell"),
+             ("metarl LSTM", "torch LSTM"), ("metarl LSTM numba", "torch LSTM")]
+    print(markdown_table(COLUMNS, rows, pairs))
     if args.train:
         print("\n### Sequence forward + backward, microseconds per step\n")
         print(markdown_table(TRAIN_COLUMNS, rows, [TRAIN_COLUMNS]))

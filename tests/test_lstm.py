@@ -15,6 +15,8 @@ from metarl.kernels import lstm as K
 FWD_TOL = {"atol": 2e-6, "rtol": 1e-5}
 GRAD_TOL = {"atol": 1e-5, "rtol": 1e-4}
 KERNEL_BACKENDS = [b for b in ("torch", "numba", "triton") if available()[b]]
+# the modules also run torch's own fused LSTM per reset-free segment ("aten", the CPU default)
+MODULE_BACKENDS = ["aten", "numba"]
 
 # (T, B, I, H, num_layers, bias, batch_first) and what each row exercises
 SEQ_CASES = [
@@ -26,9 +28,10 @@ SEQ_CASES = [
 ]
 
 
-def _pair(input_size, hidden_size, num_layers, bias, batch_first):
+def _pair(input_size, hidden_size, num_layers, bias, batch_first, backend=None):
     ref = torch.nn.LSTM(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first)
-    mine = metarl.nn.LSTM(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first)
+    mine = metarl.nn.LSTM(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
+                          backend=backend)
     mine.load_state_dict(ref.state_dict())
     return ref, mine
 
@@ -50,10 +53,11 @@ def _assert_all_close(a, b, tol):
 
 
 # ----------------------------------------------------------------------------- module parity
+@pytest.mark.parametrize("backend", MODULE_BACKENDS)
 @pytest.mark.parametrize("case", SEQ_CASES)
-def test_lstm_matches_torch(case):
+def test_lstm_matches_torch(case, backend):
     steps, batch, isz, hid, layers, bias, batch_first = case
-    ref, mine = _pair(isz, hid, layers, bias, batch_first)
+    ref, mine = _pair(isz, hid, layers, bias, batch_first, backend)
     x = torch.randn((batch, steps, isz) if batch_first else (steps, batch, isz))
     h0, c0 = torch.randn(layers, batch, hid), torch.randn(layers, batch, hid)
     w_out = torch.randn((batch, steps, hid) if batch_first else (steps, batch, hid))
@@ -168,7 +172,7 @@ def _split_runs(ref, x, h0, c0, reset):
     return torch.cat(outs, 1), torch.cat(hs, 1), torch.cat(cs, 1)
 
 
-@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS + ["aten"])
 def test_reset_equals_separate_sequences(backend):
     steps, batch, isz, hid, layers = 6, 4, 5, 13, 2
     ref = torch.nn.LSTM(isz, hid, layers)
@@ -196,8 +200,9 @@ def test_reset_equals_separate_sequences(backend):
                       [xr.grad] + [p.grad for p in ref.parameters()], GRAD_TOL)
 
 
-def test_reset_batch_first_and_cell():
-    ref, mine = _pair(3, 8, 1, True, True)
+@pytest.mark.parametrize("backend", MODULE_BACKENDS)
+def test_reset_batch_first_and_cell(backend):
+    ref, mine = _pair(3, 8, 1, True, True, backend)
     x = torch.randn(2, 5, 3)                                   # [B, T, I]
     reset_tb = torch.zeros(5, 2, dtype=torch.bool)
     reset_tb[3, 1] = True                                      # reset is [T, B] even with batch_first
@@ -207,7 +212,7 @@ def test_reset_batch_first_and_cell():
                                    torch.zeros(1, 2, 8), reset_tb)
     torch.testing.assert_close(out, expect.transpose(0, 1), **FWD_TOL)
 
-    ref_cell, cell = torch.nn.LSTMCell(3, 8), metarl.nn.LSTMCell(3, 8)
+    ref_cell, cell = torch.nn.LSTMCell(3, 8), metarl.nn.LSTMCell(3, 8, backend=backend)
     cell.load_state_dict(ref_cell.state_dict())
     xc, h, c = torch.randn(3, 3), torch.randn(3, 8), torch.randn(3, 8)
     r = torch.tensor([False, True, False])

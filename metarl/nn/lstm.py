@@ -63,7 +63,9 @@ class LSTM(torch.nn.LSTM):
     ``reset`` (bool, optional) is time-major ``[T, B]`` — also with ``batch_first`` —
     (``[T]`` unbatched) and zeroes h and c of every layer of a sequence *before* that
     step (an episode or trial starts there).
-    ``backend`` (keyword): None picks per device; "numba", "triton" or "torch" force one.
+    ``backend`` (keyword): None picks per device — on the CPU torch's own fused LSTM per
+    reset-free segment ("aten", the fastest measured), Triton on CUDA; "aten", "numba",
+    "triton" or "torch" (the reference) force one.
 
     Example::
 
@@ -89,6 +91,7 @@ class LSTM(torch.nn.LSTM):
             raise ValueError(f"proj_size: metarl.nn.LSTM supports 0 only, got {proj_size}")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          proj_size, device, dtype)
+        _check_backend(backend)
         self.backend = backend
 
     def _layer_weights(self):
@@ -123,16 +126,49 @@ class LSTM(torch.nn.LSTM):
             lead = tuple(x.shape[:2]) if batched else tuple(input.shape[:1])
             check_reset(reset, lead, device)
             reset = (reset if batched else reset.unsqueeze(1)).contiguous()
-        backend = resolve_backend(self.backend, device, dtype)
-        if backend == "numba":
-            x = x.contiguous()
-        out, h_n, c_n = lstm_sequence_unchecked(x, h0, c0, weights, reset, backend=backend,
-                                                zero_state=hx is None)
+        if _use_aten(self.backend, device):
+            out, h_n, c_n = self._forward_aten(x, h0, c0, reset)
+        else:
+            backend = resolve_backend(self.backend, device, dtype)
+            if backend == "numba":
+                x = x.contiguous()
+            out, h_n, c_n = lstm_sequence_unchecked(x, h0, c0, weights, reset, backend=backend,
+                                                    zero_state=hx is None)
         if not batched:
             return out.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
         if self.batch_first:
             out = out.transpose(0, 1)
         return out, (h_n, c_n)
+
+
+    def _forward_aten(self, x, h, c, reset):
+        """torch's own fused LSTM (oneDNN on the CPU) over each reset-free segment of ``x [T, B, I]``:
+        a new segment starts at every step where some sequence resets, whose rows of h and c
+        are zeroed first. Returns ``(out [T, B, H], h_n, c_n)``; differentiable by torch."""
+        steps = x.shape[0]
+        starts = [] if reset is None else reset.any(1).nonzero().flatten().tolist()
+        bounds = sorted({0, *starts}) + [steps]
+        outs = []
+        for s, e in zip(bounds[:-1], bounds[1:]):
+            if reset is not None:
+                zero = reset[s][None, :, None]
+                h, c = torch.where(zero, 0.0, h), torch.where(zero, 0.0, c)
+            xs = x[s:e].transpose(0, 1) if self.batch_first else x[s:e]
+            out, (h, c) = torch.nn.LSTM.forward(self, xs, (h, c))
+            outs.append(out.transpose(0, 1) if self.batch_first else out)
+        return (outs[0] if len(outs) == 1 else torch.cat(outs)), h, c
+
+
+def _check_backend(backend) -> None:
+    if backend not in (None, "aten", "cpu", "numba", "triton", "torch"):
+        raise ValueError(f"backend must be None, 'aten', 'numba', 'triton' or 'torch', got {backend!r}")
+
+
+def _use_aten(backend, device) -> bool:
+    """On the CPU metarl's nn modules default to torch's own fused LSTM ("aten"): measured
+    faster than the GEMM + Numba pointwise path (bench/RESULTS.md); ``backend="numba"``
+    still selects metarl's kernel."""
+    return backend == "aten" or (backend is None and device.type == "cpu")
 
 
 class LSTMCell(torch.nn.LSTMCell):
@@ -153,6 +189,7 @@ class LSTMCell(torch.nn.LSTMCell):
 
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None, *, backend=None):
         super().__init__(input_size, hidden_size, bias, device, dtype)
+        _check_backend(backend)
         self.backend = backend
 
     def forward(self, input, hx=None, reset=None):  # noqa: A002 - torch's argument name
@@ -173,11 +210,16 @@ class LSTMCell(torch.nn.LSTMCell):
         if reset is not None:
             check_reset(reset, (batch,) if batched else (), device)
             reset = reset.reshape(1) if not batched else reset.contiguous()
-        backend = resolve_backend(self.backend, device, dtype)
-        if backend == "numba":
-            x, h, c = x.contiguous(), h.contiguous(), c.contiguous()
-        h_new, c_new = lstm_cell_unchecked(x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
-                                           reset, backend=backend)
+        if _use_aten(self.backend, device):
+            if reset is not None:
+                h, c = torch.where(reset[:, None], 0.0, h), torch.where(reset[:, None], 0.0, c)
+            h_new, c_new = torch.nn.LSTMCell.forward(self, x, (h, c))
+        else:
+            backend = resolve_backend(self.backend, device, dtype)
+            if backend == "numba":
+                x, h, c = x.contiguous(), h.contiguous(), c.contiguous()
+            h_new, c_new = lstm_cell_unchecked(x, h, c, self.weight_ih, self.weight_hh, self.bias_ih,
+                                               self.bias_hh, reset, backend=backend)
         if not batched:
             return h_new.squeeze(0), c_new.squeeze(0)
         return h_new, c_new
