@@ -11,7 +11,7 @@ MODULES = [
     "metarl.envs.single", "metarl.envs.cartpole", "metarl.envs.pendulum", "metarl.envs.bandit",
     "metarl.envs.tabular_mdp", "metarl.envs.navigation", "metarl.envs.mountain_car",
     "metarl.envs.mountain_car_continuous", "metarl.envs.acrobot", "metarl.envs.gym_adapter",
-    "metarl.nn.lstm", "metarl.nn.actor_critic",
+    "metarl.nn.lstm", "metarl.nn.actor_critic", "metarl.rollout",
 ]
 
 

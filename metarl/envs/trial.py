@@ -52,6 +52,7 @@ class TrialWrapper(gym.vector.VectorWrapper):
         if tasks is not None:
             base._as_tasks(tasks, len(tasks), name="tasks")
         self.base = base
+        self.device = base.device
         self.episodes_per_trial = episodes_per_trial
         self.task_set = None if tasks is None else tasks.to("cpu")
         self._generator = torch.Generator()
