@@ -115,3 +115,65 @@ def to_numpy_args(args):
         else:
             out.append(a)
     return out
+
+
+# ----------------------------------------------------------------------------- public ops
+def _obs_dim(fam, params) -> int:
+    """The observation size: ``fam.OBS_DIM``, or ``fam.obs_dim(params)`` where it depends on the task shapes."""
+    return fam.obs_dim(params) if hasattr(fam, "obs_dim") else fam.OBS_DIM
+
+
+def default_backend(fam, device: torch.device) -> str:
+    """Triton on CUDA; on the CPU the C++ kernel where the family has one, else Numba."""
+    if device.type == "cuda":
+        return "triton"
+    return "cpp" if hasattr(fam, "step_cpp") else "numba"
+
+
+def step(fam, state, elapsed, needs_reset, counter, params, action, key, max_steps: int, mode: int,
+         *, backend: str | None = None):
+    """One batched step of family ``fam`` with autoreset, on torch tensors (updated in place:
+    ``state [S, N]``, ``elapsed``, ``needs_reset``, ``counter``); ``backend`` forces one.
+
+    Returns ``(obs [N, O], reward [N], terminated [N], truncated [N], final_obs)`` with
+    ``final_obs [N, O]`` in same-step mode (``mode == 1``) and ``None`` otherwise. Inputs are
+    assumed valid (the env checks them); this is the op the env calls, usable on its own.
+    """
+    backend = backend or default_backend(fam, state.device)
+    n, dev = state.shape[1], state.device
+    o = _obs_dim(fam, params)
+    obs = torch.empty((n, o), dtype=torch.float32, device=dev)
+    reward = torch.empty(n, dtype=torch.float32, device=dev)
+    terminated = torch.empty(n, dtype=torch.bool, device=dev)
+    truncated = torch.empty(n, dtype=torch.bool, device=dev)
+    final_obs = torch.empty((n if mode == 1 else 0, o), dtype=torch.float32, device=dev)
+    args = (state, elapsed, needs_reset, counter, params, action, key, obs, reward, terminated, truncated,
+            final_obs)
+    if backend in ("numba", "cpp"):
+        args = to_numpy_args(args)
+    STEP[backend](fam, *args, max_steps, mode)
+    return obs, reward, terminated, truncated, (final_obs if mode == 1 else None)
+
+
+def reset(fam, state, elapsed, needs_reset, counter, params, key, mask, *, backend: str | None = None):
+    """Reset the envs where ``mask [N]`` (bool) in place; return the observation ``[N, O]`` of every env."""
+    backend = backend or default_backend(fam, state.device)
+    obs = torch.empty((state.shape[1], _obs_dim(fam, params)), dtype=torch.float32, device=state.device)
+    args = (state, elapsed, needs_reset, counter, params, key, mask, obs)
+    if backend in ("numba", "cpp"):
+        args = to_numpy_args(args)
+    RESET[backend](fam, *args)
+    return obs
+
+
+def public_ops(module_name: str):
+    """``(step, reset)`` bound to the family module ``module_name`` (each family exports them)."""
+    import functools
+    import sys
+
+    fam = sys.modules[module_name]
+    bound_step = functools.partial(step, fam)
+    bound_reset = functools.partial(reset, fam)
+    functools.update_wrapper(bound_step, step)
+    functools.update_wrapper(bound_reset, reset)
+    return bound_step, bound_reset

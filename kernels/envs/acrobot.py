@@ -50,6 +50,7 @@ import torch
 from numba import njit, prange
 
 from metarl.kernels._triton import constexpr, lazy_jit
+from metarl.kernels.envs import _launch
 from metarl.kernels.envs._autoreset import (
     NEXT_STEP,
     SAME_STEP,
@@ -436,3 +437,9 @@ def _reset_tl(
     tl.store(counter_ptr + offs, counter + r.to(tl.int64), mask=m)
     tl.store(elapsed_ptr + offs, tl.where(r, 0, tl.load(elapsed_ptr + offs, mask=m)), mask=m)
     tl.store(needs_reset_ptr + offs, tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1) & ~r, mask=m)
+
+
+# ----------------------------------------------------------------------------- public ops
+# step(state, elapsed, needs_reset, counter, params, action, key, max_steps, mode, *, backend=None)
+# and reset(state, elapsed, needs_reset, counter, params, key, mask, *, backend=None): see _launch.py
+step, reset = _launch.public_ops(__name__)

@@ -30,6 +30,7 @@ import torch
 from numba import njit, prange
 
 from metarl.kernels._triton import constexpr, lazy_jit
+from metarl.kernels.envs import _launch
 from metarl.kernels.envs._autoreset import NEXT_STEP, SAME_STEP, make_step_reference
 from metarl.kernels.envs.navigation2d import (  # noqa: F401 - the shared reset, re-exported
     MAX_ACTION,
@@ -191,3 +192,9 @@ def _step_tl(
     tl.store(reward_ptr + offs, reward, mask=m)
     tl.store(terminated_ptr + offs, term, mask=m)
     tl.store(truncated_ptr + offs, trunc, mask=m)
+
+
+# ----------------------------------------------------------------------------- public ops
+# step(state, elapsed, needs_reset, counter, params, action, key, max_steps, mode, *, backend=None)
+# and reset(state, elapsed, needs_reset, counter, params, key, mask, *, backend=None): see _launch.py
+step, reset = _launch.public_ops(__name__)
