@@ -47,21 +47,24 @@ def reset_torch(fam, state, elapsed, needs_reset, counter, params, key, mask, ob
     obs.copy_(fam.reset_masked_reference_(state, elapsed, needs_reset, counter, params, key, mask))
 
 
-def step_numba(fam, state, elapsed, needs_reset, counter, params, action, key,
-               obs, reward, terminated, truncated, final_obs, max_steps, mode):
-    if state.shape[1] >= NUMBA_PARALLEL_MIN_ENVS:
-        fam._step_nb(state, elapsed, needs_reset, counter, *params, action, key,
-                     obs, reward, terminated, truncated, final_obs, max_steps, mode)
-        return
-    # Small batches on the calling thread only: waking the pool costs more than it saves,
-    # and on a busy machine a descheduled worker stalls the whole call for a time slice.
+def call_numba(kernel, num_envs: int, *args):
+    """Call a ``parallel=True`` Numba kernel, on the calling thread alone below
+    ``NUMBA_PARALLEL_MIN_ENVS``: for small batches waking the pool costs more than it saves,
+    and on a busy machine a descheduled worker stalls the whole call for a time slice."""
+    if num_envs >= NUMBA_PARALLEL_MIN_ENVS:
+        return kernel(*args)
     threads = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        fam._step_nb(state, elapsed, needs_reset, counter, *params, action, key,
-                     obs, reward, terminated, truncated, final_obs, max_steps, mode)
+        return kernel(*args)
     finally:
         numba.set_num_threads(threads)
+
+
+def step_numba(fam, state, elapsed, needs_reset, counter, params, action, key,
+               obs, reward, terminated, truncated, final_obs, max_steps, mode):
+    call_numba(fam._step_nb, state.shape[1], state, elapsed, needs_reset, counter, *params, action, key,
+               obs, reward, terminated, truncated, final_obs, max_steps, mode)
 
 
 def reset_numba(fam, state, elapsed, needs_reset, counter, params, key, mask, obs):

@@ -10,6 +10,7 @@ from gymnasium.vector.utils import batch_space
 from metarl.envs.base import TaskVectorEnv
 from metarl.envs.gym_adapter import GymnasiumTaskVecEnv
 from metarl.envs.tasks import Tasks
+from metarl.kernels.rl2_inputs import rl2_inputs
 
 
 class TrialWrapper(gym.vector.VectorWrapper):
@@ -98,16 +99,9 @@ class TrialWrapper(gym.vector.VectorWrapper):
 
     def _rl2_obs(self, obs, actions, reward, done, start) -> torch.Tensor:
         n = obs.shape[0]
-        out = torch.zeros((n, self.single_observation_space.shape[0]), dtype=torch.float32, device=obs.device)
-        d = self.base.obs_dim
-        out[:, :d] = obs.reshape(n, d)
-        if actions is not None:
-            a = torch.as_tensor(actions, device=obs.device)
-            if self._discrete:
-                out[torch.arange(n, device=obs.device), d + a.reshape(n).long()] = 1.0
-            else:
-                out[:, d:d + self.action_dim] = a.reshape(n, -1).to(torch.float32)
-            out[:, -2] = reward
-            out[:, -1] = done.to(torch.float32)
-            out[start, d:] = 0.0
-        return out
+        if actions is None:  # a reset: every env starts a trial, the prev part is zero
+            out = torch.zeros((n, self.single_observation_space.shape[0]), dtype=torch.float32, device=obs.device)
+            out[:, :self.base.obs_dim] = obs.reshape(n, -1)
+            return out
+        actions = torch.as_tensor(actions, device=obs.device)
+        return rl2_inputs(obs, actions, reward, done, start, self.action_dim, self._discrete)
