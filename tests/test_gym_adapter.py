@@ -86,3 +86,12 @@ def test_bad_input():
     with pytest.raises(TypeError, match="sample_tasks"):
         env.set_tasks({"masscart": 1.0})
     env.step(torch.zeros(N, dtype=torch.int64))
+
+
+def test_task_split_is_reproducible_and_disjoint():
+    env = _adapter()
+    train, test = env.sample_task_split(20, 10, seed=4)
+    train2, test2 = env.sample_task_split(20, 10, seed=4)
+    assert train.equal(train2) and test.equal(test2) and len(train) == 20 and len(test) == 10
+    assert not {tuple(r) for r in torch.stack(train.fields(), 1).tolist()} & \
+        {tuple(r) for r in torch.stack(test.fields(), 1).tolist()}

@@ -24,7 +24,6 @@ from __future__ import annotations
 import numba
 import torch
 
-BACKENDS = ("torch", "numba", "triton", "cpp")
 TRITON_BLOCK = 1024
 # Numba kernels use their thread pool from this many envs on (below, one thread).
 NUMBA_PARALLEL_MIN_ENVS = 2048  # crossover measured on 2 cores: 1024 (Pendulum) to 4096 (Bandit)
@@ -126,11 +125,11 @@ def _obs_dim(fam, params) -> int:
     return fam.obs_dim(params) if hasattr(fam, "obs_dim") else fam.OBS_DIM
 
 
-def default_backend(fam, device: torch.device) -> str:
-    """Triton on CUDA; on the CPU the C++ kernel where the family has one, else Numba."""
-    if device.type == "cuda":
-        return "triton"
-    return "cpp" if hasattr(fam, "step_cpp") else "numba"
+def _backend(fam, backend: str | None, device: torch.device) -> str:
+    """The same choice (and checks) as the envs make: :func:`metarl.backend.resolve_env_backend`."""
+    from metarl.backend import resolve_env_backend  # imported late: metarl.backend imports kernels
+
+    return resolve_env_backend(backend, device, fam)
 
 
 def step(fam, state, elapsed, needs_reset, counter, params, action, key, max_steps: int, mode: int,
@@ -142,7 +141,7 @@ def step(fam, state, elapsed, needs_reset, counter, params, action, key, max_ste
     ``final_obs [N, O]`` in same-step mode (``mode == 1``) and ``None`` otherwise. Inputs are
     assumed valid (the env checks them); this is the op the env calls, usable on its own.
     """
-    backend = backend or default_backend(fam, state.device)
+    backend = _backend(fam, backend, state.device)
     n, dev = state.shape[1], state.device
     o = _obs_dim(fam, params)
     obs = torch.empty((n, o), dtype=torch.float32, device=dev)
@@ -160,7 +159,7 @@ def step(fam, state, elapsed, needs_reset, counter, params, action, key, max_ste
 
 def reset(fam, state, elapsed, needs_reset, counter, params, key, mask, *, backend: str | None = None):
     """Reset the envs where ``mask [N]`` (bool) in place; return the observation ``[N, O]`` of every env."""
-    backend = backend or default_backend(fam, state.device)
+    backend = _backend(fam, backend, state.device)
     obs = torch.empty((state.shape[1], _obs_dim(fam, params)), dtype=torch.float32, device=state.device)
     args = (state, elapsed, needs_reset, counter, params, key, mask, obs)
     if backend in ("numba", "cpp"):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
+from metarl.envs.base import TaskVectorEnv
 from metarl.envs.tasks import Tasks
 
 _MODES = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP,
@@ -132,9 +133,7 @@ class GymnasiumTaskVecEnv(gym.vector.VectorEnv):
         for p, t in zip(self._params, tasks.fields()):
             p[ids] = t
 
-    def sample_task_split(self, num_train: int, num_test: int, seed: int = 0) -> tuple[Tasks, Tasks]:
-        both = self.sample_tasks(num_train + num_test, generator=torch.Generator().manual_seed(seed))
-        return both[:num_train], both[num_train:]
+    sample_task_split = TaskVectorEnv.sample_task_split
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
