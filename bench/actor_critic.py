@@ -102,6 +102,37 @@ def flops(bsz: int, hidden: int) -> int:
     return 2 * bsz * (OBS_DIM + hidden) * 4 * hidden + 2 * bsz * hidden * (NUM_ACTIONS + 1)
 
 
+def bytes_moved(bsz: int, hidden: int) -> int:
+    """Fewest bytes a step moves (kernels/actor_critic.py reference docstring): the weights once,
+    obs, (h, c) in and out, reset, uniforms, action (int64), log_prob and value."""
+    weights = 4 * (4 * hidden * (OBS_DIM + hidden) + 4 * hidden + (NUM_ACTIONS + 1) * (hidden + 1))
+    return weights + bsz * (4 * OBS_DIM + 16 * hidden + 1 + 4 * NUM_ACTIONS + 8 + 8)
+
+
+def gpu_rates() -> tuple[float, float]:
+    """(fp32 FLOP/s of torch.mm 8192^2 with TF32 off, copy bytes/s counting read + write) on the GPU."""
+    import torch
+    torch.backends.cuda.matmul.allow_tf32 = False
+    a, b = torch.randn(8192, 8192, device="cuda"), torch.randn(8192, 8192, device="cuda")
+    src = torch.randn(1 << 28, device="cuda")
+    dst = torch.empty_like(src)
+    best_mm = best_bw = 0.0
+    for _ in range(5):
+        for fn, work, kind in ((lambda: torch.mm(a, b), 2 * 8192 ** 3, "mm"),
+                               (lambda: dst.copy_(src), 8 * src.numel(), "bw")):
+            fn()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            rate = work / (time.perf_counter() - t0)
+            if kind == "mm":
+                best_mm = max(best_mm, rate)
+            else:
+                best_bw = max(best_bw, rate)
+    return best_mm, best_bw
+
+
 # ----------------------------------------------------------------------------- columns
 def inputs(bsz, hidden, device):
     import torch
@@ -206,7 +237,7 @@ def machine_info(device) -> dict:
             "versions": {"torch": torch.__version__, "numba": numba.__version__}}
 
 
-def markdown_table(rows, columns, rate) -> str:
+def markdown_table(rows, columns, rate, gpu=None) -> str:
     fused = "triton@cuda" if "triton@cuda" in columns else "numba"
     unfused = "unfused@cuda" if fused == "triton@cuda" else "unfused"
     head = ["H", "B"] + [f"{c} (us)" for c in columns] + \
@@ -230,6 +261,21 @@ def markdown_table(rows, columns, rate) -> str:
     errors = sorted({f"{c}: {r['error']}" for row in rows for c, r in row["results"].items() if "error" in r})
     if errors:
         note += " Not measured — " + "; ".join(errors) + "."
+    if gpu:
+        mm, bw = gpu
+        note += (f"\n\nGPU floor per step = max(FLOPs / {mm / 1e12:.1f} TFLOP/s (fp32 torch.mm 8192^2, TF32 off), "
+                 f"bytes / {bw / 1e12:.2f} TB/s (device copy, read + write)):\n\n| H | B | triton@cuda (us) | "
+                 "GPU floor (us) | bound | triton / floor | unfused@cuda / triton |\n"
+                 "|---:|---:|---:|---:|---|---:|---:|")
+        for row in rows:
+            res = row["results"]
+            t_us = res["triton@cuda"].get("us")
+            fl, by = row["flops"] / mm * 1e6, row["bytes"] / bw * 1e6
+            floor = max(fl, by)
+            u_us = res["unfused@cuda"].get("us")
+            note += (f"\n| {row['hidden']} | {row['batch']} | {t_us:.1f} | {floor:.2f} | "
+                     f"{'memory' if by >= fl else 'FLOPs'} | {t_us / floor:.1f}x | {u_us / t_us:.2f}x |"
+                     if t_us and u_us else f"\n| {row['hidden']} | {row['batch']} | n/a | {floor:.2f} | | | |")
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 
@@ -261,6 +307,7 @@ def main(argv=None):
     info = machine_info(device)
     info["load_average_before"] = os.getloadavg()
     rate = gemm_rate()
+    gpu = gpu_rates() if device == "cuda" else None
     print(f"# Actor-critic step benchmark — {info['cpu']}, {info['cores']} cores, device {device}\n")
     print(f"fp32 GEMM rate (torch.mm 2048^2): {rate / 1e9:.0f} GFLOP/s\n", flush=True)
     if info["load_average_before"][0] > 1.0:
@@ -274,12 +321,12 @@ def main(argv=None):
     rows = []
     for i, (hidden, bsz) in enumerate(sizes):
         rows.append({"hidden": hidden, "batch": bsz, "flops": flops(bsz, hidden),
-                     "floor_us": flops(bsz, hidden) / rate * 1e6,
+                     "floor_us": flops(bsz, hidden) / rate * 1e6, "bytes": bytes_moved(bsz, hidden),
                      "results": {c: results[c][i] for c in columns}})
     elapsed = time.perf_counter() - start
     info["load_average_after"] = os.getloadavg()
     print()
-    print(markdown_table(rows, columns, rate))
+    print(markdown_table(rows, columns, rate, gpu))
     print(f"Total time {elapsed:.0f} s; 1-minute load average {info['load_average_before'][0]:.1f} before, "
           f"{info['load_average_after'][0]:.1f} after.")
 
@@ -288,7 +335,7 @@ def main(argv=None):
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = out / f"actor_critic-{info['hostname']}-{stamp}.json"
     path.write_text(json.dumps({
-        "benchmark": "actor_critic", "date": stamp, "machine": info, "gemm_flops_per_s": rate,
+        "benchmark": "actor_critic", "date": stamp, "machine": info, "gemm_flops_per_s": rate, "gpu_mm_bw": gpu,
         "obs_dim": OBS_DIM, "num_actions": NUM_ACTIONS, "seconds": args.seconds, "repeats": REPEATS,
         "elapsed_s": elapsed, "columns": columns, "rows": rows}, indent=1))
     print(f"JSON: {path}")

@@ -59,7 +59,12 @@ class LazyKernel:
             if isinstance(helper, LazyKernel):
                 fn.__globals__[name] = helper.jitted
         fn.__globals__.setdefault("triton", triton)
-        fn.__annotations__ = {k: (tl.constexpr if v is constexpr else v) for k, v in fn.__annotations__.items()}
+        # The compiler resolves the annotation by name in the kernel module's globals (annotations are
+        # strings under `from __future__ import annotations`): the stand-in becomes tl.constexpr there.
+        if fn.__globals__.get("constexpr") is constexpr:
+            fn.__globals__["constexpr"] = tl.constexpr
+        fn.__annotations__ = {k: (tl.constexpr if v is constexpr or v == "constexpr" else v)
+                              for k, v in fn.__annotations__.items()}
         return triton.jit(fn)
 
     @property

@@ -1,9 +1,19 @@
 """Collecting experience: a recurrent policy acting in a batched env for T steps.
 
-:func:`collect` runs the general path — the env's step kernel and the policy's fused
-step alternate in a Python loop — and fills preallocated ``[T, N, ...]`` storage.
-(The fused path that runs env + policy for all T steps in one launch, for the in-kernel
-families, is not written yet: issue 4.)
+:func:`collect` fills preallocated ``[T, N, ...]`` storage by one of two paths:
+
+* **fused** — for the in-kernel families (Bandit, TabularMDP, Navigation2D, CartPole) with a
+  :class:`~metarl.nn.RecurrentActorCritic`: env step + policy step for all T steps in one
+  kernel launch (:mod:`metarl.kernels.rollout`: Triton on a GPU, one Numba call with BLAS on
+  the CPU). Under a :class:`~metarl.envs.TrialWrapper` the kernel runs in segments that end
+  where trials end (new tasks are drawn on the host), which needs episodes of a fixed length
+  (Bandit, TabularMDP); CartPole and Navigation2D trials take the general path.
+* **general** — any metarl vector env: the env's step and the policy's fused step alternate
+  in a Python loop.
+
+Both consume the same random numbers (the policy's noise for all T steps is drawn up front
+with ``generator``; the envs draw from their own counter-based streams), so they give the
+same trajectories up to float32 rounding of the gate GEMM (different BLAS summation orders).
 """
 from __future__ import annotations
 
@@ -12,6 +22,9 @@ import dataclasses
 import gymnasium as gym
 import torch
 from gymnasium.vector import AutoresetMode
+
+from metarl.kernels import rollout as rollout_kernels
+from metarl.kernels.actor_critic import _resolve_backend as _policy_backend
 
 
 @dataclasses.dataclass
@@ -62,9 +75,88 @@ def _storage(num_steps: int, env, policy) -> dict:
     )
 
 
+def fused_backend(env, policy) -> str | None:
+    """The backend the fused path would use for ``env`` and ``policy``, or ``None`` when it
+    does not apply (then :func:`collect` takes the general path); :func:`fused_reason` says why."""
+    return _fused_plan(env, policy)[0]
+
+
+def fused_reason(env, policy) -> str:
+    """Why the fused path does not apply (empty when it does)."""
+    return _fused_plan(env, policy)[1]
+
+
+def _fused_plan(env, policy) -> tuple[str | None, str]:
+    from metarl.envs import TaskVectorEnv, TrialWrapper
+    from metarl.nn import RecurrentActorCritic
+
+    trial = isinstance(env, TrialWrapper)
+    base = env.env if trial else env
+    if not isinstance(base, TaskVectorEnv):
+        return None, f"the env is not a metarl TaskVectorEnv (directly or under TrialWrapper): {type(base).__name__}"
+    if base.kernels not in rollout_kernels.FAMILIES:
+        return None, f"no fused kernel for {base.kernels.__name__.rsplit('.', 1)[-1]}"
+    if type(policy) is not RecurrentActorCritic:
+        return None, f"the policy is not a RecurrentActorCritic: {type(policy).__name__}"
+    if policy.device != base.device:
+        return None, f"the policy is on {policy.device}, the env on {base.device}"
+    if trial and rollout_kernels.episode_length(base.kernels, base._buffers[4], base.max_episode_steps) is None:
+        return None, "trials of this family have no fixed length in steps (episodes end by termination)"
+    env_b = base.backend
+    pol_b = _policy_backend(policy.backend, policy.device)
+    if "torch" in (env_b, pol_b):
+        return "torch", ""
+    if env_b == "triton" or pol_b == "triton":
+        if env_b != pol_b and base.device.type == "cpu":
+            return None, f"env backend {env_b!r} and policy backend {pol_b!r} differ"
+        return "triton", ""
+    return "numba", ""
+
+
+def _collect_fused(env, policy, backend, num_steps, obs, reset, state, noise) -> Rollout:
+    from metarl.envs import TrialWrapper
+
+    trial = isinstance(env, TrialWrapper)
+    base = env.env if trial else env
+    n, dev = base.num_envs, base.device
+    buf = _storage(num_steps, env, policy)
+    x = obs.shape[1]
+    inp = torch.empty((num_steps + 1, n, x), dtype=torch.float32, device=dev)
+    resets = torch.empty((num_steps + 1, n), dtype=torch.bool, device=dev)
+    inp[0] = obs
+    resets[0] = reset
+    h, c = state[0].clone(), state[1].clone()
+    state0 = (state[0].clone(), state[1].clone())
+    packed = policy.packed()
+    out_names = ("actions", "log_probs", "values", "rewards", "terminated", "truncated")
+    fam, buffers = base.kernels, base._buffers
+    length = rollout_kernels.episode_length(fam, buffers[4], base.max_episode_steps) if trial else None
+    t = 0
+    while t < num_steps:
+        seg = num_steps - t
+        if trial:   # run up to the first trial end: its new task is drawn here, on the host
+            left = (env.episodes_per_trial - env._episodes - 1) * length + (length - buffers[1].long())
+            seg = min(seg, int(left.min()))
+        out = tuple(buf[name][t:t + seg] for name in out_names)
+        rollout_kernels.fused_rollout(
+            fam, buffers, base._key, base.max_episode_steps, packed, inp[t:t + seg + 1], resets[t:t + seg + 1],
+            h, c, noise[t:t + seg], out, episodes=env._episodes if trial else None,
+            episodes_per_trial=env.episodes_per_trial if trial else 0, backend=backend)
+        t += seg
+        if trial:
+            new_obs = env._start_trials(resets[t])
+            if new_obs is not None:
+                ids = resets[t]
+                inp[t, ids] = 0.0
+                inp[t, ids, :base.obs_dim] = new_obs[ids].reshape(-1, base.obs_dim)
+    buf["obs"] = inp[:num_steps]
+    buf["resets"] = resets[:num_steps]
+    return Rollout(**buf, state0=state0, carry=Carry(inp[num_steps], resets[num_steps], (h, c)))
+
+
 @torch.no_grad()
 def collect(env, policy, num_steps: int, *, carry: Carry | None = None, seed: int | None = None,
-            generator: torch.Generator | None = None) -> Rollout:
+            generator: torch.Generator | None = None, fused: bool | None = None) -> Rollout:
     """Run ``policy`` in ``env`` for ``num_steps`` steps of all ``N`` envs.
 
     Args:
@@ -75,6 +167,9 @@ def collect(env, policy, num_steps: int, *, carry: Carry | None = None, seed: in
         carry: the previous rollout's ``carry`` to continue from; ``None`` resets the env
             (with ``seed``) and starts every policy state at zero.
         generator: the torch generator the policy samples with (reproducible rollouts).
+        fused: ``None`` (default) takes the fused path where it applies (:func:`fused_backend`),
+            ``True`` requires it (``ValueError`` saying why when it does not apply), ``False``
+            forces the general Python loop.
 
     Returns a :class:`Rollout` of ``[T, N, ...]`` tensors.
 
@@ -101,13 +196,20 @@ def collect(env, policy, num_steps: int, *, carry: Carry | None = None, seed: in
         state = policy.initial_state(env.num_envs)
     else:
         obs, reset, state = carry.obs, carry.reset, carry.state
+    noise = policy.sample_noise((num_steps, env.num_envs), generator=generator)
+    if fused is not False:
+        backend, why = _fused_plan(env, policy)
+        if backend is not None:
+            return _collect_fused(env, policy, backend, num_steps, obs, reset, state, noise)
+        if fused:
+            raise ValueError(f"collect(fused=True): the fused path does not apply: {why}")
     buf = _storage(num_steps, env, policy)
     state0 = (state[0].clone(), state[1].clone())
     for t in range(num_steps):
         # act
         buf["obs"][t] = obs
         buf["resets"][t] = reset
-        action, log_prob, value, state = policy.step(obs, state, reset, generator=generator)
+        action, log_prob, value, state = policy.step(obs, state, reset, noise=noise[t])
         buf["actions"][t] = action
         buf["log_probs"][t] = log_prob
         buf["values"][t] = value

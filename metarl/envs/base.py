@@ -37,6 +37,15 @@ def _mode_name(mode) -> str:
     return mode
 
 
+def _canonical_device(device) -> torch.device:
+    """``torch.device(device)`` with the index filled in for CUDA (``"cuda"`` -> ``cuda:<current>``),
+    so it compares equal to the device of the tensors made on it."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
 class TaskVectorEnv(gym.vector.VectorEnv):
     """N env copies with per-copy task parameters, stepped by one kernel.
 
@@ -64,7 +73,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         self.num_envs = num_envs
-        self.device = torch.device(device)
+        self.device = _canonical_device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={device!r} but CUDA is not available here")
         self.backend = _backend.resolve_env_backend(backend, self.device, self.kernels)
@@ -129,6 +138,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
     def _bind_buffers(self):
         """Argument tuples for the kernels; NumPy views for Numba (made once)."""
         persistent = (self._state, self._elapsed, self._needs_reset, self._counter, self._kernel_params())
+        self._buffers = persistent   # the tensors themselves (the fused rollout reads them)
         if self._numpy:
             self._args = tuple(_launch.to_numpy_args(persistent))
             self._key_arg = self._key.numpy()

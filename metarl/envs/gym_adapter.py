@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from metarl.envs.base import TaskVectorEnv
+from metarl.envs.base import TaskVectorEnv, _canonical_device
 from metarl.envs.tasks import Tasks
 
 _MODES = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP,
@@ -78,7 +78,7 @@ class GymnasiumTaskVecEnv(gym.vector.VectorEnv):
         make = (lambda: gym.make(env_fn, **make_kwargs)) if isinstance(env_fn, str) else env_fn
         self.vec = SyncVectorEnv([make for _ in range(num_envs)], autoreset_mode=_MODES[autoreset_mode])
         self.num_envs = num_envs
-        self.device = torch.device(device)
+        self.device = _canonical_device(device)
         self.metadata = {"autoreset_mode": _MODES[autoreset_mode], "render_modes": []}
         self.render_mode = None
         self.single_observation_space = self.vec.single_observation_space

@@ -90,12 +90,20 @@ class TrialWrapper(gym.vector.VectorWrapper):
         done = terminated | truncated
         self._episodes += done
         trial_end = self._episodes >= self.episodes_per_trial
-        ids = trial_end.nonzero().flatten()
-        if ids.numel():
-            obs, _ = self.base.reset(options={"tasks": self._draw_tasks(int(ids.numel())), "env_ids": ids.cpu()})
-            self._episodes[ids] = 0
+        new_obs = self._start_trials(trial_end)
+        obs = obs if new_obs is None else new_obs
         info = {**info, "trial_start": trial_end}
         return self._rl2_obs(obs, actions, reward, done, trial_end), reward, terminated, truncated, info
+
+    def _start_trials(self, trial_end: torch.Tensor) -> torch.Tensor | None:
+        """New tasks and fresh episodes for the envs where ``trial_end`` ([N] bool); returns the
+        base env's observation ``[N, ...]`` after that, or ``None`` when no trial ended."""
+        ids = trial_end.nonzero().flatten()
+        if not ids.numel():
+            return None
+        obs, _ = self.base.reset(options={"tasks": self._draw_tasks(int(ids.numel())), "env_ids": ids.cpu()})
+        self._episodes[ids] = 0
+        return obs
 
     def _rl2_obs(self, obs, actions, reward, done, start) -> torch.Tensor:
         n = obs.shape[0]

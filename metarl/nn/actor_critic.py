@@ -131,14 +131,33 @@ class RecurrentActorCritic(nn.Module):
         _check_tensor(name, obs, obs.shape, torch.float32, self.device)
 
     # ------------------------------------------------------------------ rollout
-    def step(self, obs, state, reset, *, generator: torch.Generator | None = None):
+    def sample_noise(self, shape: tuple[int, ...], *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The random numbers of ``shape`` policy steps: ``[*shape, A]`` uniforms in [0, 1)
+        (Gumbel-max) or ``[*shape, d]`` standard normals, drawn with ``generator`` on the
+        module's device. ``step(..., noise=...)`` and the fused rollout consume them."""
+        self._check_generator(generator)
+        full = (*shape, self.num_outputs)
+        dev = self.device
+        return torch.rand(full, generator=generator, device=dev) if self.discrete else \
+            torch.randn(full, generator=generator, device=dev)
+
+    def _check_generator(self, generator):
+        if generator is not None:
+            if not isinstance(generator, torch.Generator):
+                raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+            if generator.device.type != self.device.type:
+                raise ValueError(f"generator is on {generator.device}, but the module is on {self.device}")
+
+    def step(self, obs, state, reset, *, generator: torch.Generator | None = None, noise=None):
         """One fused policy step (no autograd).
 
         ``obs [B, obs_dim]`` float32; ``state`` = ``(h, c)`` each ``[B, H]``, or ``None`` for
         zeros; ``reset [B]`` bool (or ``None``: no resets) zeroes ``(h, c)`` of those rows before
         the step. The random numbers (``[B, A]`` uniforms for Gumbel-max, or ``[B, d]`` standard
         normals) are drawn with ``generator`` (torch's default generator when ``None``) on the
-        module's device and passed to the kernel, so every backend samples the same actions.
+        module's device and passed to the kernel, so every backend samples the same actions;
+        ``noise`` given (``[B, A]`` or ``[B, d]`` float32, e.g. a row of :meth:`sample_noise`)
+        is used instead.
 
         Returns ``(action, log_prob, value, (h', c'))``: ``action`` int64 ``[B]`` (Discrete) or
         float32 ``[B, d]`` (Box), ``log_prob [B]``, ``value [B]``.
@@ -149,15 +168,11 @@ class RecurrentActorCritic(nn.Module):
         if reset is None:
             reset = torch.zeros(bsz, dtype=torch.bool, device=dev)
         _check_tensor("reset", reset, (bsz,), torch.bool, dev)
-        if generator is not None:
-            if not isinstance(generator, torch.Generator):
-                raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-            if generator.device.type != dev.type:
-                raise ValueError(f"generator is on {generator.device}, but the module is on {dev}")
         backend = _resolve_backend(self.backend, dev)
-        shape = (bsz, self.num_outputs)
-        noise = torch.rand(shape, generator=generator, device=dev) if self.discrete else \
-            torch.randn(shape, generator=generator, device=dev)
+        if noise is None:
+            noise = self.sample_noise((bsz,), generator=generator)
+        else:
+            _check_tensor("noise", noise, (bsz, self.num_outputs), torch.float32, dev)
         # inputs validated above: straight to the op's unchecked body
         action, log_prob, value, h, c = _actor_critic_step(obs, h, c, reset, self.packed(), noise, backend)
         return action, log_prob, value, (h, c)

@@ -1,0 +1,113 @@
+"""One-shot GPU measurements behind bench/RESULTS.md's tuning notes (run on a lent GPU by
+bench/gpu_session.sh): (1) the fused actor-critic Triton step over block sizes, warps and
+tl.dot precision at B = 4096, H = 256; (2) exact kNN on the GPU — metarl's Triton kernel
+against ``torch.cdist`` + ``topk`` and the matmul form + ``topk`` — with the floors.
+
+Kernel times are ``triton.testing.do_bench`` medians (ms -> us), inputs resident on the GPU.
+"""
+# ruff: noqa: B023  (each closure is timed before its loop variables change)
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+
+import torch
+import triton
+from triton.testing import do_bench
+
+from metarl.kernels import actor_critic as ac
+from metarl.kernels.knn import batched_knn, knn
+
+
+def rates():
+    torch.backends.cuda.matmul.allow_tf32 = False
+    a = torch.randn(8192, 8192, device="cuda")
+    mm = 2 * 8192 ** 3 / (do_bench(lambda: torch.mm(a, a), return_mode="median") * 1e-3)
+    src = torch.randn(1 << 28, device="cuda")
+    dst = torch.empty_like(src)
+    bw = 8 * src.numel() / (do_bench(lambda: dst.copy_(src), return_mode="median") * 1e-3)
+    return mm, bw
+
+
+def tune_actor_critic(bsz=4096, hid=256, obs_dim=16, acts=4):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    w_ih = torch.randn(4 * hid, obs_dim, device="cuda", generator=g) * 0.1
+    w_hh = torch.randn(4 * hid, hid, device="cuda", generator=g) * 0.1
+    b = torch.zeros(4 * hid, device="cuda")
+    w_pi, b_pi = torch.randn(acts, hid, device="cuda", generator=g), torch.zeros(acts, device="cuda")
+    w_v, b_v = torch.randn(1, hid, device="cuda", generator=g), torch.zeros(1, device="cuda")
+    packed = ac.pack_actor_critic(w_ih, w_hh, b, b, w_pi, b_pi, w_v, b_v)
+    obs = torch.randn(bsz, obs_dim, device="cuda", generator=g)
+    h, c = torch.randn(bsz, hid, device="cuda"), torch.randn(bsz, hid, device="cuda")
+    reset = torch.zeros(bsz, dtype=torch.bool, device="cuda")
+    noise = torch.rand(bsz, acts, device="cuda", generator=g)
+    out = (torch.empty(bsz, dtype=torch.int64, device="cuda"), torch.empty(bsz, device="cuda"),
+           torch.empty(bsz, device="cuda"), torch.empty(bsz, hid, device="cuda"), torch.empty(bsz, hid, device="cuda"))
+    ref = ac.actor_critic_step_reference(obs, h, c, reset, *packed.params[:8], noise)
+    rows = []
+    for bb, bn, bk, warps, prec in itertools.product((32, 64, 128), (32, 64), (32,), (4, 8), ("ieee", "tf32")):
+        def launch():
+            ac._step_tl[(triton.cdiv(bsz, bb),)](
+                *out, obs, obs.stride(0), h, c, reset, noise, packed.w, packed.bias, packed.w_head, packed.b_head,
+                packed.b_head, bsz, obs_dim, hid, acts, DISCRETE=True, BLOCK_B=bb, BLOCK_N=bn, BLOCK_K=bk,
+                BLOCK_A=8, PRECISION=prec, num_warps=warps)
+        try:
+            launch()
+            torch.cuda.synchronize()
+            err = (out[3] - ref[3]).abs().max().item()
+            us = do_bench(launch, return_mode="median") * 1e3
+        except Exception as e:  # noqa: BLE001 - a config that does not compile is reported, not fatal
+            rows.append({"block_b": bb, "block_n": bn, "warps": warps, "precision": prec, "error": repr(e)[:120]})
+            continue
+        rows.append({"block_b": bb, "block_n": bn, "block_k": bk, "warps": warps, "precision": prec, "us": us,
+                     "max_abs_err_h": err})
+        print(f"  ac B={bsz} H={hid} BLOCK_B={bb} BLOCK_N={bn} warps={warps} {prec}: {us:.1f} us (err {err:.1e})",
+              flush=True)
+    return rows
+
+
+def bench_knn(mm, bw):
+    rows = []
+    m, d = 1_000_000, 64
+    keys = torch.randn(m, d, device="cuda")
+    norms = (keys * keys).sum(1)
+    for q, k in ((1, 1), (1, 50), (32, 11), (256, 50), (256, 1)):
+        qs = torch.randn(q, d, device="cuda")
+        t_triton = do_bench(lambda: knn(qs, keys, k, key_norms=norms, backend="triton"), return_mode="median")
+        t_cdist = do_bench(lambda: torch.cdist(qs, keys).topk(k, largest=False), return_mode="median")
+        t_mm = do_bench(lambda: (norms[None, :] - 2 * qs @ keys.t()).topk(k, largest=False), return_mode="median")
+        floor = max(4 * m * d / bw, 2 * q * m * d / mm) * 1e3
+        rows.append({"M": m, "d": d, "Q": q, "k": k, "triton_ms": t_triton, "cdist_topk_ms": t_cdist,
+                     "matmul_topk_ms": t_mm, "floor_ms": floor})
+        print(f"  knn M=1e6 d=64 Q={q} k={k}: triton {t_triton:.3f} ms, cdist+topk {t_cdist:.3f}, matmul+topk "
+              f"{t_mm:.3f}, floor {floor:.3f} ms", flush=True)
+    for b, m_small in ((512, 1000), (1024, 10000)):
+        keys = torch.randn(b, m_small, 64, device="cuda")
+        qs = torch.randn(b, 1, 64, device="cuda")
+        t_triton = do_bench(lambda: batched_knn(qs, keys, 11, backend="triton"), return_mode="median")
+        t_cdist = do_bench(lambda: torch.cdist(qs, keys).topk(11, largest=False), return_mode="median")
+        floor = 4 * b * m_small * 64 / bw * 1e3
+        rows.append({"B": b, "M": m_small, "d": 64, "Q": 1, "k": 11, "triton_ms": t_triton, "cdist_topk_ms": t_cdist,
+                     "floor_ms": floor})
+        print(f"  batched knn {b} x {m_small} d=64 Q=1 k=11: triton {t_triton:.3f} ms, batched cdist+topk "
+              f"{t_cdist:.3f} ms, floor {floor:.3f} ms", flush=True)
+    return rows
+
+
+def main():
+    out = os.environ.get("OUT", "/tmp")
+    mm, bw = rates()
+    print(f"fp32 mm {mm / 1e12:.1f} TFLOP/s (TF32 off), copy {bw / 1e12:.2f} TB/s; {torch.cuda.get_device_name()}")
+    res = {"device": torch.cuda.get_device_name(), "mm_flops": mm, "copy_bw": bw}
+    if "knn" in sys.argv[1:] or len(sys.argv) == 1:
+        res["knn"] = bench_knn(mm, bw)
+    if "ac" in sys.argv[1:] or len(sys.argv) == 1:
+        res["actor_critic"] = tune_actor_critic()
+    with open(os.path.join(out, "gpu_tune.json"), "w") as f:
+        json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
