@@ -26,11 +26,11 @@ Three implementations, side by side:
 
 * :func:`rollout_reference` — plain PyTorch over the families' ``step_reference`` and
   :func:`~metarl.kernels.actor_critic.actor_critic_step_reference` (the oracle, any device);
-* CPU (Numba): :func:`_rollout_nb`, ONE call for all T steps: per step one BLAS GEMM
-  (``np.dot``, OpenBLAS through SciPy: Numba calls it without returning to Python) for the
-  gates — a hand-written Numba GEMM measured 3.6x slower than BLAS at N = 1024, H = 64 (0.70
-  vs 0.19 ms) — then the fused gate/cell/heads/sampling pass, the family's own ``_step_nb``,
-  and one pass that writes the next input;
+* CPU (Numba): :func:`_rollout_nb`, ONE call for all T steps: per step the gate GEMM as one
+  BLAS ``np.dot`` per row block on Numba's threads (OpenBLAS through SciPy, called without
+  returning to Python; a hand-written Numba GEMM measured 3.6x slower than BLAS at N = 1024,
+  H = 64: 0.70 vs 0.19 ms), then the fused gate/cell/heads/sampling pass, the family's own
+  ``_step_nb``, and one pass that writes the next input;
 * GPU (Triton): :func:`_rollout_tl`, one program per block of envs runs all T steps: it calls
   the actor-critic step kernel and the family's step kernel as device functions (same rows),
   with barriers between the stages; the recurrent state is double-buffered in global memory
@@ -38,6 +38,7 @@ Three implementations, side by side:
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import numba
@@ -47,7 +48,6 @@ from numba import njit, prange
 
 from metarl.kernels._triton import constexpr, lazy_jit
 from metarl.kernels.actor_critic import (
-    PARALLEL_MIN_WORK,
     PackedActorCritic,
     _discrete_row_nb,
     _gaussian_row_nb,
@@ -139,6 +139,18 @@ def _pack_inputs_nb(xh, inp, h, reset):
 
 
 @njit(parallel=True, cache=True)
+def _gemm_rows_nb(xh, w, gates, chunks):
+    """``gates = xh @ w`` as ``chunks`` row blocks, one BLAS call per block on Numba's threads (BLAS
+    itself held to one thread by the launcher: two thread pools on the same cores fight)."""
+    n = xh.shape[0]
+    for ch in prange(chunks):
+        lo = ch * n // chunks
+        hi = (ch + 1) * n // chunks
+        if hi > lo:
+            np.dot(xh[lo:hi], w, gates[lo:hi])
+
+
+@njit(parallel=True, cache=True)
 def _policy_discrete_nb(gates, c, reset, w_head, b_head, noise, std, log_std, action, log_prob, value, h, head):
     """Gates -> cell, heads, Gumbel-max sampling for every row (kernels/actor_critic.py's row
     functions); ``h`` and ``c`` are updated in place (a row reads its own ``c`` before writing it).
@@ -217,19 +229,27 @@ def _rollout_nb(
     inp, resets, noise, actions, log_probs, values, rewards, terminated, truncated,
     # recurrent state [N, H] (in place); trial counters [N] (ignored when episodes_per_trial == 0)
     h, c, episodes, episodes_per_trial,
-    # workspaces: xh [N, X + H + 1], gates [N, 4H], head [N, A + 1], obs and final_obs [N, D]
-    xh, gates, head, obs, final_obs,
+    # workspaces: xh [N, X + H + 1], gates [N, 4H], head [N, A + 1], obs and final_obs [N, D]; GEMM row blocks
+    xh, gates, head, obs, final_obs, chunks,
 ):
-    """All T steps (module docstring) in one call: per step one BLAS GEMM and three passes."""
+    """All T steps (module docstring) in one call: per step one GEMM (BLAS, in row blocks) and four passes."""
     for t in range(noise.shape[0]):
         _pack_inputs_nb(xh, inp[t], h, resets[t])
-        np.dot(xh, w_aug, gates)
+        _gemm_rows_nb(xh, w_aug, gates, chunks)
         policy_fn(gates, c, resets[t], w_head, b_head, noise[t], std, log_std, actions[t], log_probs[t], values[t],
                   h, head)
         step_fn(state, elapsed, needs_reset, counter, *params, actions[t], key,
                 obs, rewards[t], terminated[t], truncated[t], final_obs, max_steps, SAME_STEP)
         next_fn(obs, actions[t], rewards[t], terminated[t], truncated[t], episodes, episodes_per_trial, inp[t + 1],
                 resets[t + 1])
+
+
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's view of the BLAS libraries loaded (made once; inspecting them is slow)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _augmented_weights(packed: PackedActorCritic) -> torch.Tensor:
@@ -246,23 +266,27 @@ def _launch_numba(fam, env_args, key, max_steps, packed, inp, resets, h, c, nois
     d = fam.obs_dim(params) if hasattr(fam, "obs_dim") else fam.OBS_DIM
     ep = episodes.numpy() if episodes is not None else np.zeros(n, dtype=np.int64)
     threads = numba.get_num_threads()
-    # one thread below the actor-critic step's threshold (kernels/actor_critic.py _launch_numba)
-    numba.set_num_threads(threads if n * hid >= PARALLEL_MIN_WORK else 1)
+    # One thread pool only: Numba's, on every core, with BLAS held to one thread inside it (measured on
+    # 2 cores, CartPole, H = 64: OpenBLAS's own pool beside Numba's made N = 4096 ~6x slower, the pools
+    # spinning against each other; one Numba thread left a core idle: N = 64 1.2e6 vs 2.1e6 env-steps/s).
+    use = threads
+    args = (
+        fam._step_nb, state.numpy(), elapsed.numpy(), needs_reset.numpy(), counter.numpy(),
+        tuple(p.numpy() for p in params), key.numpy(), max_steps,
+        _policy_discrete_nb if discrete else _policy_gaussian_nb,
+        _next_inputs_discrete_nb if discrete else _next_inputs_gaussian_nb,
+        _augmented_weights(packed).numpy(), packed.w_head.numpy(), packed.b_head.numpy(),
+        one if discrete else packed.std.numpy(), one if discrete else packed.log_std.numpy(),
+        inp.numpy(), resets.numpy(), noise.numpy(), actions.numpy(),
+        log_probs.numpy(), values.numpy(), rewards.numpy(), terminated.numpy(), truncated.numpy(),
+        h.numpy(), c.numpy(), ep, episodes_per_trial,
+        np.empty((n, packed.w.shape[1] + 1), dtype=np.float32), np.empty((n, 4 * hid), dtype=np.float32),
+        np.empty((n, packed.num_outputs + 1), dtype=np.float32), np.empty((n, d), dtype=np.float32),
+        np.empty((n, d), dtype=np.float32), use,
+    )
     try:
-        _rollout_nb(
-            fam._step_nb, state.numpy(), elapsed.numpy(), needs_reset.numpy(), counter.numpy(),
-            tuple(p.numpy() for p in params), key.numpy(), max_steps,
-            _policy_discrete_nb if discrete else _policy_gaussian_nb,
-            _next_inputs_discrete_nb if discrete else _next_inputs_gaussian_nb,
-            _augmented_weights(packed).numpy(), packed.w_head.numpy(), packed.b_head.numpy(),
-            one if discrete else packed.std.numpy(), one if discrete else packed.log_std.numpy(),
-            inp.numpy(), resets.numpy(), noise.numpy(), actions.numpy(),
-            log_probs.numpy(), values.numpy(), rewards.numpy(), terminated.numpy(), truncated.numpy(),
-            h.numpy(), c.numpy(), ep, episodes_per_trial,
-            np.empty((n, packed.w.shape[1] + 1), dtype=np.float32), np.empty((n, 4 * hid), dtype=np.float32),
-            np.empty((n, packed.num_outputs + 1), dtype=np.float32), np.empty((n, d), dtype=np.float32),
-            np.empty((n, d), dtype=np.float32),
-        )
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            _rollout_nb(*args)
     finally:
         numba.set_num_threads(threads)
 
