@@ -8,6 +8,8 @@ from setuptools import setup
 
 
 def get_extensions():
+    if os.environ.get("METARL_NO_CPP"):   # no C++ toolchain: the Numba / Triton / torch backends only
+        return []
     # -ffp-contract=off keeps a*b+c unfused so the C++ matches the float32 reference;
     # -fno-trapping-math (results unchanged) lets gcc if-convert selects and vectorize.
     # -march=native lets `#pragma omp simd` loops use the build machine's widest
@@ -17,7 +19,7 @@ def get_extensions():
     return [
         Pybind11Extension(
             "metarl._C",
-            sources=["csrc/bindings.cpp", "csrc/cartpole.cpp"],
+            sources=["csrc/bindings.cpp", "csrc/cartpole.cpp", "csrc/knn.cpp"],
             include_dirs=["csrc"],
             extra_compile_args=["-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math", *arch],
             extra_link_args=["-fopenmp"],
@@ -27,7 +29,7 @@ def get_extensions():
 
 
 setup(
-    packages=["metarl", "metarl.envs", "metarl.nn", "metarl.kernels", "metarl.kernels.envs"],
+    packages=["metarl", "metarl.envs", "metarl.nn", "metarl.memory", "metarl.kernels", "metarl.kernels.envs"],
     package_dir={"metarl": "metarl", "metarl.kernels": "kernels"},
     ext_modules=get_extensions(),
     cmdclass={"build_ext": build_ext},

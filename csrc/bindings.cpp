@@ -15,6 +15,8 @@ namespace metarl {
 void cartpole_step(py::array, py::array, py::array, py::array, py::array, py::array, py::array, py::array,
                    py::array, py::array, py::array, py::array, py::array, py::array, py::array, py::array,
                    py::array, int64_t, int);
+void knn_l2(py::array, py::array, py::array, py::array, py::array, int64_t, py::array, py::array);
+void batched_knn_l2(py::array, py::array, py::array, py::array, py::array, int64_t, py::array, py::array);
 
 // uniform(key[N] i64, counter[N] i64, lane) -> out[N] f32; the reference for csrc/rng.h.
 void uniform_into(py::array key_a, py::array counter_a, uint32_t lane, py::array out_a) {
@@ -33,6 +35,13 @@ PYBIND11_MODULE(_C, m) {
         "CartPole-v1 batched step with autoreset; argument order as kernels/envs/_launch.py");
   m.def("uniform_into", &metarl::uniform_into, py::arg("key"), py::arg("counter"), py::arg("lane"), py::arg("out"),
         "Counter-based uniforms in [0, 1) (csrc/rng.h), written into out");
+  m.def("knn_l2", &metarl::knn_l2, py::arg("queries"), py::arg("keys"), py::arg("key_norms"), py::arg("valid"),
+        py::arg("tiebreak"), py::arg("k"), py::arg("out_d"), py::arg("out_p"),
+        "Exact k nearest keys by squared L2 (csrc/knn.cpp): queries f32[Q,d], keys f32[M,d], key_norms f32[M], "
+        "valid u8[M], tiebreak i64[M] -> out_d f32[Q,k] ascending, out_p i64[Q,k] positions (+inf / -1 padding)");
+  m.def("batched_knn_l2", &metarl::batched_knn_l2, py::arg("queries"), py::arg("keys"), py::arg("key_norms"),
+        py::arg("valid"), py::arg("tiebreak"), py::arg("k"), py::arg("out_d"), py::arg("out_p"),
+        "knn_l2 over B independent memories: a leading [B] on every array");
   m.def("openmp_threads", []() {
 #ifdef _OPENMP
     return omp_get_max_threads();
