@@ -1,11 +1,24 @@
-"""The ``metarl`` command line: ``metarl info`` (more subcommands arrive with the learners)."""
+"""The ``metarl`` command line.
+
+``metarl info`` — versions, devices, backends; ``metarl train rl2 [--option value ...]`` — train
+RL^2 (options generated from :class:`metarl.algos.rl2.RL2Config`, one per field, its docstring as
+the help); ``metarl eval RUN_DIR`` — the trained policy and the baselines on held-out tasks;
+``metarl plot RUN_DIR`` — the learning curve with the baselines as lines (PNG).
+"""
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
 import importlib.metadata
+import inspect
+import json
 import os
 import platform
 import sys
+import textwrap
+from datetime import datetime
+from pathlib import Path
 
 
 def _version(dist: str) -> str:
@@ -51,14 +64,139 @@ def info() -> str:
     return "\n".join(lines)
 
 
+def field_docs(cls) -> dict[str, str]:
+    """``{field: docstring}`` from the string literal under each field of a dataclass."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls) -> None:
+    """One ``--field-name`` option per dataclass field, typed by its default, documented by its docstring."""
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        kind = type(f.default)
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
+                            help=f"{docs.get(f.name, '')} (default: {f.default})")
+
+
+def _config_from_args(cls, args, base: dict | None = None):
+    values = dict(base or {})
+    for f in dataclasses.fields(cls):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = v
+    return cls(**values)
+
+
+def _print_report(summary: dict) -> None:
+    ev = summary.get("eval")
+    if not ev:
+        return
+    print("\nHeld-out tasks: total reward per trial (mean ± standard error)")
+    for name, (mean, se) in ev.items():
+        print(f"  {name:<16} {mean:8.3f} ± {se:.3f}")
+
+
+def _cmd_train(args) -> int:
+    from metarl.algos.rl2 import RL2Config, train
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg = _config_from_args(RL2Config, args, json.loads((run_dir / "config.json").read_text()))
+    else:
+        cfg = _config_from_args(RL2Config, args)
+        run_dir = Path(args.run_dir or Path("runs") / f"rl2-{cfg.env}-{datetime.now():%Y%m%d-%H%M%S}")
+    print(f"run directory: {run_dir}")
+    summary = train(cfg, run_dir, resume=bool(args.resume), progress=not args.quiet)
+    print(f"{summary['env_steps']:,} env steps in {summary['train_seconds']:.0f} s "
+          f"({summary['env_steps_per_s']:.3g} env-steps/s)")
+    if summary["interrupted"]:
+        print(f"interrupted: checkpoint saved; continue with  metarl train rl2 --resume {run_dir}")
+        return 130
+    _print_report(summary)
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from metarl.algos.rl2 import load_policy, report
+
+    policy, cfg = load_policy(args.run_dir)
+    _print_report(report(policy, cfg, args.tasks))
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(args.run_dir)
+    with open(run_dir / "progress.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise SystemExit(f"{run_dir}/progress.csv has no rows yet")
+    x = [int(r["env_steps"]) for r in rows]
+    y = [float(r["trial_return"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(x, y, label="RL^2 (training trials)")
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        for name, (mean, _) in json.loads(summary.read_text()).get("eval", {}).items():
+            if name != "rl2":
+                ax.axhline(mean, ls="--", lw=1, color="gray")
+                ax.annotate(name, (x[-1], mean), fontsize=8, ha="right", va="bottom")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("total reward per trial")
+    ax.set_title(run_dir.name)
+    ax.legend(loc="lower right")
+    out = Path(args.out or run_dir / "learning_curve.png")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    print(out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from metarl.algos.rl2 import RL2Config
+
     parser = argparse.ArgumentParser(prog="metarl", description="meta-RL with compiled kernels")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print versions, devices and usable backends")
+    train = sub.add_parser("train", help="train a meta-learner")
+    algos = train.add_subparsers(dest="algo", required=True)
+    rl2 = algos.add_parser("rl2", help="RL^2: a recurrent policy trained with PPO over trials",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_options(rl2, RL2Config)
+    rl2.add_argument("--run-dir", help="where logs and checkpoints go (default: runs/rl2-<env>-<time>)")
+    rl2.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
+    rl2.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev = sub.add_parser("eval", help="evaluate a trained run on held-out tasks, baselines beside")
+    ev.add_argument("run_dir")
+    ev.add_argument("--tasks", type=int, default=1000, help="held-out tasks (default: 1000)")
+    pl = sub.add_parser("plot", help="plot a run's learning curve (PNG)")
+    pl.add_argument("run_dir")
+    pl.add_argument("--out", help="PNG path (default: RUN_DIR/learning_curve.png)")
     args = parser.parse_args(argv)
     if args.command == "info":
         print(info())
-    return 0
+        return 0
+    try:
+        if args.command == "train":
+            return _cmd_train(args)
+        if args.command == "eval":
+            return _cmd_eval(args)
+        return _cmd_plot(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"metarl {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

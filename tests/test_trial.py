@@ -72,3 +72,19 @@ def test_needs_same_step_mode():
         TrialWrapper(metarl.make_vec("CartPole-v1", 2), episodes_per_trial=2)
     with pytest.raises(ValueError, match="episodes_per_trial"):
         TrialWrapper(metarl.make_vec("CartPole-v1", 2, autoreset_mode="same_step"), episodes_per_trial=0)
+
+
+def test_reset_with_given_tasks_and_state_dict_round_trip():
+    env = TrialWrapper(metarl.make_vec("Bandit-v0", 6, arms=3, autoreset_mode="same_step"), 2)
+    _, held_out = env.base.sample_task_split(1, 6, seed=4)
+    env.reset(seed=0, options={"tasks": held_out})
+    assert torch.equal(env.base.tasks.probs, held_out.probs)      # env i starts on task i
+    with pytest.raises(ValueError, match="only the option 'tasks'"):
+        env.reset(options={"env_ids": [0]})
+    sd = env.state_dict()
+    a = [env.step(torch.zeros(6, dtype=torch.int64))[1] for _ in range(5)]
+    env.load_state_dict(sd)
+    b = [env.step(torch.zeros(6, dtype=torch.int64))[1] for _ in range(5)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))            # same rewards, same new tasks
+    with pytest.raises(ValueError, match="not a TrialWrapper state dict"):
+        env.load_state_dict({"base": sd["base"]})

@@ -216,6 +216,28 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         both = self.sample_tasks(num_train + num_test, generator=g)
         return both[:num_train], both[num_train:]
 
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Everything a run needs to continue bit for bit: physical state, episode clocks, RNG keys
+        and counters, tasks (CPU copies; for checkpoints, with ``torch.save``)."""
+        return {"num_envs": self.num_envs, "state": self._state.cpu().clone(), "elapsed": self._elapsed.cpu().clone(),
+                "needs_reset": self._needs_reset.cpu().clone(), "counter": self._counter.cpu().clone(),
+                "key": self._key.cpu().clone(), "params": [p.cpu().clone() for p in self._params],
+                "was_reset": self._was_reset}
+
+    def load_state_dict(self, sd: dict) -> None:
+        """Restore :meth:`state_dict` (same family options and N); checked before anything changes."""
+        if not isinstance(sd, dict) or sd.get("num_envs") != self.num_envs:
+            raise ValueError(f"state dict is not for this env ({self.num_envs} envs)")
+        pairs = [(self._state, sd["state"]), (self._elapsed, sd["elapsed"]), (self._needs_reset, sd["needs_reset"]),
+                 (self._counter, sd["counter"]), (self._key, sd["key"]), *zip(self._params, sd["params"])]
+        if len(sd["params"]) != len(self._params) or any(
+                a.shape != b.shape or a.dtype != b.dtype for a, b in pairs):
+            raise ValueError("state dict shapes or dtypes do not match this env")
+        for dst, src in pairs:   # in place: the kernels hold views of these buffers
+            dst.copy_(src)
+        self._was_reset = bool(sd["was_reset"])
+
     # ------------------------------------------------------------------ state
     def get_state(self) -> torch.Tensor:
         """The physical state ``[N, STATE_DIM]`` float32, in gymnasium's order (a copy)."""

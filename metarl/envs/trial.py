@@ -75,11 +75,19 @@ class TrialWrapper(gym.vector.VectorWrapper):
 
     # ------------------------------------------------------------------ API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        """Start a new trial in every env (new tasks). Returns ``(rl2_obs, info)``."""
+        """Start a new trial in every env (new tasks). Returns ``(rl2_obs, info)``.
+
+        ``options={"tasks": tasks}`` starts env ``i`` on ``tasks[i]`` (e.g. a held-out set from
+        ``sample_task_split``) instead of drawing; later trials draw as usual.
+        """
+        options = dict(options or {})
+        first = options.pop("tasks", None)
         if options:
-            raise ValueError("TrialWrapper.reset takes no options: tasks are drawn per trial")
+            raise ValueError(f"TrialWrapper.reset takes only the option 'tasks', got {sorted(options)}")
         self._generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,))))
-        obs, info = self.base.reset(seed=seed, options={"tasks": self._draw_tasks(self.base.num_envs)})
+        if first is None:
+            first = self._draw_tasks(self.base.num_envs)
+        obs, info = self.base.reset(seed=seed, options={"tasks": first})
         self._episodes.zero_()
         start = torch.ones(self.base.num_envs, dtype=torch.bool, device=self.base.device)
         return self._rl2_obs(obs, None, None, None, start), {**info, "trial_start": start}
@@ -94,6 +102,21 @@ class TrialWrapper(gym.vector.VectorWrapper):
         obs = obs if new_obs is None else new_obs
         info = {**info, "trial_start": trial_end}
         return self._rl2_obs(obs, actions, reward, done, trial_end), reward, terminated, truncated, info
+
+    def state_dict(self) -> dict:
+        """The base env's :meth:`~metarl.envs.TaskVectorEnv.state_dict`, the episode counts of the
+        current trials and the task generator's state (for checkpoints)."""
+        return {"base": self.base.state_dict(), "episodes": self._episodes.cpu().clone(),
+                "generator": self._generator.get_state()}
+
+    def load_state_dict(self, sd: dict) -> None:
+        if not isinstance(sd, dict) or set(sd) != {"base", "episodes", "generator"}:
+            raise ValueError("not a TrialWrapper state dict")
+        if sd["episodes"].shape != self._episodes.shape:
+            raise ValueError("state dict is for another number of envs")
+        self.base.load_state_dict(sd["base"])
+        self._episodes.copy_(sd["episodes"])
+        self._generator.set_state(sd["generator"])
 
     def _start_trials(self, trial_end: torch.Tensor) -> torch.Tensor | None:
         """New tasks and fresh episodes for the envs where ``trial_end`` ([N] bool); returns the

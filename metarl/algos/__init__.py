@@ -1,0 +1,1 @@
+"""The meta-learners: one module per algorithm (``metarl.algos.rl2``, ...)."""

@@ -1,0 +1,413 @@
+"""RL^2 (Duan et al. 2016; Wang et al. 2016): a recurrent policy trained across a task
+distribution with PPO over whole trials, so that within one trial of a new task it explores
+and then exploits.
+
+The policy (:class:`~metarl.nn.RecurrentActorCritic`) sees the RL^2 input
+``[obs, prev_action, prev_reward, prev_done]`` (:class:`~metarl.envs.TrialWrapper`) and keeps its
+LSTM state across the episodes of a trial; the state is reset at trial starts. Advantages
+(GAE, :func:`metarl.kernels.returns.gae`) run across episode boundaries and stop only at trial
+ends (the trial is the episode of the meta-MDP). The PPO loss replays each rollout's sequences
+from the state the rollout started in (truncated BPTT at rollout boundaries).
+
+Use it from Python::
+
+    >>> from metarl.algos.rl2 import RL2Config, train
+    >>> cfg = RL2Config(num_envs=64, total_env_steps=2_000, eval_tasks=100)
+    >>> summary = train(cfg, run_dir=None, progress=False)       # doctest: +SKIP
+
+or the command line: ``metarl train rl2 --arms 5 --episodes-per-trial 10``.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+import metarl
+from metarl import checkpoint
+from metarl.envs import TrialWrapper
+from metarl.kernels.returns import gae
+from metarl.kernels.rollout import episode_length
+from metarl.nn import RecurrentActorCritic
+from metarl.rollout import Carry, collect
+
+CHECKPOINT = "checkpoint.pt"
+LOG_CSV = "progress.csv"
+CONFIG_JSON = "config.json"
+
+
+@dataclasses.dataclass
+class RL2Config:
+    """RL^2 with PPO as the outer optimiser. Defaults: the README's small run (bandits, k = 5,
+    n = 10) that reaches the Bayes-optimal return in a few minutes on a 2-core CPU."""
+
+    env: str = "Bandit-v0"
+    """Task distribution: a metarl env id (Bandit-v0, TabularMDP-v0, CartPole-v1, ...)."""
+    arms: int = 5
+    """Bandit-v0: number of arms k."""
+    num_states: int = 10
+    """TabularMDP-v0: number of states."""
+    num_actions: int = 5
+    """TabularMDP-v0: number of actions."""
+    horizon: int = 10
+    """TabularMDP-v0: steps per episode."""
+    episodes_per_trial: int = 10
+    """n: episodes per trial (a bandit pull is one episode), all on one task."""
+    num_envs: int = 1024
+    """Env copies (tasks) stepped together."""
+    rollout_steps: int = 0
+    """Steps per rollout; 0 = one trial where trials have a fixed length, else 128."""
+    total_env_steps: int = 3_000_000
+    """Training budget in env steps (all envs together)."""
+    hidden_size: int = 64
+    """LSTM hidden units."""
+    lr: float = 3e-3
+    """Adam learning rate."""
+    gamma: float = 0.99
+    """Discount (within a trial)."""
+    gae_lambda: float = 0.3
+    """GAE lambda (RL^2 used 0.3)."""
+    clip: float = 0.2
+    """PPO ratio clip."""
+    epochs: int = 4
+    """PPO epochs per rollout."""
+    minibatches: int = 4
+    """Minibatches per epoch (split over envs: each keeps whole sequences)."""
+    ent_coef: float = 0.003
+    """Entropy bonus at the start, annealed linearly to 0 by the end."""
+    vf_coef: float = 0.5
+    """Value-loss weight."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping (global norm)."""
+    seed: int = 0
+    """Seed of the envs, tasks, policy init and sampling."""
+    device: str = "cpu"
+    """Torch device of envs and policy (cuda: Triton kernels)."""
+    eval_tasks: int = 1000
+    """Held-out tasks evaluated at the end (and by ``metarl eval``)."""
+    checkpoint_minutes: float = 5.0
+    """Minutes between checkpoints (one is also written at the end and on Ctrl-C)."""
+
+    def __post_init__(self):
+        if self.env not in metarl.envs.ENV_CLASSES:
+            raise ValueError(f"env must be one of {sorted(metarl.envs.ENV_CLASSES)}, got {self.env!r}")
+        for name in ("arms", "num_states", "num_actions", "horizon", "episodes_per_trial", "num_envs",
+                     "total_env_steps", "hidden_size", "epochs", "minibatches", "eval_tasks"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        if self.rollout_steps < 0:
+            raise ValueError(f"rollout_steps must be >= 0, got {self.rollout_steps}")
+        if self.minibatches > self.num_envs:
+            raise ValueError(f"minibatches ({self.minibatches}) must not exceed num_envs ({self.num_envs})")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.lr <= 0 or self.clip <= 0:
+            raise ValueError("lr and clip must be positive")
+
+    def env_kwargs(self) -> dict:
+        if self.env == "Bandit-v0":
+            return {"arms": self.arms}
+        if self.env == "TabularMDP-v0":
+            return {"num_states": self.num_states, "num_actions": self.num_actions, "horizon": self.horizon}
+        return {}
+
+
+# ----------------------------------------------------------------------------- pieces
+def make_env(cfg: RL2Config, num_envs: int | None = None, seed: int | None = None) -> TrialWrapper:
+    base = metarl.make_vec(cfg.env, num_envs or cfg.num_envs, autoreset_mode="same_step", device=cfg.device,
+                           seed=cfg.seed if seed is None else seed, **cfg.env_kwargs())
+    return TrialWrapper(base, cfg.episodes_per_trial)
+
+
+def make_policy(cfg: RL2Config, env) -> RecurrentActorCritic:
+    torch.manual_seed(cfg.seed)
+    return RecurrentActorCritic(env.single_observation_space.shape[0], env.single_action_space, cfg.hidden_size,
+                                device=cfg.device)
+
+
+def trial_steps(env: TrialWrapper) -> int | None:
+    """Steps per trial when every trial has the same length (Bandit, TabularMDP), else None."""
+    length = episode_length(env.base.kernels, env.base._buffers[4], env.base.max_episode_steps)
+    if length is None or not bool((length == length[0]).all()):
+        return None
+    return int(length[0]) * env.episodes_per_trial
+
+
+def _rollout_steps(cfg: RL2Config, env) -> int:
+    if cfg.rollout_steps:
+        return cfg.rollout_steps
+    return trial_steps(env) or 128
+
+
+@torch.no_grad()
+def _last_value(policy, carry: Carry) -> torch.Tensor:
+    n = carry.obs.shape[0]
+    actions = torch.zeros((1, n), dtype=torch.int64, device=carry.obs.device) if policy.discrete else \
+        torch.zeros((1, n, policy.num_outputs), device=carry.obs.device)
+    _, _, value = policy.evaluate(carry.obs[None], actions, carry.state, carry.reset[None])
+    return value[0]
+
+
+def ppo_update(policy, optimizer, ro, cfg: RL2Config, ent_coef: float, generator: torch.Generator) -> dict:
+    """One PPO update on a rollout: GAE over trials, clipped surrogate, value loss, entropy bonus.
+    Returns the mean losses (floats)."""
+    dones = torch.cat([ro.resets[1:], ro.carry.reset[None]])     # the trial ends after step t
+    adv, ret = gae(ro.rewards, ro.values, dones, _last_value(policy, ro.carry), cfg.gamma, cfg.gae_lambda)
+    n = ro.rewards.shape[1]
+    h0, c0 = ro.state0
+    stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0}
+    updates = 0
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(n, generator=generator).to(ro.rewards.device)
+        for idx in perm.chunk(cfg.minibatches):
+            lp, ent, v = policy.evaluate(ro.obs[:, idx], ro.actions[:, idx], (h0[idx], c0[idx]), ro.resets[:, idx])
+            a = adv[:, idx]
+            a = (a - a.mean()) / (a.std() + 1e-8)
+            log_ratio = lp - ro.log_probs[:, idx]
+            ratio = log_ratio.exp()
+            pg = -torch.min(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a).mean()
+            vl = 0.5 * ((v - ret[:, idx]) ** 2).mean()
+            loss = pg + cfg.vf_coef * vl - ent_coef * ent.mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            with torch.no_grad():
+                stats["policy_loss"] += float(pg)
+                stats["value_loss"] += float(vl)
+                stats["entropy"] += float(ent.mean())
+                stats["approx_kl"] += float(((ratio - 1) - log_ratio).mean())
+            updates += 1
+    return {k: v / updates for k, v in stats.items()}
+
+
+def _trial_returns(ro, acc: torch.Tensor) -> list[float]:
+    """Add the rollout's rewards to the running per-env trial returns ``acc`` [N]; returns the
+    returns of the trials that ended in it (``acc`` restarts there)."""
+    done = []
+    ends = torch.cat([ro.resets[1:], ro.carry.reset[None]])
+    for t in range(ro.rewards.shape[0]):
+        acc += ro.rewards[t]
+        if bool(ends[t].any()):
+            done.extend(acc[ends[t]].tolist())
+            acc[ends[t]] = 0.0
+    return done
+
+
+# ----------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(policy, cfg: RL2Config, num_tasks: int | None = None, seed: int = 12345) -> torch.Tensor:
+    """One trial on each of ``num_tasks`` held-out tasks (``sample_task_split``'s test set for
+    ``seed``); returns each trial's total reward ``[num_tasks]`` (the stochastic policy, as RL^2)."""
+    num_tasks = num_tasks or cfg.eval_tasks
+    env = make_env(cfg, num_tasks, seed=seed)
+    _, test = env.base.sample_task_split(1, num_tasks, seed=seed)
+    obs, info = env.reset(seed=seed, options={"tasks": test})
+    carry = Carry(obs, info["trial_start"], policy.initial_state(num_tasks))
+    g = torch.Generator(device=cfg.device).manual_seed(seed)
+    total = torch.zeros(num_tasks, device=cfg.device)
+    running = torch.ones(num_tasks, dtype=torch.bool, device=cfg.device)
+    chunk = trial_steps(env) or 256
+    while bool(running.any()):
+        ro = collect(env, policy, chunk, carry=carry, generator=g)
+        ends = torch.cat([ro.resets[1:], ro.carry.reset[None]])
+        for t in range(chunk):
+            total += torch.where(running, ro.rewards[t], 0.0)
+            running &= ~ends[t]
+        carry = ro.carry
+    return total.cpu()
+
+
+def baselines(cfg: RL2Config, num_tasks: int | None = None, seed: int = 12345) -> dict[str, torch.Tensor]:
+    """The classical baselines (:mod:`metarl.baselines`) on the same held-out tasks as :func:`evaluate`."""
+    from metarl import baselines as bl
+
+    num_tasks = num_tasks or cfg.eval_tasks
+    env = make_env(cfg, 1, seed=seed)
+    _, test = env.base.sample_task_split(1, num_tasks, seed=seed)
+    out = {}
+    if cfg.env == "Bandit-v0":
+        for name in bl.BANDIT_BASELINES:
+            if name == "bayes_optimal" and cfg.episodes_per_trial > 20:   # exact DP: n <= 20 only
+                continue
+            out[name] = bl.evaluate_bandit(name, test.probs, cfg.episodes_per_trial, seed=seed)
+    elif cfg.env == "TabularMDP-v0":
+        for name in bl.TABULAR_BASELINES:
+            out[name] = bl.evaluate_tabular(name, test, cfg.episodes_per_trial, horizon=cfg.horizon, seed=seed)
+    return out
+
+
+def mean_se(x: torch.Tensor) -> tuple[float, float]:
+    x = x.double()
+    return float(x.mean()), float(x.std() / math.sqrt(max(1, x.numel())))
+
+
+# ----------------------------------------------------------------------------- training
+def _save(run_dir: Path, state: dict) -> None:
+    checkpoint.save(run_dir / CHECKPOINT, state, kind="rl2")
+
+
+def _truncate_log(path: Path, iteration: int) -> None:
+    """Keep the CSV rows up to ``iteration`` (a resumed run rewrites what came after its checkpoint)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    keep = rows[:1] + [r for r in rows[1:] if int(r[0]) <= iteration]
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(keep)
+
+
+def train(cfg: RL2Config, run_dir=None, *, resume: bool = False, progress: bool = True,
+          max_iterations: int | None = None) -> dict:
+    """Train RL^2; returns a summary dict (mean ± se of the final evaluation, baselines, speed).
+
+    ``run_dir`` (or None: no files) receives ``config.json``, ``progress.csv`` (one row per
+    update), TensorBoard events when ``tensorboard`` is installed, and ``checkpoint.pt``
+    (atomic; every ``checkpoint_minutes``, at the end and on Ctrl-C). ``resume=True`` continues
+    from ``run_dir``'s checkpoint with the results of an uninterrupted run (same machine and
+    backend). ``max_iterations`` stops early (tests; the run can be resumed).
+    """
+    run_dir = Path(run_dir) if run_dir is not None else None
+    env = make_env(cfg)
+    policy = make_policy(cfg, env)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=1e-5)
+    g = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
+    g_cpu = torch.Generator().manual_seed(cfg.seed + 1)   # minibatch permutations
+    steps = _rollout_steps(cfg, env)
+    per_update = steps * cfg.num_envs
+    iterations = max(1, cfg.total_env_steps // per_update)
+    acc = torch.zeros(cfg.num_envs, device=cfg.device)
+    it, carry, recent = 0, None, []
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            ck = checkpoint.load(run_dir / CHECKPOINT, kind="rl2")
+            if ck["config"] != dataclasses.asdict(cfg):
+                raise ValueError(f"{run_dir}: the checkpoint's config differs from this one; resume with its config "
+                                 f"(metarl train rl2 --resume {run_dir})")
+            policy.load_state_dict(ck["policy"])
+            optimizer.load_state_dict(ck["optimizer"])
+            env.load_state_dict(ck["env"])
+            g.set_state(ck["generator"])
+            g_cpu.set_state(ck["generator_cpu"])
+            acc.copy_(ck["trial_acc"])
+            it, recent = ck["iteration"], list(ck["recent"])
+            carry = Carry(ck["carry"]["obs"].to(cfg.device), ck["carry"]["reset"].to(cfg.device),
+                          tuple(s.to(cfg.device) for s in ck["carry"]["state"]))
+            _truncate_log(run_dir / LOG_CSV, it)
+        (run_dir / CONFIG_JSON).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    writer = _tensorboard(run_dir)
+    log = None
+    if run_dir is not None:
+        new = not (run_dir / LOG_CSV).exists()
+        log = open(run_dir / LOG_CSV, "a", newline="")
+        if new:
+            csv.writer(log).writerow(["iteration", "env_steps", "trial_return", "policy_loss", "value_loss",
+                                      "entropy", "approx_kl", "env_steps_per_s"])
+    bar = _progress(progress, iterations, it)
+    if carry is None:
+        obs, info = env.reset(seed=cfg.seed)
+        carry = Carry(obs, info["trial_start"], policy.initial_state(cfg.num_envs))
+
+    def snapshot():
+        return {"config": dataclasses.asdict(cfg), "iteration": it, "policy": policy.state_dict(),
+                "optimizer": optimizer.state_dict(), "env": env.state_dict(), "generator": g.get_state(),
+                "generator_cpu": g_cpu.get_state(), "trial_acc": acc.cpu(), "recent": recent,
+                "carry": {"obs": carry.obs.cpu(), "reset": carry.reset.cpu(),
+                          "state": tuple(s.cpu() for s in carry.state)}}
+
+    start = last_ckpt = time.perf_counter()
+    steps_done = 0
+    interrupted = False
+    try:
+        while it < iterations and (max_iterations is None or it < max_iterations):
+            ro = collect(env, policy, steps, carry=carry, generator=g)
+            carry = ro.carry
+            recent = (recent + _trial_returns(ro, acc))[-4 * cfg.num_envs:]
+            ent_coef = cfg.ent_coef * (1.0 - it / iterations)
+            stats = ppo_update(policy, optimizer, ro, cfg, ent_coef, g_cpu)
+            it += 1
+            steps_done += per_update
+            rate = steps_done / (time.perf_counter() - start)
+            mean_ret = sum(recent) / len(recent) if recent else float("nan")
+            row = [it, it * per_update, mean_ret, *stats.values(), rate]
+            if log is not None:
+                csv.writer(log).writerow(row)
+                log.flush()
+            if writer is not None:
+                for name, val in zip(("trial_return", *stats, "env_steps_per_s"), row[2:]):
+                    writer.add_scalar(name, val, it * per_update)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(trial_return=f"{mean_ret:.2f}", steps_per_s=f"{rate:.3g}")
+            if run_dir is not None and time.perf_counter() - last_ckpt > 60 * cfg.checkpoint_minutes:
+                _save(run_dir, snapshot())
+                last_ckpt = time.perf_counter()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if run_dir is not None:
+            _save(run_dir, snapshot())
+        if bar is not None:
+            bar.close()
+        if log is not None:
+            log.close()
+        if writer is not None:
+            writer.close()
+    summary = {"iterations": it, "env_steps": it * per_update, "train_seconds": time.perf_counter() - start,
+               "env_steps_per_s": steps_done / max(1e-9, time.perf_counter() - start), "interrupted": interrupted}
+    if not interrupted and it >= iterations:
+        summary.update(report(policy, cfg))
+    if run_dir is not None:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def report(policy, cfg: RL2Config, num_tasks: int | None = None) -> dict:
+    """RL^2 and the baselines on held-out tasks: ``{name: (mean, standard error)}``."""
+    out = {"rl2": mean_se(evaluate(policy, cfg, num_tasks))}
+    for name, vals in baselines(cfg, num_tasks).items():
+        out[name] = mean_se(vals)
+    return {"eval": out}
+
+
+def load_policy(run_dir) -> tuple[RecurrentActorCritic, RL2Config]:
+    """The policy and config of a run directory (from its checkpoint)."""
+    run_dir = Path(run_dir)
+    ck = checkpoint.load(run_dir / CHECKPOINT, kind="rl2")
+    cfg = RL2Config(**ck["config"])
+    env = make_env(cfg, 1)
+    policy = make_policy(cfg, env)
+    policy.load_state_dict(ck["policy"])
+    return policy, cfg
+
+
+def _tensorboard(run_dir):
+    if run_dir is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:   # tensorboard not installed: the CSV log only
+        return None
+    return SummaryWriter(str(run_dir))
+
+
+def _progress(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="update", dynamic_ncols=True,
+                disable=None if os.environ.get("METARL_PROGRESS") is None else False)
+
+
+__all__ = ["RL2Config", "train", "evaluate", "baselines", "report", "load_policy", "make_env", "make_policy",
+           "ppo_update"]
