@@ -218,7 +218,9 @@ def _next_inputs_gaussian_nb(obs, action, reward, terminated, truncated, episode
             nxt[i, width - 1] = 1.0 if done else 0.0
 
 
-@njit(cache=True)
+# Not cached: it takes Numba functions as arguments, and loading such a signature from Numba's
+# on-disk cache in a new process fails ("underlying object has vanished"); it compiles in ~5 s.
+@njit(cache=False)
 def _rollout_nb(
     # the family's Numba step kernel and its arguments
     step_fn, state, elapsed, needs_reset, counter, params, key, max_steps,

@@ -71,3 +71,17 @@ def load(path, *, kind: str = "checkpoint"):
     if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
         raise ValueError(f"{path}: checkpoint checksum mismatch (corrupt file)")
     return torch.load(io.BytesIO(payload), weights_only=True)
+
+
+def read_kind(path) -> str:
+    """The ``kind`` a checkpoint was saved with (which learner wrote it), from its header alone."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(len(MAGIC) + 4096)
+    if not head.startswith(MAGIC):
+        raise ValueError(f"{path}: not a metarl checkpoint (bad magic)")
+    end = head.find(b"\n", len(MAGIC))
+    try:
+        return str(json.loads(head[len(MAGIC):end])["kind"])
+    except (ValueError, KeyError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: corrupt checkpoint header") from e

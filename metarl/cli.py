@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
 import importlib.metadata
 import inspect
 import json
@@ -75,11 +76,25 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
+def _parse_tuple(elem, text: str) -> tuple:
+    return tuple(elem(x) for x in text.split(",") if x)
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in ("1", "true", "yes", "on")
+
+
 def add_config_options(parser: argparse.ArgumentParser, cls) -> None:
     """One ``--field-name`` option per dataclass field, typed by its default, documented by its docstring."""
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
         kind = type(f.default)
+        if kind is tuple:      # comma-separated numbers, e.g. --hidden-sizes 100,100
+            kind = functools.partial(_parse_tuple, type(f.default[0]) if f.default else int)
+        elif kind is bool:
+            kind = _parse_bool
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=None,
                             help=f"{docs.get(f.name, '')} (default: {f.default})")
 
@@ -93,40 +108,70 @@ def _config_from_args(cls, args, base: dict | None = None):
     return cls(**values)
 
 
+# learner name -> (module, config class); each module has train(cfg, run_dir, progress=, resume=) and
+# load_policy(run_dir); evaluation per learner in _evaluate
+ALGOS = {
+    "rl2": ("metarl.algos.rl2", "RL2Config"),
+    "maml": ("metarl.algos.maml", "MAMLConfig"),
+}
+
+
+def _algo(name: str):
+    import importlib
+
+    module, cls = ALGOS[name]
+    mod = importlib.import_module(module)
+    return mod, getattr(mod, cls)
+
+
 def _print_report(summary: dict) -> None:
     ev = summary.get("eval")
     if not ev:
         return
-    print("\nHeld-out tasks: total reward per trial (mean ± standard error)")
-    for name, (mean, se) in ev.items():
-        print(f"  {name:<16} {mean:8.3f} ± {se:.3f}")
+    print("\nHeld-out tasks" + (": total reward per trial (mean ± standard error)" if
+                                 all(isinstance(v, (tuple, list)) for v in ev.values()) else
+                                 ": mean return after each number of adaptation steps"))
+    for name, val in ev.items():
+        if isinstance(val, (tuple, list)):
+            print(f"  {name!s:<16} {val[0]:8.3f} ± {val[1]:.3f}")
+        else:
+            print(f"  {name!s:<16} {float(val):8.3f}")
 
 
 def _cmd_train(args) -> int:
-    from metarl.algos.rl2 import RL2Config, train
-
+    mod, cls = _algo(args.algo)
     if args.resume:
         run_dir = Path(args.resume)
-        cfg = _config_from_args(RL2Config, args, json.loads((run_dir / "config.json").read_text()))
+        cfg = _config_from_args(cls, args, json.loads((run_dir / "config.json").read_text()))
     else:
-        cfg = _config_from_args(RL2Config, args)
-        run_dir = Path(args.run_dir or Path("runs") / f"rl2-{cfg.env}-{datetime.now():%Y%m%d-%H%M%S}")
+        cfg = _config_from_args(cls, args)
+        env = getattr(cfg, "env", "env")
+        run_dir = Path(args.run_dir or Path("runs") / f"{args.algo}-{env}-{datetime.now():%Y%m%d-%H%M%S}")
     print(f"run directory: {run_dir}")
-    summary = train(cfg, run_dir, resume=bool(args.resume), progress=not args.quiet)
-    print(f"{summary['env_steps']:,} env steps in {summary['train_seconds']:.0f} s "
-          f"({summary['env_steps_per_s']:.3g} env-steps/s)")
-    if summary["interrupted"]:
-        print(f"interrupted: checkpoint saved; continue with  metarl train rl2 --resume {run_dir}")
+    summary = mod.train(cfg, run_dir, resume=bool(args.resume), progress=not args.quiet)
+    secs = summary.get("train_seconds", 0.0)
+    print(f"{summary['env_steps']:,} env steps in {secs:.0f} s ({summary['env_steps'] / max(secs, 1e-9):.3g} "
+          "env-steps/s)")
+    if summary.get("interrupted"):
+        print(f"interrupted: checkpoint saved; continue with  metarl train {args.algo} --resume {run_dir}")
         return 130
     _print_report(summary)
     return 0
 
 
 def _cmd_eval(args) -> int:
-    from metarl.algos.rl2 import load_policy, report
+    from metarl import checkpoint
 
-    policy, cfg = load_policy(args.run_dir)
-    _print_report(report(policy, cfg, args.tasks))
+    kind = checkpoint.read_kind(Path(args.run_dir) / "checkpoint.pt")
+    if kind not in ALGOS:
+        raise ValueError(f"{args.run_dir}: a {kind!r} checkpoint, not one of {sorted(ALGOS)}")
+    mod, _ = _algo(kind)
+    if kind == "rl2":
+        policy, cfg = mod.load_policy(args.run_dir)
+        _print_report(mod.report(policy, cfg, args.tasks))
+    else:
+        policy, cfg, inner_lrs = mod.load_policy(args.run_dir)
+        _print_report({"eval": mod.evaluate(policy.state_dict(), cfg, args.tasks, inner_lrs=inner_lrs)})
     return 0
 
 
@@ -144,17 +189,19 @@ def _cmd_plot(args) -> int:
     if not rows:
         raise SystemExit(f"{run_dir}/progress.csv has no rows yet")
     x = [int(r["env_steps"]) for r in rows]
-    y = [float(r["trial_return"]) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(x, y, label="RL^2 (training trials)")
+    curves = [c for c in rows[0] if "return" in c]      # rl2: trial_return; maml: pre/post returns
+    for col in curves:
+        ax.plot(x, [float(r[col]) for r in rows], label=col.replace("_", " "))
     summary = run_dir / "summary.json"
     if summary.exists():
-        for name, (mean, _) in json.loads(summary.read_text()).get("eval", {}).items():
-            if name != "rl2":
+        for name, val in json.loads(summary.read_text()).get("eval", {}).items():
+            if isinstance(val, list) and name != "rl2":      # RL^2's baselines: (mean, se)
+                mean = val[0]
                 ax.axhline(mean, ls="--", lw=1, color="gray")
                 ax.annotate(name, (x[-1], mean), fontsize=8, ha="right", va="bottom")
     ax.set_xlabel("env steps")
-    ax.set_ylabel("total reward per trial")
+    ax.set_ylabel("return")
     ax.set_title(run_dir.name)
     ax.legend(loc="lower right")
     out = Path(args.out or run_dir / "learning_curve.png")
@@ -165,19 +212,20 @@ def _cmd_plot(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from metarl.algos.rl2 import RL2Config
-
     parser = argparse.ArgumentParser(prog="metarl", description="meta-RL with compiled kernels")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print versions, devices and usable backends")
     train = sub.add_parser("train", help="train a meta-learner")
     algos = train.add_subparsers(dest="algo", required=True)
-    rl2 = algos.add_parser("rl2", help="RL^2: a recurrent policy trained with PPO over trials",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_config_options(rl2, RL2Config)
-    rl2.add_argument("--run-dir", help="where logs and checkpoints go (default: runs/rl2-<env>-<time>)")
-    rl2.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
-    rl2.add_argument("--quiet", action="store_true", help="no progress bar")
+    helps = {"rl2": "RL^2: a recurrent policy trained with PPO over trials",
+             "maml": "MAML-RL: VPG inner steps, TRPO/PPO outer step, all tasks batched"}
+    for name in ALGOS:
+        _, cls = _algo(name)
+        p = algos.add_parser(name, help=helps.get(name, name), formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        add_config_options(p, cls)
+        p.add_argument("--run-dir", help=f"where logs and checkpoints go (default: runs/{name}-<env>-<time>)")
+        p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
     ev = sub.add_parser("eval", help="evaluate a trained run on held-out tasks, baselines beside")
     ev.add_argument("run_dir")
     ev.add_argument("--tasks", type=int, default=1000, help="held-out tasks (default: 1000)")

@@ -1,0 +1,37 @@
+"""The command line beyond RL^2 (tests/test_rl2.py covers `metarl train rl2`): every learner trains,
+evaluates and plots end to end in a temp dir with tiny sizes; bad options give clear errors."""
+import pytest
+
+from metarl import checkpoint
+from metarl.cli import ALGOS, main
+
+
+def test_info_lists_backends(capsys):
+    assert main(["info"]) == 0
+    assert "backends" in capsys.readouterr().out
+
+
+def test_maml_train_eval_plot(tmp_path, capsys):
+    run = tmp_path / "maml"
+    assert main(["train", "maml", "--meta-batch", "2", "--trajectories-per-task", "2", "--horizon", "5",
+                 "--hidden-sizes", "8,8", "--iterations", "2", "--eval-tasks", "3", "--eval-steps", "0,1",
+                 "--run-dir", str(run), "--quiet"]) == 0
+    assert "env steps" in capsys.readouterr().out
+    assert checkpoint.read_kind(run / "checkpoint.pt") == "maml"
+    assert main(["eval", str(run), "--tasks", "3"]) == 0
+    assert main(["plot", str(run)]) == 0
+    assert (run / "learning_curve.png").exists()
+
+
+def test_every_learner_has_a_train_command():
+    for name in ALGOS:
+        with pytest.raises(SystemExit) as e:
+            main(["train", name, "--help"])
+        assert e.value.code == 0
+
+
+def test_bad_option_values_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "maml", "--first-order", "perhaps"])
+    assert "expected true or false" in capsys.readouterr().err
+    assert main(["eval", "/nonexistent/run"]) == 2

@@ -1,0 +1,253 @@
+"""MAML: the learn2learn-shaped wrapper (clone, adapt, second- vs first-order gradients), the
+vmapped inner loop against a Python loop over tasks, TRPO's pieces (conjugate gradient, linear
+baseline), a short MAML-RL run on Navigation2D-v0 that must learn, and bad configs."""
+import dataclasses
+import doctest
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from metarl import checkpoint
+from metarl.algos import maml as M
+from metarl.algos.maml import (
+    MAML,
+    MAMLConfig,
+    baseline_features,
+    conjugate_gradient,
+    evaluate,
+    fit_linear_baseline,
+    inner_loop,
+    inner_loop_reference,
+    make_policy,
+    train,
+)
+
+
+def _net(dtype=torch.float32):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1)).to(dtype)
+
+
+# ----------------------------------------------------------------------------- the wrapper
+def test_clone_equals_the_original_and_is_differentiable():
+    maml = MAML(_net(), lr=0.1)
+    learner = maml.clone()
+    x = torch.randn(5, 3)
+    assert torch.equal(learner(x), maml(x))
+    for (n0, p0), (n1, p1) in zip(maml.named_parameters(), learner.module.named_parameters()):
+        assert n0.endswith(n1) and torch.equal(p0, p1)
+        assert p1.grad_fn is not None                 # a function of the original, not a new leaf
+    again = learner.clone()                           # clone of a clone
+    assert torch.equal(again(x), maml(x))
+    learner(x).sum().backward()
+    assert all(p.grad is not None for p in maml.parameters())
+
+
+def test_adapt_lowers_a_sine_regression_loss_and_reaches_the_meta_parameters():
+    maml = MAML(_net(), lr=0.05)
+    x = torch.rand(25, 3) * 6 - 3                      # 25 points: an odd batch
+    y = torch.sin(x[:, :1]) * 2.0
+    learner = maml.clone()
+    before = float(((learner(x) - y) ** 2).mean().detach())
+    for _ in range(3):
+        learner.adapt(((learner(x) - y) ** 2).mean())
+    after = ((learner(x) - y) ** 2).mean()
+    assert float(after.detach()) < before
+    after.backward()
+    grads = [p.grad for p in maml.parameters()]
+    assert all(g is not None and float(g.abs().sum()) > 0 for g in grads)
+    assert maml.module[0].weight.grad_fn is None      # the originals are untouched leaves
+
+
+class _Quadratic(nn.Module):
+    def __init__(self, w):
+        super().__init__()
+        self.w = nn.Parameter(w.clone())
+
+    def forward(self):
+        return self.w
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_meta_gradient_equals_the_hand_computed_one_on_a_quadratic(first_order):
+    """Inner loss ½wᵀAw − bᵀw, one step w' = w − α(Aw − b), outer loss ½‖w' − c‖². Second order:
+    dL/dw = (I − αA)(w' − c); first order drops the Hessian term: dL/dw = w' − c."""
+    g = torch.Generator().manual_seed(1)
+    n, alpha = 4, 0.3
+    r = torch.randn(n, n, generator=g, dtype=torch.float64)
+    a = r @ r.T / n + torch.eye(n, dtype=torch.float64)
+    b, c, w0 = (torch.randn(n, generator=g, dtype=torch.float64) for _ in range(3))
+    maml = MAML(_Quadratic(w0), lr=alpha, first_order=first_order)
+    learner = maml.clone()
+    w = learner()
+    learner.adapt(0.5 * w @ a @ w - b @ w)
+    w1 = learner()
+    (0.5 * ((w1 - c) ** 2).sum()).backward()
+    w1_hand = w0 - alpha * (a @ w0 - b)
+    expected = (w1_hand - c) if first_order else (torch.eye(n, dtype=torch.float64) - alpha * a) @ (w1_hand - c)
+    torch.testing.assert_close(w1.detach(), w1_hand)
+    torch.testing.assert_close(maml.module.w.grad, expected)
+
+
+# ----------------------------------------------------------------------------- the functional inner loop
+def _task_data(num_tasks, m, g):
+    x = torch.randn(num_tasks, m, 3, generator=g, dtype=torch.float64)
+    return {"x": x, "y": torch.sin(x.sum(-1, keepdim=True))}
+
+
+# tasks, samples per task, inner steps: 1 (the edge), odd and prime sizes
+SIZES = [(1, 1, 1), (3, 5, 2), (7, 11, 3)]
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("meta_sgd", [False, True])
+@pytest.mark.parametrize("num_tasks,m,steps", SIZES)
+def test_vmapped_inner_loop_equals_a_python_loop_over_tasks(num_tasks, m, steps, meta_sgd, first_order):
+    net = _net(torch.float64)
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in net.named_parameters()}
+    lr = {k: torch.rand_like(v).mul(0.2).requires_grad_(True) for k, v in params.items()} if meta_sgd else 0.1
+
+    def loss_fn(p, batch):
+        return ((torch.func.functional_call(net, p, (batch["x"],)) - batch["y"]) ** 2).mean()
+
+    g = torch.Generator().manual_seed(num_tasks * 100 + m)
+    batches = [_task_data(num_tasks, m, g) for _ in range(steps)]
+    query = _task_data(num_tasks, m, g)
+    leaves = list(params.values()) + (list(lr.values()) if meta_sgd else [])
+    results = []
+    for fn in (inner_loop, inner_loop_reference):
+        adapted = fn(loss_fn, params, batches, lr, first_order)
+        outer = torch.func.vmap(loss_fn)(adapted, query).sum()
+        results.append(({k: v.detach() for k, v in adapted.items()}, torch.autograd.grad(outer, leaves)))
+    (fast, g_fast), (slow, g_slow) = results
+    for k in params:
+        assert fast[k].shape == (num_tasks,) + params[k].shape
+        torch.testing.assert_close(fast[k], slow[k], atol=1e-10, rtol=1e-8)
+    for a, b in zip(g_fast, g_slow):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
+
+
+def test_batched_policy_application_equals_a_loop_over_tasks():
+    cfg = MAMLConfig(hidden_sizes=(16, 16), meta_batch=3, trajectories_per_task=5)
+    pol = make_policy(cfg)
+    apply = M._Batched(pol)
+    stacked = {k: v.detach() + 0.1 * torch.randn((3,) + v.shape) for k, v in pol.named_parameters()}
+    obs = torch.randn(3, 5, 2)
+    mean, log_std = apply.batched(stacked, obs)
+    for i in range(3):
+        m_i, s_i = apply({k: v[i] for k, v in stacked.items()}, obs[i])
+        torch.testing.assert_close(mean[i], m_i)
+        torch.testing.assert_close(log_std[i], s_i)
+
+
+# ----------------------------------------------------------------------------- TRPO pieces
+@pytest.mark.parametrize("n", [1, 7, 13])
+def test_conjugate_gradient_solves_an_spd_system(n):
+    g = torch.Generator().manual_seed(n)
+    r = torch.randn(n, n, generator=g, dtype=torch.float64)
+    a = r @ r.T + n * torch.eye(n, dtype=torch.float64)
+    b = torch.randn(n, generator=g, dtype=torch.float64)
+    x = conjugate_gradient(lambda v: a @ v, b, iters=2 * n, residual_tol=1e-24)
+    torch.testing.assert_close(x, torch.linalg.solve(a, b), atol=1e-8, rtol=1e-8)
+
+
+def test_linear_baseline_fit_equals_numpy_lstsq():
+    g = torch.Generator().manual_seed(0)
+    b, m = 3, 37
+    obs = torch.randn(b, m, 2, generator=g, dtype=torch.float64)
+    t = torch.randint(0, 50, (b, m), generator=g)
+    ret = torch.randn(b, m, generator=g, dtype=torch.float64)
+    mask = torch.ones(b, m, dtype=torch.float64)
+    mask[1, 30:] = 0                                  # ignored samples (after an episode ended)
+    feats = baseline_features(obs, t)
+    assert feats.shape == (b, m, 2 * 2 + 4)
+    w = fit_linear_baseline(feats, ret, mask, reg_coeff=0.0)
+    for i in range(b):
+        keep = mask[i].bool().numpy()
+        ref = np.linalg.lstsq(feats[i].numpy()[keep], ret[i].numpy()[keep], rcond=None)[0]
+        np.testing.assert_allclose(w[i].numpy(), ref, rtol=1e-7, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- MAML-RL end to end
+# The learning test's sizes (CI budget, ~15-20 s of training on a 2-core CPU after Numba's first
+# compile): meta-batch 10 tasks x 10 trajectories, horizon 20, MLP 2x32, inner lr 0.1, one inner
+# step, second-order TRPO (max KL 0.01), 15 meta-updates; evaluation on 40 held-out tasks.
+SMALL_RL = dict(meta_batch=10, trajectories_per_task=10, horizon=20, hidden_sizes=(32, 32), iterations=15,
+                eval_tasks=0, seed=0)
+
+
+def _paired(a, b):
+    d = (b - a).double()
+    return float(d.mean()), float(d.std() / math.sqrt(d.numel()))
+
+
+def test_a_short_maml_run_on_navigation_learns_to_adapt():
+    cfg = MAMLConfig(**SMALL_RL)
+    untrained = evaluate(make_policy(cfg), cfg, num_tasks=40, steps=(0, 1), per_task=True)
+    summary = train(cfg, run_dir=None)
+    assert summary["iterations"] == 15
+    assert all(r["kl"] <= cfg.max_kl + 1e-6 for r in summary["history"])       # the trust region held
+    trained = evaluate(summary["policy"], cfg, num_tasks=40, steps=(0, 1), per_task=True)
+    gain, se = _paired(trained[0], trained[1])
+    # one adaptation step helps, clearly (paired over the same 40 held-out tasks)
+    assert gain > 4 * se, (gain, se, {k: float(v.mean()) for k, v in trained.items()})
+    # and meta-training made the adapted policy better than adapting the untrained one
+    better, se2 = _paired(untrained[1], trained[1])
+    assert better > 3 * se2, (better, se2)
+
+
+@pytest.mark.parametrize("options", [dict(outer="ppo"), dict(first_order=True, meta_sgd=True),
+                                     dict(inner_steps=2), dict(inner_steps=0)])
+def test_variants_run_and_write_their_files(tmp_path, options):
+    cfg = MAMLConfig(meta_batch=3, trajectories_per_task=3, horizon=5, hidden_sizes=(8,), iterations=2,
+                     eval_tasks=3, eval_steps=(0, 2), **options)
+    summary = train(cfg, run_dir=tmp_path)
+    assert summary["iterations"] == 2 and set(summary["eval"]) == {0, 2}
+    assert all(math.isfinite(v) for v in summary["eval"].values())
+    assert (tmp_path / "progress.csv").read_text().count("\n") == 3
+    policy, cfg2, lrs = M.load_policy(tmp_path)
+    assert cfg2 == cfg and (lrs is not None) == cfg.meta_sgd
+    for k, v in policy.state_dict().items():
+        assert torch.equal(v, summary["policy"][k])
+
+
+@pytest.mark.parametrize("field,value", [
+    ("meta_batch", 0), ("trajectories_per_task", -1), ("horizon", 0), ("inner_lr", 0.0), ("inner_steps", -1),
+    ("max_kl", -0.1), ("gamma", 1.5), ("outer", "sgd"), ("hidden_sizes", (0,)), ("env", "Nope-v0"),
+    ("backtrack_ratio", 1.0), ("init_std", 0.0), ("eval_steps", (-1,))])
+def test_bad_configs_raise_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        MAMLConfig(**{field: value})
+
+
+def test_bad_wrapper_arguments():
+    with pytest.raises(ValueError, match="lr"):
+        MAML(_net(), lr=0.0)
+    with pytest.raises(TypeError, match="module"):
+        MAML(lambda x: x, lr=0.1)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(outer="ppo", meta_sgd=True)])
+def test_resume_equals_an_uninterrupted_run(tmp_path, options):
+    cfg = MAMLConfig(meta_batch=3, trajectories_per_task=3, horizon=5, hidden_sizes=(8,), iterations=4,
+                     eval_tasks=0, **options)
+    train(cfg, tmp_path / "whole")
+    train(cfg, tmp_path / "split", max_iterations=2)
+    train(cfg, tmp_path / "split", resume=True)
+    a = checkpoint.load(tmp_path / "whole" / "checkpoint.pt", kind="maml")
+    b = checkpoint.load(tmp_path / "split" / "checkpoint.pt", kind="maml")
+    assert a["iteration"] == b["iteration"] == 4
+    for k in a["policy"]:
+        assert torch.equal(a["policy"][k], b["policy"][k]), k
+    rows = [(tmp_path / d / "progress.csv").read_text().splitlines() for d in ("whole", "split")]
+    assert [r.split(",")[:-1] for r in rows[0]] == [r.split(",")[:-1] for r in rows[1]]   # all but seconds
+    with pytest.raises(ValueError, match="config differs"):
+        train(dataclasses.replace(cfg, seed=1), tmp_path / "split", resume=True)
+
+
+def test_docstring_examples():
+    result = doctest.testmod(M, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
