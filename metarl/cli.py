@@ -113,6 +113,8 @@ def _config_from_args(cls, args, base: dict | None = None):
 ALGOS = {
     "rl2": ("metarl.algos.rl2", "RL2Config"),
     "maml": ("metarl.algos.maml", "MAMLConfig"),
+    "reptile": ("metarl.algos.reptile", "ReptileConfig"),
+    "maesn": ("metarl.algos.maesn", "MAESNConfig"),
 }
 
 
@@ -124,18 +126,32 @@ def _algo(name: str):
     return mod, getattr(mod, cls)
 
 
+def _print_eval(ev, indent: str = "  ") -> None:
+    """Print an ``eval`` dict as the learners return it: ``{name: (mean, se)}`` (RL^2 and its
+    baselines), ``{steps: mean}`` (MAML), ``{"returns": [...], "se": [...]}`` per adaptation step
+    (Reptile, MAESN), or named groups of those (MAESN against its untrained twin)."""
+    if "returns" in ev:
+        for k, mean in enumerate(ev["returns"]):
+            se = f" ± {ev['se'][k]:.3f}" if "se" in ev else ""
+            extra = f"   (goal reached in {ev['reached'][k]:.0%} of episodes)" if "reached" in ev else ""
+            print(f"{indent}after {k} adaptation steps: {mean:9.3f}{se}{extra}")
+        return
+    for name, val in ev.items():
+        if isinstance(val, dict):
+            print(f"{indent}{name}:")
+            _print_eval(val, indent + "  ")
+        elif isinstance(val, (tuple, list)):
+            print(f"{indent}{name!s:<16} {val[0]:8.3f} ± {val[1]:.3f}")
+        else:
+            print(f"{indent}{'after ' + str(name) + ' adaptation steps' if isinstance(name, int) else name}: "
+                  f"{float(val):.3f}")
+
+
 def _print_report(summary: dict) -> None:
     ev = summary.get("eval")
-    if not ev:
-        return
-    print("\nHeld-out tasks" + (": total reward per trial (mean ± standard error)" if
-                                 all(isinstance(v, (tuple, list)) for v in ev.values()) else
-                                 ": mean return after each number of adaptation steps"))
-    for name, val in ev.items():
-        if isinstance(val, (tuple, list)):
-            print(f"  {name!s:<16} {val[0]:8.3f} ± {val[1]:.3f}")
-        else:
-            print(f"  {name!s:<16} {float(val):8.3f}")
+    if ev:
+        print("\nHeld-out tasks (mean ± standard error where given):")
+        _print_eval(ev)
 
 
 def _cmd_train(args) -> int:
@@ -148,10 +164,16 @@ def _cmd_train(args) -> int:
         env = getattr(cfg, "env", "env")
         run_dir = Path(args.run_dir or Path("runs") / f"{args.algo}-{env}-{datetime.now():%Y%m%d-%H%M%S}")
     print(f"run directory: {run_dir}")
-    summary = mod.train(cfg, run_dir, resume=bool(args.resume), progress=not args.quiet)
+    kwargs = {}
+    if args.resume:
+        if "resume" not in inspect.signature(mod.train).parameters:
+            raise ValueError(f"{args.algo} cannot resume a run yet (its checkpoints are for evaluation)")
+        kwargs["resume"] = True
+    summary = mod.train(cfg, run_dir, progress=not args.quiet, **kwargs)
     secs = summary.get("train_seconds", 0.0)
-    print(f"{summary['env_steps']:,} env steps in {secs:.0f} s ({summary['env_steps'] / max(secs, 1e-9):.3g} "
-          "env-steps/s)")
+    steps = summary.get("env_steps")
+    print(f"trained in {secs:.0f} s" + (f": {steps:,} env steps ({steps / max(secs, 1e-9):.3g} env-steps/s)"
+                                         if steps else ""))
     if summary.get("interrupted"):
         print(f"interrupted: checkpoint saved; continue with  metarl train {args.algo} --resume {run_dir}")
         return 130
@@ -169,9 +191,15 @@ def _cmd_eval(args) -> int:
     if kind == "rl2":
         policy, cfg = mod.load_policy(args.run_dir)
         _print_report(mod.report(policy, cfg, args.tasks))
-    else:
+    elif kind == "maml":
         policy, cfg, inner_lrs = mod.load_policy(args.run_dir)
         _print_report({"eval": mod.evaluate(policy.state_dict(), cfg, args.tasks, inner_lrs=inner_lrs)})
+    elif kind == "reptile":
+        phi, cfg = mod.load_params(args.run_dir)
+        _print_report({"eval": mod.evaluate(phi, cfg, args.tasks)})
+    else:
+        model, cfg = mod.load_model(args.run_dir)
+        _print_report({"eval": mod.report(model, cfg, args.tasks)})
     return 0
 
 
@@ -188,7 +216,8 @@ def _cmd_plot(args) -> int:
         rows = list(csv.DictReader(f))
     if not rows:
         raise SystemExit(f"{run_dir}/progress.csv has no rows yet")
-    x = [int(r["env_steps"]) for r in rows]
+    xkey = "env_steps" if "env_steps" in rows[0] else "iteration"
+    x = [int(r[xkey]) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     curves = [c for c in rows[0] if "return" in c]      # rl2: trial_return; maml: pre/post returns
     for col in curves:
@@ -200,7 +229,7 @@ def _cmd_plot(args) -> int:
                 mean = val[0]
                 ax.axhline(mean, ls="--", lw=1, color="gray")
                 ax.annotate(name, (x[-1], mean), fontsize=8, ha="right", va="bottom")
-    ax.set_xlabel("env steps")
+    ax.set_xlabel(xkey.replace("_", " "))
     ax.set_ylabel("return")
     ax.set_title(run_dir.name)
     ax.legend(loc="lower right")
@@ -218,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     train = sub.add_parser("train", help="train a meta-learner")
     algos = train.add_subparsers(dest="algo", required=True)
     helps = {"rl2": "RL^2: a recurrent policy trained with PPO over trials",
-             "maml": "MAML-RL: VPG inner steps, TRPO/PPO outer step, all tasks batched"}
+             "maml": "MAML-RL: VPG inner steps, TRPO/PPO outer step, all tasks batched",
+             "reptile": "Reptile: k inner policy-gradient steps per task, phi += eps (phi~ - phi)",
+             "maesn": "MAESN: latent exploration noise adapted per task (sparse-reward goals)"}
     for name in ALGOS:
         _, cls = _algo(name)
         p = algos.add_parser(name, help=helps.get(name, name), formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -35,3 +35,19 @@ def test_bad_option_values_are_refused(capsys):
         main(["train", "maml", "--first-order", "perhaps"])
     assert "expected true or false" in capsys.readouterr().err
     assert main(["eval", "/nonexistent/run"]) == 2
+
+
+@pytest.mark.parametrize("algo,opts", [
+    ("reptile", ["--meta-batch-size", "2", "--trajectories-per-task", "2", "--iterations", "2", "--eval-tasks", "3",
+                 "--eval-steps", "1"]),
+    ("maesn", ["--meta-batch-size", "2", "--trajectories-per-task", "2", "--iterations", "2", "--eval-tasks", "3",
+               "--eval-steps", "1"]),
+])
+def test_reptile_and_maesn_train_eval_plot(tmp_path, capsys, algo, opts):
+    run = tmp_path / algo
+    assert main(["train", algo, *opts, "--run-dir", str(run), "--quiet"]) == 0
+    assert "adaptation steps" in capsys.readouterr().out
+    assert main(["eval", str(run), "--tasks", "3"]) == 0
+    assert main(["plot", str(run)]) == 0
+    assert main(["train", algo, "--resume", str(run), "--quiet"]) == 2      # not resumable yet: a clear error
+    assert "cannot resume" in capsys.readouterr().err

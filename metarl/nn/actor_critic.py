@@ -202,19 +202,7 @@ class RecurrentActorCritic(nn.Module):
         else:
             _check_tensor("actions", actions, (t_len, bsz, self.num_outputs), torch.float32, dev)
 
-        cell = self.cell
-        keep_seq = (~reset_seq).to(torch.float32)[..., None]
-        # the input half of every step's gates in one GEMM: [T, B, 4H]
-        x_gates = obs_seq @ cell.weight_ih.t() + (cell.bias_ih + cell.bias_hh)
-        hs = []
-        for t in range(t_len):
-            h = h * keep_seq[t]
-            c = c * keep_seq[t]
-            i, f, g, o = (x_gates[t] + h @ cell.weight_hh.t()).chunk(4, dim=1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
-            hs.append(h)
-        hs = torch.stack(hs)                                   # [T, B, H]
+        hs = self._lstm_sequence(obs_seq, h, c, reset_seq)      # [T, B, H]
         head = self.policy_head(hs)
         value = self.value_head(hs)[..., 0]
         if self.discrete:
@@ -226,6 +214,27 @@ class RecurrentActorCritic(nn.Module):
             log_prob = (-0.5 * z * z - self.log_std - HALF_LOG_2PI).sum(-1)
             entropy = (0.5 + HALF_LOG_2PI + self.log_std).sum().expand(t_len, bsz)
         return log_prob, entropy, value
+
+    def _lstm_sequence(self, obs_seq, h, c, reset_seq):
+        """The LSTM's outputs ``[T, B, H]`` along the sequence, differentiable: torch's own fused
+        LSTM (oneDNN on the CPU, cuDNN on a GPU; forward and backward) over each reset-free
+        segment — a new segment starts at every step where some row resets, whose rows of
+        (h, c) are zeroed first. Under RL^2 resets come at trial starts only, so a rollout of
+        whole trials is one or a few segments. Measured against the former per-step Python
+        loop: bench/RESULTS.md (RL^2 section)."""
+        cell = self.cell
+        weights = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
+        t_len = obs_seq.shape[0]
+        bounds = sorted({0, *reset_seq.any(1).nonzero().flatten().tolist()}) + [t_len]
+        outs = []
+        for s, e in zip(bounds[:-1], bounds[1:]):
+            zero = reset_seq[s][:, None]
+            h, c = torch.where(zero, 0.0, h), torch.where(zero, 0.0, c)
+            out, h, c = torch.lstm(obs_seq[s:e], (h[None], c[None]), weights, True, 1, 0.0, self.training,
+                                   False, False)
+            h, c = h[0], c[0]
+            outs.append(out)
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def extra_repr(self) -> str:
         kind = f"Discrete({self.num_outputs})" if self.discrete else f"Gaussian(d={self.num_outputs})"
