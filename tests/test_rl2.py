@@ -90,3 +90,20 @@ def test_evaluate_uses_held_out_tasks_one_trial_each():
     r = evaluate(policy, cfg, num_tasks=30)
     assert r.shape == (30,) and bool(((r >= 0) & (r <= cfg.episodes_per_trial)).all())
     assert torch.equal(r, evaluate(policy, cfg, num_tasks=30))     # deterministic
+
+
+def test_return_normalizer_matches_the_pooled_mean_and_std():
+    from metarl.algos.rl2 import ReturnNormalizer
+
+    g = torch.Generator().manual_seed(0)
+    chunks = [torch.randn(7, 5, generator=g) * 30 + 80, torch.randn(3, 11, generator=g) * 5 - 2,
+              torch.randn(1, 1, generator=g)]
+    norm = ReturnNormalizer()
+    for c in chunks:
+        norm.update(c)
+    pooled = torch.cat([c.flatten() for c in chunks]).double()
+    torch.testing.assert_close(norm.mean, pooled.mean())
+    torch.testing.assert_close(norm.std, pooled.var(unbiased=False).sqrt())
+    fresh = ReturnNormalizer()
+    fresh.load_state_dict(norm.state_dict())
+    assert float(fresh.mean) == float(norm.mean) and float(fresh.std) == float(norm.std)

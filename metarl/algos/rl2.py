@@ -155,11 +155,53 @@ def _last_value(policy, carry: Carry) -> torch.Tensor:
     return value[0]
 
 
-def ppo_update(policy, optimizer, ro, cfg: RL2Config, ent_coef: float, generator: torch.Generator) -> dict:
+class ReturnNormalizer:
+    """Running mean and variance of the value targets (Welford over all updates): the value head
+    predicts normalised returns, so a trial return of ~100 (TabularMDP) trains the value head at
+    the same scale as one of ~6 (bandits) and does not drown the policy gradient under the
+    global gradient-norm clip."""
+
+    def __init__(self, device="cpu"):
+        self.count = torch.zeros((), dtype=torch.float64, device=device)
+        self.mean = torch.zeros((), dtype=torch.float64, device=device)
+        self.m2 = torch.zeros((), dtype=torch.float64, device=device)
+
+    @property
+    def std(self) -> torch.Tensor:
+        var = self.m2 / self.count if float(self.count) > 1 else torch.ones_like(self.m2)
+        return var.clamp_min(1e-8).sqrt()
+
+    def update(self, x: torch.Tensor) -> None:
+        x = x.detach().double().flatten()
+        n, mean = x.numel(), x.mean()
+        delta = mean - self.mean
+        total = self.count + n
+        self.mean = self.mean + delta * n / total
+        self.m2 = self.m2 + ((x - mean) ** 2).sum() + delta ** 2 * self.count * n / total
+        self.count = total
+
+    def state_dict(self) -> dict:
+        return {"count": self.count.cpu(), "mean": self.mean.cpu(), "m2": self.m2.cpu()}
+
+    def load_state_dict(self, sd: dict) -> None:
+        for k in ("count", "mean", "m2"):
+            setattr(self, k, sd[k].to(self.count.device))
+
+
+def ppo_update(policy, optimizer, ro, cfg: RL2Config, ent_coef: float, generator: torch.Generator,
+               normalizer: ReturnNormalizer | None = None) -> dict:
     """One PPO update on a rollout: GAE over trials, clipped surrogate, value loss, entropy bonus.
+    With ``normalizer`` the value head works in normalised units (see :class:`ReturnNormalizer`).
     Returns the mean losses (floats)."""
     dones = torch.cat([ro.resets[1:], ro.carry.reset[None]])     # the trial ends after step t
-    adv, ret = gae(ro.rewards, ro.values, dones, _last_value(policy, ro.carry), cfg.gamma, cfg.gae_lambda)
+    mean, std = (0.0, 1.0) if normalizer is None else (float(normalizer.mean), float(normalizer.std))
+    values = ro.values * std + mean
+    last = _last_value(policy, ro.carry) * std + mean
+    adv, ret = gae(ro.rewards, values, dones, last, cfg.gamma, cfg.gae_lambda)
+    if normalizer is not None:
+        normalizer.update(ret)
+        mean, std = float(normalizer.mean), float(normalizer.std)
+    ret = (ret - mean) / std
     n = ro.rewards.shape[1]
     h0, c0 = ro.state0
     stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0}
@@ -285,6 +327,7 @@ def train(cfg: RL2Config, run_dir=None, *, resume: bool = False, progress: bool 
     per_update = steps * cfg.num_envs
     iterations = max(1, cfg.total_env_steps // per_update)
     acc = torch.zeros(cfg.num_envs, device=cfg.device)
+    normalizer = ReturnNormalizer()
     it, carry, recent = 0, None, []
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -299,6 +342,7 @@ def train(cfg: RL2Config, run_dir=None, *, resume: bool = False, progress: bool 
             g.set_state(ck["generator"])
             g_cpu.set_state(ck["generator_cpu"])
             acc.copy_(ck["trial_acc"])
+            normalizer.load_state_dict(ck["normalizer"])
             it, recent = ck["iteration"], list(ck["recent"])
             carry = Carry(ck["carry"]["obs"].to(cfg.device), ck["carry"]["reset"].to(cfg.device),
                           tuple(s.to(cfg.device) for s in ck["carry"]["state"]))
@@ -321,6 +365,7 @@ def train(cfg: RL2Config, run_dir=None, *, resume: bool = False, progress: bool 
         return {"config": dataclasses.asdict(cfg), "iteration": it, "policy": policy.state_dict(),
                 "optimizer": optimizer.state_dict(), "env": env.state_dict(), "generator": g.get_state(),
                 "generator_cpu": g_cpu.get_state(), "trial_acc": acc.cpu(), "recent": recent,
+                "normalizer": normalizer.state_dict(),
                 "carry": {"obs": carry.obs.cpu(), "reset": carry.reset.cpu(),
                           "state": tuple(s.cpu() for s in carry.state)}}
 
@@ -333,7 +378,7 @@ def train(cfg: RL2Config, run_dir=None, *, resume: bool = False, progress: bool 
             carry = ro.carry
             recent = (recent + _trial_returns(ro, acc))[-4 * cfg.num_envs:]
             ent_coef = cfg.ent_coef * (1.0 - it / iterations)
-            stats = ppo_update(policy, optimizer, ro, cfg, ent_coef, g_cpu)
+            stats = ppo_update(policy, optimizer, ro, cfg, ent_coef, g_cpu, normalizer)
             it += 1
             steps_done += per_update
             rate = steps_done / (time.perf_counter() - start)
