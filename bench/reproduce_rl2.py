@@ -36,8 +36,8 @@ ROWS = {   # config and training budget (env steps)
     "bandit-10-5": (dict(env="Bandit-v0", arms=5, episodes_per_trial=10), 3_000_000),
     "bandit-10-10": (dict(env="Bandit-v0", arms=10, episodes_per_trial=10), 6_000_000),
     "bandit-100-5": (dict(env="Bandit-v0", arms=5, episodes_per_trial=100, num_envs=512), 30_000_000),
-    "mdp-10": (dict(env="TabularMDP-v0", episodes_per_trial=10, num_envs=512), 30_000_000),
-    "mdp-25": (dict(env="TabularMDP-v0", episodes_per_trial=25, num_envs=512), 60_000_000),
+    "mdp-10": (dict(env="TabularMDP-v0", episodes_per_trial=10, num_envs=512, normalize_returns=True), 30_000_000),
+    "mdp-25": (dict(env="TabularMDP-v0", episodes_per_trial=25, num_envs=512, normalize_returns=True), 60_000_000),
 }
 
 

@@ -85,6 +85,10 @@ class RL2Config:
     """Value-loss weight."""
     max_grad_norm: float = 1.0
     """Gradient clipping (global norm)."""
+    normalize_returns: bool = False
+    """Train the value head on normalised returns (running mean/std). Needed where trial returns
+    are large (TabularMDP: 113.8 vs 98.3 = Random after 30M steps); off by default because it
+    measured worse on bandits n = 10 (6.41 vs 6.53 after 3M steps)."""
     seed: int = 0
     """Seed of the envs, tasks, policy init and sampling."""
     device: str = "cpu"
@@ -378,7 +382,8 @@ def train(cfg: RL2Config, run_dir=None, *, resume: bool = False, progress: bool 
             carry = ro.carry
             recent = (recent + _trial_returns(ro, acc))[-4 * cfg.num_envs:]
             ent_coef = cfg.ent_coef * (1.0 - it / iterations)
-            stats = ppo_update(policy, optimizer, ro, cfg, ent_coef, g_cpu, normalizer)
+            stats = ppo_update(policy, optimizer, ro, cfg, ent_coef, g_cpu,
+                               normalizer if cfg.normalize_returns else None)
             it += 1
             steps_done += per_update
             rate = steps_done / (time.perf_counter() - start)
