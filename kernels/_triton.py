@@ -37,6 +37,15 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def require_triton(device) -> None:
+    """Raise ``ValueError`` unless ``backend="triton"`` can run on ``device``: Triton installed,
+    and on the CPU only under the interpreter (tests). Every op's backend choice calls this."""
+    if not triton_available():
+        raise ValueError("backend='triton' but Triton is not installed (pip install triton)")
+    if device.type == "cpu" and not triton_interpret():
+        raise ValueError("backend='triton' on the CPU needs TRITON_INTERPRET=1 (the interpreter; for tests)")
+
+
 class LazyKernel:
     """A Triton kernel compiled on first use: ``kernel[grid](*args, **meta)``."""
 

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from metarl.kernels._triton import constexpr, lazy_jit
+from metarl.kernels._triton import constexpr, lazy_jit, require_triton
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
     import triton.language as tl
@@ -440,7 +440,6 @@ def _launch_triton(obs, h, c, reset, packed, noise, out):
 
 # ----------------------------------------------------------------------------- public op
 def _resolve_backend(backend, device) -> str:
-    from metarl.backend import triton_available, triton_interpret
 
     if backend is None:
         return "triton" if device.type == "cuda" else "numba"
@@ -451,10 +450,7 @@ def _resolve_backend(backend, device) -> str:
     if backend == "numba" and device.type != "cpu":
         raise ValueError(f"backend='numba' runs on the CPU, but the tensors are on {device}")
     if backend == "triton":
-        if not triton_available():
-            raise ValueError("backend='triton' but Triton is not installed (pip install triton)")
-        if device.type == "cpu" and not triton_interpret():
-            raise ValueError("backend='triton' on the CPU needs TRITON_INTERPRET=1 (the interpreter; for tests)")
+        require_triton(device)
     return backend
 
 

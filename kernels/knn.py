@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from metarl.kernels._triton import constexpr, lazy_jit, triton_available, triton_interpret
+from metarl.kernels._triton import constexpr, lazy_jit, require_triton, triton_available
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
     import triton.language as tl
@@ -417,10 +417,7 @@ def _resolve_backend(backend, device, k) -> str:
         if not hasattr(_C, "knn_l2"):
             raise ValueError("backend='cpp' but metarl._C has no knn_l2 (rebuild the extension)")
     if backend == "triton":
-        if not triton_available():
-            raise ValueError("backend='triton' but Triton is not installed (pip install triton)")
-        if device.type == "cpu" and not triton_interpret():
-            raise ValueError("backend='triton' on the CPU needs TRITON_INTERPRET=1 (the interpreter; for tests)")
+        require_triton(device)
         if k > TRITON_MAX_K:
             raise ValueError(f"backend='triton' supports k <= {TRITON_MAX_K}, got k={k} (use backend='torch')")
     return backend

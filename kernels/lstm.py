@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from metarl.kernels._triton import constexpr, lazy_jit, triton_available, triton_interpret
+from metarl.kernels._triton import constexpr, lazy_jit, require_triton, triton_available, triton_interpret
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
     import triton.language as tl
@@ -449,10 +449,7 @@ def resolve_backend(backend: str | None, device: torch.device, dtype: torch.dtyp
         if dtype != torch.float32:
             raise TypeError(f"backend='numba' computes in float32, got {dtype}; use backend='torch'")
     if backend == "triton":
-        if not triton_available():
-            raise ValueError("backend='triton' but Triton is not installed (pip install triton)")
-        if device.type == "cpu" and not triton_interpret():
-            raise ValueError("backend='triton' on the CPU needs TRITON_INTERPRET=1 (the interpreter; for tests)")
+        require_triton(device)
         if dtype not in (torch.float32, torch.bfloat16):
             raise TypeError(f"backend='triton' takes float32 or bfloat16 weights, got {dtype}")
     return backend

@@ -50,7 +50,7 @@ import torch
 from numba import njit, prange
 from torch.autograd.function import once_differentiable
 
-from metarl.kernels._triton import constexpr, lazy_jit
+from metarl.kernels._triton import constexpr, lazy_jit, require_triton
 from metarl.kernels.envs._launch import TRITON_OPTIONS, call_numba
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
@@ -283,7 +283,6 @@ class _GAEFunction(torch.autograd.Function):
 
 # ----------------------------------------------------------------------------- public op
 def _resolve_backend(backend, device: torch.device, dtype: torch.dtype) -> str:
-    from metarl.backend import triton_available, triton_interpret
 
     if backend is None:
         if device.type == "cuda":
@@ -298,10 +297,7 @@ def _resolve_backend(backend, device: torch.device, dtype: torch.dtype) -> str:
     if backend == "triton":
         if dtype != torch.float32:
             raise TypeError(f"backend='triton' needs float32 tensors, got {dtype} (use backend='torch')")
-        if not triton_available():
-            raise ValueError("backend='triton' but Triton is not installed (pip install triton)")
-        if device.type == "cpu" and not triton_interpret():
-            raise ValueError("backend='triton' on the CPU needs TRITON_INTERPRET=1 (the interpreter; for tests)")
+        require_triton(device)
     return backend
 
 

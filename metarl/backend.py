@@ -11,7 +11,7 @@ import importlib.util
 
 import torch
 
-from metarl.kernels._triton import triton_available, triton_interpret
+from metarl.kernels._triton import require_triton, triton_available, triton_interpret
 
 ENV_BACKENDS = ("torch", "numba", "triton", "cpp")
 
@@ -66,8 +66,5 @@ def resolve_env_backend(backend: str | None, device: torch.device, kernels=None)
         if not cpp_available():
             raise ValueError("backend='cpp' but the metarl._C extension is not built")
     if backend == "triton":
-        if not triton_available():
-            raise ValueError("backend='triton' but Triton is not installed (pip install triton)")
-        if device.type == "cpu" and not triton_interpret():
-            raise ValueError("backend='triton' on the CPU needs TRITON_INTERPRET=1 (the interpreter; for tests)")
+        require_triton(device)
     return backend
