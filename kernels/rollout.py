@@ -57,7 +57,7 @@ from metarl.kernels.actor_critic import (
 from metarl.kernels.actor_critic import _step_tl as _actor_critic_step_tl
 from metarl.kernels.envs import bandit, cartpole, navigation2d, tabular_mdp
 from metarl.kernels.envs._autoreset import SAME_STEP
-from metarl.kernels.envs._launch import _triton_meta
+from metarl.kernels.envs._launch import _obs_dim, _triton_meta
 from metarl.kernels.envs.bandit import _step_tl as _bandit_step_tl
 from metarl.kernels.envs.cartpole import _step_tl as _cartpole_step_tl
 from metarl.kernels.envs.navigation2d import _step_tl as _navigation2d_step_tl
@@ -265,13 +265,13 @@ def _launch_numba(fam, env_args, key, max_steps, packed, inp, resets, h, c, nois
     n, hid = h.shape
     one = np.zeros(1, dtype=np.float32)
     discrete = packed.discrete
-    d = fam.obs_dim(params) if hasattr(fam, "obs_dim") else fam.OBS_DIM
+    d = _obs_dim(fam, params)
     ep = episodes.numpy() if episodes is not None else np.zeros(n, dtype=np.int64)
-    threads = numba.get_num_threads()
-    # One thread pool only: Numba's, on every core, with BLAS held to one thread inside it (measured on
-    # 2 cores, CartPole, H = 64: OpenBLAS's own pool beside Numba's made N = 4096 ~6x slower, the pools
-    # spinning against each other; one Numba thread left a core idle: N = 64 1.2e6 vs 2.1e6 env-steps/s).
-    use = threads
+    # One thread pool only: Numba's, on every core (the GEMM in one row block per thread), with BLAS held
+    # to one thread inside it (measured on 2 cores, CartPole, H = 64: OpenBLAS's own pool beside Numba's
+    # made N = 4096 ~6x slower, the pools spinning against each other; one Numba thread left a core
+    # idle: N = 64 1.2e6 vs 2.1e6 env-steps/s).
+    chunks = numba.get_num_threads()
     args = (
         fam._step_nb, state.numpy(), elapsed.numpy(), needs_reset.numpy(), counter.numpy(),
         tuple(p.numpy() for p in params), key.numpy(), max_steps,
@@ -284,13 +284,10 @@ def _launch_numba(fam, env_args, key, max_steps, packed, inp, resets, h, c, nois
         h.numpy(), c.numpy(), ep, episodes_per_trial,
         np.empty((n, packed.w.shape[1] + 1), dtype=np.float32), np.empty((n, 4 * hid), dtype=np.float32),
         np.empty((n, packed.num_outputs + 1), dtype=np.float32), np.empty((n, d), dtype=np.float32),
-        np.empty((n, d), dtype=np.float32), use,
+        np.empty((n, d), dtype=np.float32), chunks,
     )
-    try:
-        with _blas_controller().limit(limits=1, user_api="blas"):
-            _rollout_nb(*args)
-    finally:
-        numba.set_num_threads(threads)
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        _rollout_nb(*args)
 
 
 # ----------------------------------------------------------------------------- triton
@@ -387,7 +384,7 @@ def _launch_triton(fam, env_args, key, max_steps, packed, inp, resets, h, c, noi
     actions, log_probs, values, rewards, terminated, truncated = out
     steps, n, x = noise.shape[0], inp.shape[1], inp.shape[2]
     hid = h.shape[1]
-    d = fam.obs_dim(params) if hasattr(fam, "obs_dim") else fam.OBS_DIM
+    d = _obs_dim(fam, params)
     h2 = torch.empty((2, n, hid), dtype=torch.float32, device=h.device)
     c2 = torch.empty_like(h2)
     h2[0] = h
