@@ -57,7 +57,7 @@ HIDDEN = (128, 256)
 BATCH = (1, 64, 1024, 4096)
 REPEATS = 5
 COLUMNS = ("numba", "torch", "unfused", "gemm")
-CUDA_COLUMNS = ("triton@cuda", "torch@cuda", "unfused@cuda")
+CUDA_COLUMNS = ("triton@cuda", "triton-tf32@cuda", "triton-bf16@cuda", "torch@cuda", "unfused@cuda")
 TARGET_SPEEDUP_B64 = 1.3      # fused >= 1.3x the unfused sequence at B = 64 (issue 4)
 TARGET_FLOOR_RATIO = 1.25     # fused within 1.25x of the GEMM floor at B >= 1024
 
@@ -142,13 +142,14 @@ def inputs(bsz, hidden, device):
     return obs, reset
 
 
-def bench_fused(bsz, hidden, seconds, backend, device) -> dict:
+def bench_fused(bsz, hidden, seconds, backend, device, precision="fp32") -> dict:
     import gymnasium as gym
     import torch
 
     from metarl.nn.actor_critic import RecurrentActorCritic
     torch.manual_seed(0)
-    policy = RecurrentActorCritic(OBS_DIM, gym.spaces.Discrete(NUM_ACTIONS), hidden, backend=backend, device=device)
+    policy = RecurrentActorCritic(OBS_DIM, gym.spaces.Discrete(NUM_ACTIONS), hidden, backend=backend, device=device,
+                                  precision=precision)
     obs, reset = inputs(bsz, hidden, device)
     gen = torch.Generator(device=device).manual_seed(0)
     state = [policy.initial_state(bsz)]
@@ -204,7 +205,8 @@ def bench_column(column, sizes, seconds) -> list[dict]:
                 out.append(bench_gemm(bsz, hidden, seconds))
             else:
                 backend, _, device = column.partition("@")
-                out.append(bench_fused(bsz, hidden, seconds, backend, device or "cpu"))
+                backend, _, precision = backend.partition("-")
+                out.append(bench_fused(bsz, hidden, seconds, backend, device or "cpu", precision or "fp32"))
         except Exception as e:
             out.append({"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
     return out
@@ -265,17 +267,21 @@ def markdown_table(rows, columns, rate, gpu=None) -> str:
         mm, bw = gpu
         note += (f"\n\nGPU floor per step = max(FLOPs / {mm / 1e12:.1f} TFLOP/s (fp32 torch.mm 8192^2, TF32 off), "
                  f"bytes / {bw / 1e12:.2f} TB/s (device copy, read + write)):\n\n| H | B | triton@cuda (us) | "
-                 "GPU floor (us) | bound | triton / floor | unfused@cuda / triton |\n"
-                 "|---:|---:|---:|---:|---|---:|---:|")
+                 "tf32 (us) | bf16 (us) | GPU floor (us) | bound | triton / floor | bf16 / floor | "
+                 "unfused@cuda / triton | unfused@cuda / bf16 |\n"
+                 "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
         for row in rows:
             res = row["results"]
             t_us = res["triton@cuda"].get("us")
             fl, by = row["flops"] / mm * 1e6, row["bytes"] / bw * 1e6
             floor = max(fl, by)
             u_us = res["unfused@cuda"].get("us")
-            note += (f"\n| {row['hidden']} | {row['batch']} | {t_us:.1f} | {floor:.2f} | "
-                     f"{'memory' if by >= fl else 'FLOPs'} | {t_us / floor:.1f}x | {u_us / t_us:.2f}x |"
-                     if t_us and u_us else f"\n| {row['hidden']} | {row['batch']} | n/a | {floor:.2f} | | | |")
+            tf_us = res.get("triton-tf32@cuda", {}).get("us", float("nan"))
+            bf_us = res.get("triton-bf16@cuda", {}).get("us", float("nan"))
+            note += (f"\n| {row['hidden']} | {row['batch']} | {t_us:.1f} | {tf_us:.1f} | {bf_us:.1f} | {floor:.2f} | "
+                     f"{'memory' if by >= fl else 'FLOPs'} | {t_us / floor:.1f}x | {bf_us / floor:.1f}x | "
+                     f"{u_us / t_us:.2f}x | {u_us / bf_us:.2f}x |"
+                     if t_us and u_us else f"\n| {row['hidden']} | {row['batch']} | n/a | | | {floor:.2f} | | | | | |")
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 

@@ -1,12 +1,13 @@
 #!/bin/bash
 # One lent-GPU session, as run for bench/RESULTS.md: install metarl on the GPU machine's image
-# (carrying wheels in .whl/ for what it lacks), run the cuda-marked tests with compiled Triton
-# (TRITON_INTERPRET=0), then the GPU benchmarks. Logs go to $OUT (or /tmp/gpu-out).
-#   usage: bash bench/gpu_session.sh [tests|bench|all] [extra test files...]
+# (carrying wheels in .whl/ for what it lacks), run every cuda-marked test with compiled Triton
+# (TRITON_INTERPRET=0), then the GPU measurements. Logs go to $OUT (or /tmp/gpu-out).
+#   usage: bash bench/gpu_session.sh [tests|tune|bench|all]
+#   tests: pytest -m cuda tests/          tune: bench/gpu_tune.py ac (tiles per precision, step vs unfused)
+#   bench: bench/actor_critic.py, bench/rollout.py, bench/envs.py on the GPU      all: tests + tune + bench
 set -u
 cd "$(dirname "$0")/.."
 what=${1:-all}
-shift || true
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0
@@ -19,15 +20,20 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . > "$OUT
   METARL_NO_CPP=1 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
 python3 -c "import torch, triton, metarl.backend as b; print('torch', torch.__version__, 'triton', triton.__version__, b.available())"
-if [ "$what" != bench ]; then
-  timeout 300 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_env_cuda.py tests/test_nn_cuda.py \
-    tests/test_rollout_cuda.py --continue-on-collection-errors "$@" 2>&1 | tee "$OUT/cuda_tests.log" | tail -25
+if [ "$what" = tests ] || [ "$what" = all ]; then
+  timeout 200 python3 -m pytest -q -p no:cacheprovider -m cuda tests --continue-on-collection-errors 2>&1 \
+    | tee "$OUT/cuda_tests.log" | tail -30
 fi
-if [ "$what" != tests ]; then
-  timeout 150 python3 bench/actor_critic.py --device cuda --hidden 128,256 --batch 64,1024,4096 --seconds 0.3 \
-    2>&1 | tee "$OUT/bench_actor_critic.log" | tail -22
+if [ "$what" = tune ] || [ "$what" = all ]; then
+  timeout 170 python3 bench/gpu_tune.py ac 2>&1 | tee "$OUT/gpu_tune.log" | grep -v "^  ac B=.*BLOCK" | tail -12
+fi
+if [ "$what" = bench ] || [ "$what" = all ]; then
+  timeout 120 python3 bench/actor_critic.py --device cuda --hidden 256 --batch 64,1024,4096 --seconds 0.3 \
+    2>&1 | tee "$OUT/bench_actor_critic.log" | tail -14
+fi
+if [ "$what" = bench ]; then
   timeout 120 python3 bench/rollout.py --device cuda --envs 1024,4096,16384 2>&1 | tee "$OUT/bench_rollout.log" | tail -6
   timeout 120 python3 bench/envs.py --device cuda --envs CartPole-v1,Bandit-v0 --sizes 65536,1048576 \
     2>&1 | tee "$OUT/bench_envs.log" | tail -16
-  cp bench/results/*.json "$OUT/" 2>/dev/null || true
 fi
+cp bench/results/*.json "$OUT/" 2>/dev/null || true

@@ -28,44 +28,113 @@ def rates():
     src = torch.randn(1 << 28, device="cuda")
     dst = torch.empty_like(src)
     bw = 8 * src.numel() / (do_bench(lambda: dst.copy_(src), return_mode="median") * 1e-3)
+    a16 = a.bfloat16()
+    mm16 = 2 * 8192 ** 3 / (do_bench(lambda: torch.mm(a16, a16), return_mode="median") * 1e-3)
+    print(f"bf16 mm {mm16 / 1e12:.0f} TFLOP/s", flush=True)
     return mm, bw
 
 
 def tune_actor_critic(bsz=4096, hid=256, obs_dim=16, acts=4):
+    """Block shapes x warps x stages for each gate-GEMM precision (fp32 IEEE, TF32, bf16
+    weights), the kernel alone; error against the fp32 reference on the same rounded weights."""
     g = torch.Generator(device="cuda").manual_seed(0)
     w_ih = torch.randn(4 * hid, obs_dim, device="cuda", generator=g) * 0.1
     w_hh = torch.randn(4 * hid, hid, device="cuda", generator=g) * 0.1
     b = torch.zeros(4 * hid, device="cuda")
     w_pi, b_pi = torch.randn(acts, hid, device="cuda", generator=g), torch.zeros(acts, device="cuda")
     w_v, b_v = torch.randn(1, hid, device="cuda", generator=g), torch.zeros(1, device="cuda")
-    packed = ac.pack_actor_critic(w_ih, w_hh, b, b, w_pi, b_pi, w_v, b_v)
     obs = torch.randn(bsz, obs_dim, device="cuda", generator=g)
     h, c = torch.randn(bsz, hid, device="cuda"), torch.randn(bsz, hid, device="cuda")
     reset = torch.zeros(bsz, dtype=torch.bool, device="cuda")
     noise = torch.rand(bsz, acts, device="cuda", generator=g)
     out = (torch.empty(bsz, dtype=torch.int64, device="cuda"), torch.empty(bsz, device="cuda"),
            torch.empty(bsz, device="cuda"), torch.empty(bsz, hid, device="cuda"), torch.empty(bsz, hid, device="cuda"))
-    ref = ac.actor_critic_step_reference(obs, h, c, reset, *packed.params[:8], noise)
     rows = []
-    for bb, bn, bk, warps, prec in itertools.product((32, 64, 128), (32, 64), (32,), (4, 8), ("ieee", "tf32")):
-        def launch():
-            ac._step_tl[(triton.cdiv(bsz, bb),)](
-                *out, obs, obs.stride(0), h, c, reset, noise, packed.w, packed.bias, packed.w_head, packed.b_head,
-                packed.b_head, bsz, obs_dim, hid, acts, DISCRETE=True, BLOCK_B=bb, BLOCK_N=bn, BLOCK_K=bk,
-                BLOCK_A=8, PRECISION=prec, num_warps=warps)
-        try:
-            launch()
-            torch.cuda.synchronize()
-            err = (out[3] - ref[3]).abs().max().item()
-            us = do_bench(launch, return_mode="median") * 1e3
-        except Exception as e:  # noqa: BLE001 - a config that does not compile is reported, not fatal
-            rows.append({"block_b": bb, "block_n": bn, "warps": warps, "precision": prec, "error": repr(e)[:120]})
-            continue
-        rows.append({"block_b": bb, "block_n": bn, "block_k": bk, "warps": warps, "precision": prec, "us": us,
-                     "max_abs_err_h": err})
-        print(f"  ac B={bsz} H={hid} BLOCK_B={bb} BLOCK_N={bn} warps={warps} {prec}: {us:.1f} us (err {err:.1e})",
-              flush=True)
+    grid = {"fp32": list(itertools.product((32,), (64,), (32,), (8,), (3,))),
+            "tf32": list(itertools.product((16, 32, 64), (64, 128), (32,), (4, 8), (3,))),
+            "bf16": list(itertools.product((16, 32, 64), (64, 128), (32, 64), (4, 8), (3,)))}
+    for precision, configs in grid.items():
+        packed = ac.pack_actor_critic(w_ih, w_hh, b, b, w_pi, b_pi, w_v, b_v, precision=precision)
+        ref = ac.actor_critic_step_reference(obs, h, c, reset, *packed.params[:8], noise)
+        prec = ac.triton_precision(packed)
+        best = None
+        for bb, bn, bk, warps, stages in configs:
+            def launch():
+                ac._step_tl[(triton.cdiv(bsz, bb),)](
+                    *out, obs, obs.stride(0), h, c, reset, noise, packed.w_dot, packed.bias, packed.w_head,
+                    packed.b_head, packed.b_head, bsz, obs_dim, hid, acts, DISCRETE=True, BLOCK_B=bb, BLOCK_N=bn,
+                    BLOCK_K=bk, BLOCK_A=8, PRECISION=prec, num_warps=warps, num_stages=stages)
+            cfg = {"precision": precision, "block_b": bb, "block_n": bn, "block_k": bk, "warps": warps,
+                   "stages": stages}
+            try:
+                launch()
+                torch.cuda.synchronize()
+                err = (out[3] - ref[3]).abs().max().item()
+                us = do_bench(launch, return_mode="median") * 1e3
+            except Exception as e:  # noqa: BLE001 - a config that does not compile is reported, not fatal
+                rows.append({**cfg, "error": repr(e)[:160]})
+                continue
+            rows.append({**cfg, "us": us, "max_abs_err_h": err})
+            if best is None or us < best["us"]:
+                best = rows[-1]
+        print(f"  ac B={bsz} H={hid} {precision}: best {best}", flush=True)
+        if best is not None:   # the step comparison below runs with the tuned tiles
+            ac.CUDA_TILES[precision] = tuple(best[k] for k in ("block_b", "block_n", "block_k", "warps", "stages"))
     return rows
+
+
+def step_vs_unfused(bsz=4096, hid=256, obs_dim=16, acts=4, calls=300):
+    """Whole steps as a rollout calls them (RecurrentActorCritic.step, host work included)
+    against the unfused torch sequence, microseconds per step (median of 5 timed blocks)."""
+    import time
+
+    import gymnasium as gym
+
+    from metarl.nn import RecurrentActorCritic
+
+    obs = torch.randn(bsz, obs_dim, device="cuda")
+    reset = (torch.arange(bsz, device="cuda") % 16) == 5
+
+    def timed(step):
+        for _ in range(20):
+            step()
+        torch.cuda.synchronize()
+        blocks = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(calls // 5):
+                step()
+            torch.cuda.synchronize()
+            blocks.append((time.perf_counter() - t0) / (calls // 5) * 1e6)
+        return sorted(blocks)[2]
+
+    res = {}
+    for precision in ("fp32", "tf32", "bf16"):
+        torch.manual_seed(0)
+        policy = RecurrentActorCritic(obs_dim, gym.spaces.Discrete(acts), hid, device="cuda", precision=precision)
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        state = [policy.initial_state(bsz)]
+
+        def fused():
+            state[0] = policy.step(obs, state[0], reset, generator=gen)[3]
+        res[f"fused-{precision}"] = timed(fused)
+    cell = torch.nn.LSTMCell(obs_dim, hid, device="cuda")
+    pi, vf = torch.nn.Linear(hid, acts, device="cuda"), torch.nn.Linear(hid, 1, device="cuda")
+    keep = (~reset).float()[:, None]
+    st = [(torch.zeros(bsz, hid, device="cuda"), torch.zeros(bsz, hid, device="cuda"))]
+
+    def unfused():
+        with torch.no_grad():
+            h, c = st[0]
+            h, c = cell(obs, (h * keep, c * keep))
+            vf(h)
+            dist = torch.distributions.Categorical(logits=pi(h))
+            dist.log_prob(dist.sample())
+            st[0] = (h, c)
+    res["unfused"] = timed(unfused)
+    for k, v in res.items():
+        print(f"  step B={bsz} H={hid} {k}: {v:.1f} us/step; unfused / this = {res['unfused'] / v:.2f}x", flush=True)
+    return res
 
 
 def bench_knn(mm, bw):
@@ -101,10 +170,11 @@ def main():
     mm, bw = rates()
     print(f"fp32 mm {mm / 1e12:.1f} TFLOP/s (TF32 off), copy {bw / 1e12:.2f} TB/s; {torch.cuda.get_device_name()}")
     res = {"device": torch.cuda.get_device_name(), "mm_flops": mm, "copy_bw": bw}
-    if "knn" in sys.argv[1:] or len(sys.argv) == 1:
+    if "knn" in sys.argv[1:]:
         res["knn"] = bench_knn(mm, bw)
     if "ac" in sys.argv[1:] or len(sys.argv) == 1:
         res["actor_critic"] = tune_actor_critic()
+        res["step_vs_unfused"] = step_vs_unfused()
     with open(os.path.join(out, "gpu_tune.json"), "w") as f:
         json.dump(res, f, indent=1)
 

@@ -33,8 +33,9 @@ Three implementations, side by side:
   rounding there is ~5e-6);
 * Triton (``backend="triton"``, CUDA or ``TRITON_INTERPRET=1``): :func:`_step_tl`, one program
   per block of rows, looping over blocks of hidden units: ``tl.dot`` for the gate GEMM (IEEE
-  fp32), gates + cell + heads (``tl.dot``) + sampling fused. Tested under the interpreter only
-  (no GPU was available when it was written): correct, not yet tuned.
+  fp32 by default; TF32, or bf16 weights with fp32 accumulation, by ``pack_actor_critic``'s
+  ``precision``), gates + cell + heads (``tl.dot``) + sampling fused. Tiles per precision
+  tuned on an H200 (:data:`CUDA_TILES`); tested there against the reference (tests/test_nn_cuda.py).
 
 :func:`actor_critic_step` is the one public op; it takes the weights packed once by
 :func:`pack_actor_critic` (re-pack after the weights change; ``RecurrentActorCritic`` does
@@ -50,12 +51,13 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from metarl.kernels._triton import constexpr, lazy_jit, require_triton
+from metarl.kernels._triton import constexpr, lazy_jit, require_triton, triton_interpret
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
     import triton.language as tl
 
 BACKENDS = ("torch", "numba", "triton")
+PRECISIONS = ("fp32", "tf32", "bf16")
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 # Numba threads for the pointwise pass only from this many rows x hidden units up (see _launch_numba)
 PARALLEL_MIN_WORK = 1 << 17
@@ -107,6 +109,8 @@ class PackedActorCritic(NamedTuple):
     log_std: torch.Tensor | None   # [d] (Gaussian) or None (categorical)
     std: torch.Tensor | None       # [d] exp(log_std) or None
     params: tuple            # the unpacked tensors (w_ih, w_hh, b_ih, b_hh, w_pi, b_pi, w_v, b_v, log_std)
+    precision: str = "fp32"  # the gate GEMM's arithmetic in the Triton kernel (PRECISIONS)
+    w_dot: torch.Tensor | None = None   # [4H, X + H] the copy of w that tl.dot reads (bf16 for "bf16")
 
     @property
     def obs_dim(self) -> int:
@@ -126,9 +130,19 @@ class PackedActorCritic(NamedTuple):
         return self.log_std is None
 
 
-def pack_actor_critic(w_ih, w_hh, b_ih, b_hh, w_pi, b_pi, w_v, b_v, log_std=None) -> PackedActorCritic:
+def pack_actor_critic(w_ih, w_hh, b_ih, b_hh, w_pi, b_pi, w_v, b_v, log_std=None, *,
+                      precision: str = "fp32") -> PackedActorCritic:
     """Pack torch-layout weights (``torch.nn.LSTMCell`` names and shapes, ``nn.Linear`` heads)
-    for :func:`actor_critic_step`. ``log_std`` given means a Gaussian policy head."""
+    for :func:`actor_critic_step`. ``log_std`` given means a Gaussian policy head.
+
+    ``precision`` (one of :data:`PRECISIONS`) is the gate GEMM's arithmetic in the Triton kernel:
+    ``"fp32"`` exact fp32 products (the default, what every backend computes); ``"tf32"`` the
+    tensor cores' fp32 mode (10-bit mantissa products, fp32 accumulation); ``"bf16"`` weights
+    stored in bfloat16 and ``[x, h]`` rounded to bfloat16 for ``tl.dot``, fp32 accumulation and
+    fp32 state. With ``"bf16"`` the fp32 copy ``w`` holds the bf16-rounded weights too, so the
+    CPU backends and the reference use the same weights (their activations stay fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     params = (w_ih, w_hh, b_ih, b_hh, w_pi, b_pi, w_v, b_v, log_std)
     for name, t in zip(("w_ih", "w_hh", "b_ih", "b_hh", "w_pi", "b_pi", "w_v", "b_v", "log_std"), params):
         if t is None and name == "log_std":
@@ -153,12 +167,18 @@ def pack_actor_critic(w_ih, w_hh, b_ih, b_hh, w_pi, b_pi, w_v, b_v, log_std=None
         raise ValueError(f"log_std must have shape ({a},), got {tuple(log_std.shape)}")
     with torch.no_grad():
         w = torch.cat((w_ih, w_hh), dim=1).contiguous()
+        w_dot = w.to(torch.bfloat16) if precision == "bf16" else w
+        if precision == "bf16":
+            w = w_dot.float()
         bias = (b_ih + b_hh).contiguous()
         w_head = torch.cat((w_pi, w_v), dim=0).contiguous()
         b_head = torch.cat((b_pi, b_v)).contiguous()
         ls = None if log_std is None else log_std.detach().contiguous().clone()
     std = None if ls is None else ls.exp()
-    return PackedActorCritic(w, bias, w_head, b_head, ls, std, tuple(p if p is None else p.detach() for p in params))
+    params = tuple(p if p is None else p.detach() for p in params)
+    if precision == "bf16":   # the reference (backend "torch") uses the rounded weights too
+        params = (w[:, :x], w[:, x:]) + params[2:]
+    return PackedActorCritic(w, bias, w_head, b_head, ls, std, params, precision, w_dot)
 
 
 # ----------------------------------------------------------------------------- numba
@@ -333,6 +353,28 @@ def _launch_numba(obs, h, c, reset, packed, noise, out):
 
 # ----------------------------------------------------------------------------- triton
 @lazy_jit
+def _gate_dot_tl(a, w, acc, PRECISION: constexpr):
+    """``acc + a @ w``, fp32 accumulation. ``PRECISION``: ``"ieee"`` exact fp32 products,
+    ``"tf32"`` tensor-core fp32, ``"bf16"`` bf16 operands on the tensor cores, ``"bf16_emulated"``
+    the same products computed in fp32 (the interpreter's tl.dot mishandles bf16 operands)."""
+    if PRECISION == "bf16":
+        acc = tl.dot(a, w, acc)
+    elif PRECISION == "bf16_emulated":
+        acc = tl.dot(a.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
+    else:
+        acc = tl.dot(a, w, acc, input_precision=PRECISION)
+    return acc
+
+
+def triton_precision(packed: PackedActorCritic) -> str:
+    """The ``PRECISION`` meta-parameter of :func:`_step_tl` for ``packed`` (and this process:
+    bf16 is emulated in fp32 under ``TRITON_INTERPRET=1``)."""
+    if packed.precision == "bf16":
+        return "bf16_emulated" if triton_interpret() else "bf16"
+    return "tf32" if packed.precision == "tf32" else "ieee"
+
+
+@lazy_jit
 def _step_tl(
     # outputs (h_out, c_out [B, H] contiguous; action [B] or [B, A]; log_prob, value [B])
     action_ptr, log_prob_ptr, value_ptr, h_out_ptr, c_out_ptr,
@@ -348,8 +390,9 @@ def _step_tl(
 ):
     """The fused step (module docstring) for ``BLOCK_B`` rows. For each block of ``BLOCK_N``
     hidden units: the four gate tiles by ``tl.dot`` over ``BLOCK_K`` chunks of ``[x, h]``
-    (IEEE fp32), the cell update, and the heads' partial products (``tl.dot``); then the
-    sampling. Registers stay bounded for any H (weights stream through in tiles)."""
+    (``PRECISION``: see :func:`_gate_dot_tl`; ``w_ptr`` bf16 for the bf16 modes), the cell
+    update, and the heads' partial products (``tl.dot``, fp32 head weights); then the sampling.
+    Registers stay bounded for any H (weights stream through in tiles)."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     rm = rows < n_rows
     r = tl.load(reset_ptr + rows, mask=rm, other=0).to(tl.int1)
@@ -373,13 +416,13 @@ def _step_tl(
                          mask=rm[:, None] & (k < X)[None, :], other=0.0)
             ha = tl.load(h_ptr + rows[:, None] * H + (k - X)[None, :],
                          mask=keep[:, None] & ((k >= X) & (k < ld))[None, :], other=0.0)
-            a = xa + ha
+            a = (xa + ha).to(w_ptr.dtype.element_ty)
             w_offs = n[None, :] * ld + k[:, None]                 # W^T tile [BLOCK_K, BLOCK_N]
             w_mask = (k < ld)[:, None] & nm[None, :]
-            acc_i += tl.dot(a, tl.load(w_ptr + w_offs, mask=w_mask, other=0.0), input_precision=PRECISION)
-            acc_f += tl.dot(a, tl.load(w_ptr + H * ld + w_offs, mask=w_mask, other=0.0), input_precision=PRECISION)
-            acc_g += tl.dot(a, tl.load(w_ptr + 2 * H * ld + w_offs, mask=w_mask, other=0.0), input_precision=PRECISION)
-            acc_o += tl.dot(a, tl.load(w_ptr + 3 * H * ld + w_offs, mask=w_mask, other=0.0), input_precision=PRECISION)
+            acc_i = _gate_dot_tl(a, tl.load(w_ptr + w_offs, mask=w_mask, other=0.0), acc_i, PRECISION)
+            acc_f = _gate_dot_tl(a, tl.load(w_ptr + H * ld + w_offs, mask=w_mask, other=0.0), acc_f, PRECISION)
+            acc_g = _gate_dot_tl(a, tl.load(w_ptr + 2 * H * ld + w_offs, mask=w_mask, other=0.0), acc_g, PRECISION)
+            acc_o = _gate_dot_tl(a, tl.load(w_ptr + 3 * H * ld + w_offs, mask=w_mask, other=0.0), acc_o, PRECISION)
         acc_i += tl.load(bias_ptr + n, mask=nm, other=0.0)[None, :]
         acc_f += tl.load(bias_ptr + H + n, mask=nm, other=0.0)[None, :]
         acc_g += tl.load(bias_ptr + 2 * H + n, mask=nm, other=0.0)[None, :]
@@ -394,7 +437,10 @@ def _step_tl(
         tl.store(c_out_ptr + hc_offs, c_new, mask=rm[:, None] & nm[None, :])
         # heads: out[b, j] += h_new[b, n] . w_head[j, n]   (j < A policy, j == A value)
         wh = tl.load(w_head_ptr + ka[None, :] * H + n[:, None], mask=nm[:, None] & (ka <= A)[None, :], other=0.0)
-        out += tl.dot(h_new, wh, input_precision=PRECISION)
+        if PRECISION == "tf32":
+            out += tl.dot(h_new, wh, input_precision="tf32")
+        else:
+            out += tl.dot(h_new, wh, input_precision="ieee")
     out += tl.load(b_head_ptr + ka, mask=ka <= A, other=0.0)[None, :]
     tl.store(value_ptr + rows, tl.sum(tl.where((ka == A)[None, :], out, 0.0), axis=1), mask=rm)
     am = ka < A
@@ -416,6 +462,12 @@ def _step_tl(
         tl.store(log_prob_ptr + rows, tl.sum(lp, axis=1), mask=rm)
 
 
+# Triton tiles (BLOCK_B, BLOCK_N, BLOCK_K, warps, stages) for B > 1024 on a GPU, per precision:
+# the best of bench/gpu_tune.py's sweeps at B = 4096, H = 256 on an H200 (bench/RESULTS.md):
+# fp32 362 us (the former 64 x 32 tiles with 4 warps: 724 us), tf32 53 us, bf16 46 us.
+CUDA_TILES = {"fp32": (32, 64, 32, 8, 3), "tf32": (32, 128, 32, 8, 3), "bf16": (16, 128, 32, 4, 3)}
+
+
 def _pow2(n: int, lo: int = 16) -> int:
     return max(lo, 1 << max(0, int(n) - 1).bit_length())
 
@@ -423,18 +475,18 @@ def _pow2(n: int, lo: int = 16) -> int:
 def _launch_triton(obs, h, c, reset, packed, noise, out):
     action, log_prob, value, h_out, c_out = out
     bsz, hid = h.shape
-    # Large batches on a GPU: the best of a 24-config sweep at B = 4096, H = 256 on an H200
-    # (bench/gpu_tune.py; 362 us against 724 us for the former 64 x 32 tiles with 4 warps).
     big = bsz > 1024 and obs.device.type == "cuda"
-    block_b, block_n, warps = (32, min(64, _pow2(hid)), 8) if big else (16, min(32, _pow2(hid)), 4)
+    block_b, block_n, block_k, warps, stages = CUDA_TILES[packed.precision] if big else (16, 32, 32, 4, 3)
+    block_n = min(block_n, _pow2(hid))
     log_std = packed.log_std if packed.log_std is not None else packed.b_head  # unused when discrete
     _step_tl[(-(-bsz // block_b),)](
         action, log_prob, value, h_out, c_out,
         obs, obs.stride(0), h, c, reset, noise,
-        packed.w, packed.bias, packed.w_head, packed.b_head, log_std,
+        packed.w_dot, packed.bias, packed.w_head, packed.b_head, log_std,
         bsz, packed.obs_dim, hid, packed.num_outputs,
-        DISCRETE=packed.discrete, BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_K=32,
-        BLOCK_A=_pow2(packed.num_outputs + 1), num_warps=warps,
+        DISCRETE=packed.discrete, BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_K=block_k,
+        BLOCK_A=_pow2(packed.num_outputs + 1), PRECISION=triton_precision(packed), num_warps=warps,
+        num_stages=stages,
     )
 
 

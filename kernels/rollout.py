@@ -53,6 +53,7 @@ from metarl.kernels.actor_critic import (
     _gaussian_row_nb,
     _pow2,
     actor_critic_step_reference,
+    triton_precision,
 )
 from metarl.kernels.actor_critic import _step_tl as _actor_critic_step_tl
 from metarl.kernels.envs import bandit, cartpole, navigation2d, tabular_mdp
@@ -311,6 +312,7 @@ def _rollout_tl(
     # meta-parameters: FAMILY indexes FAMILIES; K, S, NA: the families' constexpr sizes
     FAMILY: constexpr, TRIAL: constexpr, DISCRETE: constexpr, BLOCK_B: constexpr, BLOCK_N: constexpr,
     BLOCK_K: constexpr, BLOCK_A: constexpr, BLOCK_X: constexpr, K: constexpr, S: constexpr, NA: constexpr,
+    PRECISION: constexpr = "ieee",
 ):
     """All T steps of ``BLOCK_B`` envs (module docstring). Both stage kernels index rows as
     ``program_id * BLOCK_B + arange(BLOCK_B)``, so called here as device functions they work
@@ -330,7 +332,7 @@ def _rollout_tl(
             actions_ptr + a_off, log_probs_ptr + t * n, values_ptr + t * n, h2_ptr + nxt, c2_ptr + nxt,
             inp_ptr + t * n * X, X, h2_ptr + cur, c2_ptr + cur, resets_ptr + t * n, noise_ptr + t * n * A,
             w_ptr, bias_ptr, w_head_ptr, b_head_ptr, log_std_ptr, n, X, H, A,
-            DISCRETE, BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_A, "ieee")
+            DISCRETE, BLOCK_B, BLOCK_N, BLOCK_K, BLOCK_A, PRECISION)
         tl.debug_barrier()
         act_t = actions_ptr + a_off
         rew_t = rewards_ptr + t * n
@@ -400,11 +402,12 @@ def _launch_triton(fam, env_args, key, max_steps, packed, inp, resets, h, c, noi
         state, elapsed, needs_reset, counter, *p, key,
         torch.empty((n, d), dtype=torch.float32, device=h.device), torch.empty((n, d), dtype=torch.float32,
                                                                                 device=h.device),
-        packed.w, packed.bias, packed.w_head, packed.b_head, log_std,
+        packed.w_dot, packed.bias, packed.w_head, packed.b_head, log_std,
         n, steps, x, d, hid, packed.num_outputs, max_steps,
         FAMILY=FAMILIES.index(fam), TRIAL=episodes is not None, DISCRETE=packed.discrete, BLOCK_B=block_b,
         BLOCK_N=min(32, _pow2(hid)), BLOCK_K=32, BLOCK_A=_pow2(packed.num_outputs + 1), BLOCK_X=_pow2(x),
-        K=meta.get("K", 1), S=meta.get("S", 1), NA=meta.get("A", 1), enable_fp_fusion=False,
+        K=meta.get("K", 1), S=meta.get("S", 1), NA=meta.get("A", 1), PRECISION=triton_precision(packed),
+        enable_fp_fusion=False,
     )
     h.copy_(h2[steps % 2])
     c.copy_(c2[steps % 2])

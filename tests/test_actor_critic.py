@@ -92,6 +92,42 @@ def test_step_matches_reference(backend, kind, hidden, bsz):
         assert torch.equal(before, after)
 
 
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_step_precision_modes(backend, precision):
+    """Reduced-precision packing: the reference, Numba and Triton use the same (bf16-rounded)
+    weights. Inputs are bf16-exact, so the Triton bf16 products (emulated in fp32 under the
+    interpreter) are exact and every backend agrees to fp32 rounding. (The tensor-core modes
+    themselves run on a GPU only: tests/test_nn_cuda.py.)"""
+    policy = make_policy("discrete", 45)
+    policy.precision = precision
+    packed = policy.packed()
+    assert packed.precision == precision
+    w = torch.cat((policy.cell.weight_ih, policy.cell.weight_hh), 1).detach()
+    if precision == "bf16":
+        assert packed.w_dot.dtype == torch.bfloat16
+        assert torch.equal(packed.w, w.bfloat16().float()) and not torch.equal(packed.w, w)
+        assert torch.equal(packed.params[0], packed.w[:, :OBS_DIM])
+    else:
+        assert packed.w_dot is packed.w and torch.equal(packed.w, w)
+    g = torch.Generator().manual_seed(3)
+    bsz = 19
+    obs = torch.randn(bsz, OBS_DIM, generator=g).bfloat16().float()
+    h = torch.randn(bsz, 45, generator=g).bfloat16().float()
+    c = torch.randn(bsz, 45, generator=g)
+    reset = torch.rand(bsz, generator=g) < 0.3
+    noise = torch.rand(bsz, NUM_ACTIONS, generator=g)
+    want = actor_critic_step_reference(obs, h, c, reset, *packed.params[:8], noise)
+    assert_step_close(actor_critic_step(obs, h, c, reset, packed, noise, backend=backend), want)
+
+
+def test_bad_precision():
+    with pytest.raises(ValueError, match="precision must be one of"):
+        RecurrentActorCritic(OBS_DIM, space("discrete"), 8, precision="fp16")
+    p = make_policy("discrete", 8)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        pack_actor_critic(*p._params(), precision="half")
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_numba_threaded_pass_matches_reference(kind, monkeypatch):
     """The multi-threaded Numba pass (used from B x H = 2^17 up) at a small size."""

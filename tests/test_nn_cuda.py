@@ -63,3 +63,58 @@ def test_actor_critic_step_triton_matches_reference(batch):
     torch.testing.assert_close(v_t, v_r, **TOL)
     torch.testing.assert_close(h_t, h_r, **TOL)
     torch.testing.assert_close(c_t, c_r, **TOL)
+
+
+# reduced precision: tf32 products carry ~1e-3 relative error, bf16 operands ~4e-3; through one
+# LSTM step with |z| ~ 1 that is ~1e-2 absolute at most
+LOW_TOL = {"tf32": {"atol": 1e-2, "rtol": 1e-2}, "bf16": {"atol": 3e-2, "rtol": 3e-2}}
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+@pytest.mark.parametrize("batch", [7, 4099])
+def test_actor_critic_step_reduced_precision(precision, batch):
+    """tf32 / bf16 tensor-core gate GEMM against the fp32 reference of the same (rounded) weights;
+    with bf16-exact inputs and weights the bf16 products are exact, so that case is tight."""
+    torch.manual_seed(0)
+    policy = metarl.nn.RecurrentActorCritic(16, gym.spaces.Discrete(4), 256, precision=precision).cuda()
+    packed = policy.packed()
+    obs = torch.randn(batch, 16, device="cuda")
+    h, c = torch.randn(batch, 256, device="cuda"), torch.randn(batch, 256, device="cuda")
+    reset = torch.rand(batch, device="cuda") < 0.3
+    noise = torch.rand(batch, 4, device="cuda")
+    from metarl.kernels.actor_critic import actor_critic_step, actor_critic_step_reference
+    got = actor_critic_step(obs, h, c, reset, packed, noise, backend="triton")
+    want = actor_critic_step_reference(obs, h, c, reset, *packed.params[:8], noise)
+    same = got[0] == want[0]   # rounding flips the Gumbel-max on near-ties: log_prob of another action
+    assert same.float().mean() > 0.99
+    torch.testing.assert_close(got[1][same], want[1][same], **LOW_TOL[precision])
+    for g, w in zip(got[2:], want[2:]):
+        torch.testing.assert_close(g, w, **LOW_TOL[precision])
+    if precision == "bf16":
+        assert packed.w_dot.dtype == torch.bfloat16
+        o16, h16 = obs.bfloat16().float(), h.bfloat16().float()
+        got = actor_critic_step(o16, h16, c, reset, packed, noise, backend="triton")
+        want = actor_critic_step_reference(o16, h16, c, reset, *packed.params[:8], noise)
+        assert torch.equal(got[0], want[0])
+        for g, w in zip(got[1:], want[1:]):
+            torch.testing.assert_close(g, w, **TOL)
+
+
+def test_lstm_bf16_weights_on_gpu():
+    """bf16 weights with fp32 accumulation: equal to torch's LSTM on the bf16-rounded weights
+    and inputs (products exact, only the summation order differs)."""
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(24, 96).cuda()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.copy_(p.bfloat16().float())
+    mine = metarl.nn.LSTM(24, 96).cuda()
+    mine.load_state_dict(ref.state_dict())
+    mine = mine.to(torch.bfloat16)
+    x = torch.randn(9, 70, 24, device="cuda").bfloat16().float()
+    with torch.no_grad():
+        out_r, (h_r, c_r) = ref(x)
+        out_m, (h_m, c_m) = mine(x.bfloat16())
+    # h is re-rounded to bf16 as the next step's tl.dot operand: bf16-level agreement
+    torch.testing.assert_close(out_m.float(), out_r, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(c_m.float(), c_r, atol=3e-2, rtol=3e-2)

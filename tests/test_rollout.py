@@ -93,12 +93,13 @@ FUSED_CASES = {
 FIELDS = ("obs", "actions", "log_probs", "values", "rewards", "terminated", "truncated", "resets")
 
 
-def _collect(make, backend, steps, fused, hidden=20, carry=None, env=None, policy=None, g=None):
+def _collect(make, backend, steps, fused, hidden=20, carry=None, env=None, policy=None, g=None,
+             precision="fp32"):
     env = make(backend) if env is None else env
     if policy is None:
         torch.manual_seed(0)
         policy = RecurrentActorCritic(env.single_observation_space.shape[0], env.single_action_space, hidden,
-                                      backend=backend)
+                                      backend=backend, precision=precision)
     g = torch.Generator().manual_seed(7) if g is None else g
     return collect(env, policy, steps, seed=None if carry else 3, carry=carry, generator=g, fused=fused), env, policy
 
@@ -126,6 +127,16 @@ def test_fused_rollout_equals_the_loop(case, backend):
     _assert_same(loop, fused)
     # the kernel wrote every row: the recurrent state was reset exactly where resets says
     assert fused.resets[0].all()
+
+
+@pytest.mark.parametrize("case", ["cartpole", "navigation2d (Gaussian)"])
+def test_fused_rollout_equals_the_loop_in_bf16(case, backend):
+    """bf16 weights: the fused kernel and the per-step kernel of the same backend agree."""
+    make, steps = FUSED_CASES[case]
+    loop, _, _ = _collect(make, backend, steps, fused=False, precision="bf16")
+    fused, env, policy = _collect(make, backend, steps, fused=True, precision="bf16")
+    assert policy.packed().precision == "bf16"
+    _assert_same(loop, fused)
 
 
 @pytest.mark.parametrize("case", ["cartpole", "bandit-trials"])

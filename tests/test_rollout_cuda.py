@@ -48,3 +48,22 @@ def test_fused_rollout_on_gpu_equals_the_loop(case):
     assert torch.equal(loop.terminated[:, same], fused.terminated[:, same])
     for name in ("values", "log_probs", "obs", "rewards"):
         torch.testing.assert_close(getattr(fused, name)[:, same], getattr(loop, name)[:, same], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_fused_rollout_on_gpu_reduced_precision(precision):
+    """tf32 / bf16 gate GEMMs: the fused kernel and the per-step kernel run the same device
+    function on the same weights, so they agree as the fp32 pair does."""
+    results = []
+    for fused in (False, True):
+        env = CASES["bandit-trials"]()
+        torch.manual_seed(0)
+        policy = RecurrentActorCritic(env.single_observation_space.shape[0], env.single_action_space, 256,
+                                      device="cuda", precision=precision)
+        g = torch.Generator(device="cuda").manual_seed(3)
+        results.append(collect(env, policy, 40, seed=1, generator=g, fused=fused))
+    loop, fused = results
+    same = (loop.actions == fused.actions).all(0)
+    assert same.float().mean() > 0.99
+    for name in ("values", "log_probs", "rewards"):
+        torch.testing.assert_close(getattr(fused, name)[:, same], getattr(loop, name)[:, same], atol=1e-4, rtol=1e-4)

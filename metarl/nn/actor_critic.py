@@ -12,6 +12,7 @@ from torch import nn
 
 from metarl.kernels.actor_critic import (
     HALF_LOG_2PI,
+    PRECISIONS,
     PackedActorCritic,
     _actor_critic_step,
     _check_tensor,
@@ -38,6 +39,11 @@ class RecurrentActorCritic(nn.Module):
         log_std_init: initial value of every ``log_std`` entry (Gaussian only).
         backend: ``None`` (Triton on CUDA, Numba on the CPU), ``"numba"``/``"cpu"``,
             ``"triton"`` or ``"torch"`` (the reference) for :meth:`step`.
+        precision: the rollout step's gate GEMM (``"fp32"`` default, ``"tf32"`` or ``"bf16"``;
+            see :func:`metarl.kernels.actor_critic.pack_actor_critic`). With ``"bf16"`` every
+            rollout backend uses the bf16-rounded LSTM weights (and the Triton kernel bf16
+            activations for ``tl.dot``); the parameters themselves, :meth:`evaluate` and its
+            gradients stay fp32.
         device, dtype: as for torch modules (float32 only).
 
     Example::
@@ -56,8 +62,10 @@ class RecurrentActorCritic(nn.Module):
     """
 
     def __init__(self, obs_dim: int, action_space, hidden_size: int, *, log_std_init: float = 0.0,
-                 backend: str | None = None, device=None, dtype=None):
+                 backend: str | None = None, precision: str = "fp32", device=None, dtype=None):
         super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if not isinstance(obs_dim, int) or obs_dim < 1:
             raise ValueError(f"obs_dim must be a positive int, got {obs_dim!r}")
         if not isinstance(hidden_size, int) or hidden_size < 1:
@@ -79,6 +87,7 @@ class RecurrentActorCritic(nn.Module):
         self.obs_dim, self.hidden_size, self.num_outputs = obs_dim, hidden_size, num_out
         self.action_space = action_space
         self.backend = backend
+        self.precision = precision
         kw = {"device": device, "dtype": torch.float32}
         self.cell = nn.LSTMCell(obs_dim, hidden_size, **kw)
         self.policy_head = nn.Linear(hidden_size, num_out, **kw)
@@ -98,9 +107,9 @@ class RecurrentActorCritic(nn.Module):
         """The kernels' weight layout, re-packed whenever a parameter changed (optimizer step,
         ``load_state_dict``, ``.to``): checked by data pointer and version counter."""
         params = self._params()
-        key = tuple((p.data_ptr(), p._version) for p in params if p is not None)
+        key = (self.precision,) + tuple((p.data_ptr(), p._version) for p in params if p is not None)
         if self._packed is None or self._packed[0] != key:
-            self._packed = (key, pack_actor_critic(*params))
+            self._packed = (key, pack_actor_critic(*params, precision=self.precision))
         return self._packed[1]
 
     @property
