@@ -5,6 +5,7 @@
 #   usage: bash bench/gpu_session.sh [tests|tune|bench|all]
 #   tests: pytest -m cuda tests/          tune: bench/gpu_tune.py ac (tiles per precision, step vs unfused)
 #   bench: bench/actor_critic.py, bench/rollout.py, bench/envs.py on the GPU      all: tests + tune + bench
+#   maml: the recurrent-policy cuda tests, then bench/reproduce_maml.py on the GPU (time-boxed)
 set -u
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -35,5 +36,11 @@ if [ "$what" = bench ]; then
   timeout 120 python3 bench/rollout.py --device cuda --envs 1024,4096,16384 2>&1 | tee "$OUT/bench_rollout.log" | tail -6
   timeout 120 python3 bench/envs.py --device cuda --envs CartPole-v1,Bandit-v0 --sizes 65536,1048576 \
     2>&1 | tee "$OUT/bench_envs.log" | tail -16
+fi
+if [ "$what" = maml ]; then
+  timeout 100 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_nn_cuda.py tests/test_rollout_cuda.py 2>&1 \
+    | tee "$OUT/cuda_tests.log" | tail -4
+  timeout 420 python3 bench/reproduce_maml.py --device cuda --iterations 500 --max-minutes 4 --pretrained-minutes 1 \
+    --eval-tasks 40 --out "$OUT/maml.json" 2>&1 | tee "$OUT/maml.log" | tail -12
 fi
 cp bench/results/*.json "$OUT/" 2>/dev/null || true

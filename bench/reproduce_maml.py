@@ -65,21 +65,28 @@ def main(argv=None) -> dict:
     p.add_argument("--eval-tasks", type=int, default=40)
     p.add_argument("--skip-pretrained", action="store_true", help="skip the pretrained baseline's training")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop MAML's training after this long")
+    p.add_argument("--pretrained-minutes", type=float, default=None, help="the same for the pretrained baseline")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "maml.json"))
     args = p.parse_args(argv)
     cfg = MAMLConfig(meta_batch=args.meta_batch, trajectories_per_task=args.trajectories, horizon=args.horizon,
                      hidden_sizes=tuple(args.hidden), inner_lr=args.inner_lr, first_order=args.first_order,
-                     iterations=args.iterations, eval_tasks=0, seed=args.seed)
+                     iterations=args.iterations, eval_tasks=0, seed=args.seed, device=args.device)
     measured, seconds = {}, {}
     t = time.perf_counter()
-    summary = train(cfg)
-    seconds["MAML"] = time.perf_counter() - t
+    minutes = {"MAML": args.max_minutes, "pretrained": args.pretrained_minutes}
+    budget = {k: None if v is None else 60 * v for k, v in minutes.items()}
+    iters = {}
+    summary = train(cfg, max_seconds=budget["MAML"])
+    seconds["MAML"], iters["MAML"] = time.perf_counter() - t, summary["iterations"]
+    print(f"MAML: {summary['iterations']} meta-updates in {seconds['MAML']:.0f} s", flush=True)
     measured["MAML"] = evaluate(summary["policy"], cfg, args.eval_tasks, STEPS)
     if not args.skip_pretrained:
         pre_cfg = MAMLConfig(**{**cfg.__dict__, "inner_steps": 0})
         t = time.perf_counter()
-        pre = train(pre_cfg)
-        seconds["pretrained"] = time.perf_counter() - t
+        pre = train(pre_cfg, max_seconds=budget["pretrained"])
+        seconds["pretrained"], iters["pretrained"] = time.perf_counter() - t, pre["iterations"]
         measured["pretrained"] = evaluate(pre["policy"], cfg, args.eval_tasks, STEPS)
     measured["random init"] = evaluate(make_policy(cfg), cfg, args.eval_tasks, STEPS)
     measured["oracle"] = {0: oracle_return(cfg, args.eval_tasks)}
@@ -90,18 +97,18 @@ def main(argv=None) -> dict:
     if args.horizon != 100:
         print("NOTE: horizon != 100, so returns are not on the paper's scale.")
     print()
-    print("| method | paper 0 / 1 / 2 / 3 steps | measured 0 / 1 / 2 / 3 steps | train s |")
-    print("|---|---|---|---|")
+    print("| method | paper 0 / 1 / 2 / 3 steps | measured 0 / 1 / 2 / 3 steps | meta-updates | train s |")
+    print("|---|---|---|---|---|")
     for name in ("MAML", "pretrained", "random init", "oracle"):
         if name not in measured:
             continue
         paper = " / ".join(f"{v:.2f}" for v in PAPER[name])
         got = " / ".join(f"{measured[name][s]:.2f}" for s in sorted(measured[name]))
         label = name if name != "oracle" else "oracle (here: goal-aware controller)"
-        print(f"| {label} | {paper} | {got} | {seconds.get(name, 0.0):.0f} |")
+        print(f"| {label} | {paper} | {got} | {iters.get(name, '—')} | {seconds.get(name, 0.0):.0f} |")
     out = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
            "paper": PAPER, "measured": {k: {str(s): v for s, v in d.items()} for k, d in measured.items()},
-           "train_seconds": seconds}
+           "train_seconds": seconds, "meta_updates": iters}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     return out

@@ -641,7 +641,7 @@ def evaluate(policy_params, cfg: MAMLConfig, num_tasks: int | None = None, steps
 
 # ----------------------------------------------------------------------------- training
 def train(cfg: MAMLConfig, run_dir=None, progress: bool = False, max_iterations: int | None = None, *,
-          resume: bool = False) -> dict:
+          resume: bool = False, max_seconds: float | None = None) -> dict:
     """Meta-train; returns a summary dict: iterations, env steps, seconds, the last iteration's
     pre/post-adaptation returns, ``history`` (per iteration), ``policy`` (the state dict),
     ``inner_lrs`` (Meta-SGD) and, when ``eval_tasks > 0`` and the run finished, ``eval``
@@ -649,7 +649,8 @@ def train(cfg: MAMLConfig, run_dir=None, progress: bool = False, max_iterations:
 
     ``run_dir`` (or None: no files) receives ``config.json``, ``progress.csv`` (one row per
     meta-update) and ``checkpoint.pt`` (atomic; every ``checkpoint_minutes`` and at the end).
-    ``max_iterations`` stops early; ``resume=True`` continues from ``run_dir``'s checkpoint with
+    ``max_iterations`` stops early, as does ``max_seconds`` (a wall-clock budget, checked after
+    each meta-update); ``resume=True`` continues from ``run_dir``'s checkpoint with
     the results of an uninterrupted run (every rollout restarts from a reset, so the policy,
     step sizes, optimizer and the two generators are the whole state).
     """
@@ -756,6 +757,8 @@ def train(cfg: MAMLConfig, run_dir=None, progress: bool = False, max_iterations:
             if run_dir is not None and time.perf_counter() - last_ckpt > 60 * cfg.checkpoint_minutes:
                 checkpoint.save(run_dir / CHECKPOINT, snapshot(), kind="maml")
                 last_ckpt = time.perf_counter()
+            if max_seconds is not None and time.perf_counter() - start > max_seconds:
+                break
     finally:
         if run_dir is not None:
             checkpoint.save(run_dir / CHECKPOINT, snapshot(), kind="maml")
