@@ -119,6 +119,26 @@ def test_outer_step_reaches_policy_latents_and_step_sizes(tmp_path):
     assert cfg2 == cfg and torch.equal(loaded["policy"]["w0"], m["policy"]["w0"].detach())
 
 
+def test_resume_equals_an_uninterrupted_run(one_thread, tmp_path):
+    """Stop after 2 of 4 outer updates, resume: same learned tensors and log rows as one run."""
+    cfg = MAESNConfig(env="Navigation2D-v0", train_reward="env", num_train_tasks=6, meta_batch_size=3,
+                      trajectories_per_task=2, hidden=8, iterations=4, learn_inner_lr=True)
+    full = train(cfg, run_dir=tmp_path / "full", evaluate_at_end=False)["model"]
+    assert train(cfg, run_dir=tmp_path / "part", max_iterations=2, evaluate_at_end=False)["iterations"] == 2
+    resumed = train(cfg, run_dir=tmp_path / "part", evaluate_at_end=False, resume=True)
+    assert resumed["iterations"] == 4
+    for n in full["policy"]:
+        assert torch.equal(full["policy"][n].detach(), resumed["model"]["policy"][n].detach()), n
+    for n in ("mu", "log_sigma", "log_alpha_mu", "log_alpha_sigma"):
+        assert torch.equal(full[n].detach(), resumed["model"][n].detach()), n
+
+    def rows(d):   # everything but the wall-clock column
+        return [line.split(",")[:-1] for line in (tmp_path / d / "progress.csv").read_text().splitlines()]
+    assert rows("part") == rows("full")
+    with pytest.raises(ValueError, match="config differs"):
+        train(MAESNConfig(**{**cfg.__dict__, "hidden": 16}), run_dir=tmp_path / "part", resume=True)
+
+
 def test_tiny_run_adaptation_improves_return(one_thread):
     """Navigation2D-v0 (dense reward), 40 outer updates of 8 tasks × 5 episodes from 16 train tasks,
     kl_coef 0.01, fixed inner step α = 10 (~3 s on one idle core; 90 s on the loaded shared box). 20 held-out

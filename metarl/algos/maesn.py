@@ -46,6 +46,7 @@ post-update returns. No MAML comparison here (maml.py is written separately).
 """
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import json
@@ -312,11 +313,15 @@ def load_model(run_dir) -> tuple[dict, MAESNConfig]:
 
 # ----------------------------------------------------------------------------- training
 def train(cfg: MAESNConfig, run_dir=None, progress: bool = False, max_iterations: int | None = None,
-          evaluate_at_end: bool = True) -> dict:
+          evaluate_at_end: bool = True, *, resume: bool = False) -> dict:
     """Meta-train MAESN; returns a summary (final :func:`report`, speed) with ``"model"`` (the
     learned tensors). ``run_dir`` receives ``config.json``, ``progress.csv`` and ``checkpoint.pt``
-    (atomic; no resume yet)."""
+    (atomic; every ``checkpoint_minutes`` and at the end, Ctrl-C included). ``resume=True``
+    continues from ``run_dir``'s checkpoint with the results of an uninterrupted run (it holds
+    the learned tensors, Adam's state, the generator and the env's state)."""
     run_dir = Path(run_dir) if run_dir is not None else None
+    if resume and run_dir is None:
+        raise ValueError("resume=True needs a run_dir")
     g = torch.Generator().manual_seed(cfg.seed)
     b, k = cfg.meta_batch_size, cfg.trajectories_per_task
     env = make_env(cfg, b * k)
@@ -325,24 +330,47 @@ def train(cfg: MAESNConfig, run_dir=None, progress: bool = False, max_iterations
     groups = param_groups(model, cfg)
     params = [p for grp in groups for p in grp["params"]]
     optimizer = torch.optim.Adam(groups)
+    it = 0
+    if resume:
+        ck = checkpoint.load(run_dir / CHECKPOINT, kind="maesn")
+        if ck["config"] != dataclasses.asdict(cfg):
+            raise ValueError(f"{run_dir}: the checkpoint's config differs from this one; resume with its config")
+        if "generator" not in ck:
+            raise ValueError(f"{run_dir}: this checkpoint was written without the state a resume needs")
+        with torch.no_grad():   # in place: the optimizer holds these leaves
+            for n, v in ck["model"]["policy"].items():
+                model["policy"][n].copy_(v)
+            for n in ("mu", "log_sigma", "log_alpha_mu", "log_alpha_sigma"):
+                model[n].copy_(ck["model"][n])
+        optimizer.load_state_dict(ck["optimizer"])
+        g.set_state(ck["generator"])
+        env.load_state_dict(ck["env"])
+        it = ck["iteration"]
     log = None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_JSON).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+        rows = []
+        if resume and (run_dir / LOG_CSV).exists():   # keep the rows up to the checkpoint
+            with open(run_dir / LOG_CSV, newline="") as f:
+                rows = [r for r in list(csv.reader(f))[1:] if int(r[0]) <= it]
         log = open(run_dir / LOG_CSV, "w", newline="")
-        csv.writer(log).writerow(["iteration", "return_pre", "return_post", "kl", "seconds"])
+        csv.writer(log).writerows([["iteration", "return_pre", "return_post", "kl", "seconds"], *rows])
     iters = cfg.iterations if max_iterations is None else min(cfg.iterations, max_iterations)
     start = last_ckpt = time.perf_counter()
-    it = 0
 
     def snapshot():
         return {"config": dataclasses.asdict(cfg), "iteration": it, "optimizer": optimizer.state_dict(),
+                "generator": g.get_state(), "env": env.state_dict(),
                 "model": {"policy": {n: v.detach() for n, v in model["policy"].items()},
                           **{n: model[n].detach() for n in ("mu", "log_sigma", "log_alpha_mu", "log_alpha_sigma")},
                           "max_inner_lr": model["max_inner_lr"]}}
 
+    interrupted, last = False, None
     try:
-        for it in range(1, iters + 1):
+        while it < iters:
+            if run_dir is not None:   # the state at this iteration boundary, saved if Ctrl-C comes mid-iteration
+                last = copy.deepcopy(snapshot())
             idx = torch.randperm(cfg.num_train_tasks, generator=g)[:b]
             tasks = train_set[idx]
             env_tasks = tasks[torch.arange(b * k) // k]
@@ -364,6 +392,7 @@ def train(cfg: MAESNConfig, run_dir=None, progress: bool = False, max_iterations
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
+            it += 1
             # log
             post = float(batch.episode_returns().mean())
             row = [it, pre, post, float(kl.detach()), time.perf_counter() - start]
@@ -375,14 +404,19 @@ def train(cfg: MAESNConfig, run_dir=None, progress: bool = False, max_iterations
             if run_dir is not None and time.perf_counter() - last_ckpt > 60 * cfg.checkpoint_minutes:
                 checkpoint.save(run_dir / CHECKPOINT, snapshot(), kind="maesn")
                 last_ckpt = time.perf_counter()
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         if log is not None:
             log.close()
+        if run_dir is not None:
+            checkpoint.save(run_dir / CHECKPOINT, last if interrupted and last is not None else snapshot(),
+                            kind="maesn")
     seconds = time.perf_counter() - start
-    if run_dir is not None:
-        checkpoint.save(run_dir / CHECKPOINT, snapshot(), kind="maesn")
     summary = {"iterations": it, "train_seconds": seconds}
-    if evaluate_at_end:
+    if interrupted:
+        summary["interrupted"] = True
+    elif evaluate_at_end and it >= cfg.iterations:
         summary["eval"] = report(model, cfg)
     if run_dir is not None:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))

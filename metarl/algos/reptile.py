@@ -469,27 +469,53 @@ def evaluate(phi: Params, cfg: ReptileConfig, num_tasks: int | None = None, step
     return {"returns": rets.mean(1).tolist(), "se": (rets.std(1) / math.sqrt(num_tasks)).tolist()}
 
 
-def train(cfg: ReptileConfig, run_dir=None, progress: bool = False, max_iterations: int | None = None) -> dict:
+def train(cfg: ReptileConfig, run_dir=None, progress: bool = False, max_iterations: int | None = None, *,
+          resume: bool = False) -> dict:
     """Meta-train with Reptile; returns a summary (final evaluation after 0..eval_steps steps, speed,
     and ``"params"``, the meta-learned init). ``run_dir`` receives ``config.json``, ``progress.csv``
-    and ``checkpoint.pt`` (atomic; no resume yet)."""
+    and ``checkpoint.pt`` (atomic; every ``checkpoint_minutes`` and at the end, Ctrl-C included).
+    ``resume=True`` continues from ``run_dir``'s checkpoint with the results of an uninterrupted
+    run: the checkpoint holds φ, the generator and the env's state (its RNG keys and counters)."""
     run_dir = Path(run_dir) if run_dir is not None else None
+    if resume and run_dir is None:
+        raise ValueError("resume=True needs a run_dir")
     g = torch.Generator().manual_seed(cfg.seed)
     b, k = cfg.meta_batch_size, cfg.trajectories_per_task
     env = make_env(cfg, b * k)
     phi = init_policy(cfg, env, g)
     train_set = env.sample_task_split(cfg.num_train_tasks, 1, seed=cfg.seed)[0] if cfg.num_train_tasks else None
+    it = 0
+    if resume:
+        ck = checkpoint.load(run_dir / CHECKPOINT, kind="reptile")
+        if ck["config"] != dataclasses.asdict(cfg):
+            raise ValueError(f"{run_dir}: the checkpoint's config differs from this one; resume with its config")
+        if "generator" not in ck:
+            raise ValueError(f"{run_dir}: this checkpoint was written without the state a resume needs")
+        phi, it = ck["params"], ck["iteration"]
+        g.set_state(ck["generator"])
+        env.load_state_dict(ck["env"])
     log = None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_JSON).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+        rows = []
+        if resume and (run_dir / LOG_CSV).exists():   # keep the rows up to the checkpoint
+            with open(run_dir / LOG_CSV, newline="") as f:
+                rows = [r for r in list(csv.reader(f))[1:] if int(r[0]) <= it]
         log = open(run_dir / LOG_CSV, "w", newline="")
-        csv.writer(log).writerow(["iteration", "return_pre", "return_post", "epsilon", "seconds"])
+        csv.writer(log).writerows([["iteration", "return_pre", "return_post", "epsilon", "seconds"], *rows])
     iters = cfg.iterations if max_iterations is None else min(cfg.iterations, max_iterations)
+
+    def snapshot():
+        return {"config": dataclasses.asdict(cfg), "iteration": it, "params": phi, "generator": g.get_state(),
+                "env": env.state_dict()}
+
     start = last_ckpt = time.perf_counter()
-    it = 0
+    interrupted, last = False, None
     try:
-        for it in range(1, iters + 1):
+        while it < iters:
+            if run_dir is not None:   # the state at this iteration boundary, saved if Ctrl-C comes mid-iteration
+                last = snapshot()     # (φ is replaced, never changed in place)
             # collect + inner: k VPG steps for all B tasks at once
             if train_set is None:
                 tasks = env.sample_tasks(b, generator=g)
@@ -497,8 +523,9 @@ def train(cfg: ReptileConfig, run_dir=None, progress: bool = False, max_iteratio
                 tasks = train_set[torch.randint(len(train_set), (b,), generator=g)]
             phi_tilde, rets = adapt(cfg, phi, env, tasks, cfg.inner_steps, g, measure_final=False)
             # outer: φ ← φ + ε mean(φ̃ − φ)
-            eps = cfg.outer_lr * ((1 - (it - 1) / cfg.iterations) if cfg.anneal else 1.0)
+            eps = cfg.outer_lr * ((1 - it / cfg.iterations) if cfg.anneal else 1.0)
             phi = reptile_step(phi, phi_tilde, eps)
+            it += 1
             # log
             row = [it, float(rets[0].mean()), float(rets[-1].mean()), eps, time.perf_counter() - start]
             if log is not None:
@@ -507,17 +534,22 @@ def train(cfg: ReptileConfig, run_dir=None, progress: bool = False, max_iteratio
             if progress:
                 print(f"iteration {it}/{iters} return pre {row[1]:.3f} post {row[2]:.3f}")
             if run_dir is not None and time.perf_counter() - last_ckpt > 60 * cfg.checkpoint_minutes:
-                checkpoint.save(run_dir / CHECKPOINT, {"config": dataclasses.asdict(cfg), "iteration": it,
-                                                       "params": phi}, kind="reptile")
+                checkpoint.save(run_dir / CHECKPOINT, snapshot(), kind="reptile")
                 last_ckpt = time.perf_counter()
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         if log is not None:
             log.close()
+        if run_dir is not None:
+            checkpoint.save(run_dir / CHECKPOINT, last if interrupted and last is not None else snapshot(),
+                            kind="reptile")
     seconds = time.perf_counter() - start
-    if run_dir is not None:
-        checkpoint.save(run_dir / CHECKPOINT, {"config": dataclasses.asdict(cfg), "iteration": it, "params": phi},
-                        kind="reptile")
-    summary = {"iterations": it, "train_seconds": seconds, "eval": evaluate(phi, cfg)}
+    summary = {"iterations": it, "train_seconds": seconds}
+    if interrupted:
+        summary["interrupted"] = True
+    elif it >= cfg.iterations:
+        summary["eval"] = evaluate(phi, cfg)
     if run_dir is not None:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     summary["params"] = phi
