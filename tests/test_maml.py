@@ -251,3 +251,30 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, options):
 def test_docstring_examples():
     result = doctest.testmod(M, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_dense_training_reward_and_reached_metric():
+    """train_reward='dense' meta-trains on −‖pos − goal‖ (collect's next_obs) while the evaluation
+    keeps the env's sparse reward; metric='reached' is the fraction of episodes with reward > 0."""
+    cfg = MAMLConfig(env="SemicircleGoal-v0", train_reward="dense", meta_batch=2, trajectories_per_task=2,
+                     horizon=12, hidden_sizes=(8,), iterations=1, eval_tasks=0, outer="ppo", ppo_epochs=1)
+    env = M.make_env(cfg, 4)
+    policy = M.make_policy(cfg, env)
+    tasks = env.sample_tasks(2, generator=torch.Generator().manual_seed(0))
+    ro = M.collect(env, M._Batched(policy), dict(policy.named_parameters()), False, tasks, 2, 12,
+                      torch.Generator().manual_seed(1))
+    goals = tasks.goal[torch.arange(4) // 2]
+    dense = M.dense_rewards(ro, goals)["rew"]
+    torch.testing.assert_close(dense, -(ro["next_obs"] - goals).norm(dim=-1))
+    # positions move by at most 0.1 per axis per step from the origin: next_obs = obs + clipped action
+    torch.testing.assert_close(ro["next_obs"][:-1], ro["obs"][1:])
+    s = M.train(cfg)
+    assert s["iterations"] == 1 and s["pre_return"] == 0.0   # sparse env reward: the goals are 2 away
+    reached = M.evaluate(s["policy"], cfg, 3, (0, 1), metric="reached")
+    assert set(reached) == {0, 1} and all(0.0 <= v <= 1.0 for v in reached.values())
+    with pytest.raises(ValueError, match="metric"):
+        M.evaluate(s["policy"], cfg, 3, (0,), metric="success")
+    with pytest.raises(ValueError, match="train_reward"):
+        MAMLConfig(env="Pendulum-v1", train_reward="dense")
+    with pytest.raises(ValueError, match="train_reward"):
+        MAMLConfig(train_reward="shaped")

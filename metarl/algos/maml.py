@@ -340,6 +340,10 @@ class MAMLConfig:
     """PPO: ratio clip."""
     gamma: float = 0.99
     """Discount of the returns (Monte Carlo returns-to-go)."""
+    train_reward: str = "env"
+    """Reward meta-training uses: 'env' (the env's own) or 'dense' (−‖position − goal‖ after the
+    move, for the point-goal envs: meta-train shaped, adapt on the env's sparse reward, as MAESN's
+    comparisons do). Evaluation always uses the env's reward."""
     normalize_advantages: bool = True
     """Centre and scale advantages per task (the MAML code's center_adv)."""
     baseline_reg: float = 1e-5
@@ -387,6 +391,11 @@ class MAMLConfig:
             raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
         if self.outer not in ("trpo", "ppo"):
             raise ValueError(f"outer must be 'trpo' or 'ppo', got {self.outer!r}")
+        if self.train_reward not in ("env", "dense"):
+            raise ValueError(f"train_reward must be 'env' or 'dense', got {self.train_reward!r}")
+        if self.train_reward == "dense" and self.env not in ("Navigation2D-v0", "SemicircleGoal-v0"):
+            raise ValueError(f"train_reward='dense' needs a point-goal env (Navigation2D-v0, SemicircleGoal-v0), "
+                             f"got {self.env!r}")
         if self.meta_sgd and self.inner_steps == 0:
             raise ValueError("meta_sgd needs inner_steps >= 1 (there is no step size to learn)")
 
@@ -433,7 +442,8 @@ def collect(env, apply: _Batched, params: dict, batched: bool, tasks, k: int, ho
             generator: torch.Generator) -> dict:
     """One trajectory of ``horizon`` steps in every env; ``tasks`` (B of them) repeated ``k`` times.
     Returns ``obs [H, N, d]``, ``act [H, N, a]``, ``rew [H, N]``, ``done [H, N]`` (bool),
-    ``alive [H, N]`` (bool: the step belongs to the first episode; later steps are ignored)."""
+    ``alive [H, N]`` (bool: the step belongs to the first episode; later steps are ignored) and
+    ``next_obs [H, N, d]`` (the observation after the action; the final one where an episode ended)."""
     n = env.num_envs
     b = n // k
     rep = tasks[torch.arange(n) // k]
@@ -445,6 +455,7 @@ def collect(env, apply: _Batched, params: dict, batched: bool, tasks, k: int, ho
     rew_buf = torch.zeros((horizon, n), device=dev)
     done_buf = torch.zeros((horizon, n), dtype=torch.bool, device=dev)
     alive_buf = torch.zeros((horizon, n), dtype=torch.bool, device=dev)
+    next_buf = torch.zeros((horizon, n, d), device=dev)
     alive = torch.ones(n, dtype=torch.bool, device=dev)
     for t in range(horizon):
         if batched:
@@ -455,13 +466,20 @@ def collect(env, apply: _Batched, params: dict, batched: bool, tasks, k: int, ho
         act = mean + log_std.exp() * torch.randn((n, a), generator=generator, device=dev)
         obs_buf[t] = obs
         act_buf[t] = act
-        obs, rew, term, trunc, _ = env.step(act)
+        obs, rew, term, trunc, info = env.step(act)
         rew_buf[t] = rew
         alive_buf[t] = alive
         done_buf[t] = term | trunc
+        next_buf[t] = torch.where(done_buf[t][:, None], info["final_obs"].reshape(n, d), obs.reshape(n, d)) \
+            if "final_obs" in info else obs
         alive = alive & ~done_buf[t]
     done_buf[-1] = True
-    return {"obs": obs_buf, "act": act_buf, "rew": rew_buf, "done": done_buf, "alive": alive_buf}
+    return {"obs": obs_buf, "act": act_buf, "rew": rew_buf, "done": done_buf, "alive": alive_buf, "next_obs": next_buf}
+
+
+def dense_rewards(ro: dict, goals: torch.Tensor) -> dict:
+    """``ro`` with ``rew`` replaced by ``−‖next_obs − goal‖`` (``goals [N, 2]``, per env)."""
+    return dict(ro, rew=-(ro["next_obs"] - goals.to(ro["next_obs"].device)).norm(dim=-1))
 
 
 def _per_task(x: torch.Tensor, b: int, k: int) -> torch.Tensor:
@@ -592,18 +610,22 @@ def _with_old(apply, params: dict, batched: bool, tb: dict) -> dict:
 
 # ----------------------------------------------------------------------------- evaluation
 def evaluate(policy_params, cfg: MAMLConfig, num_tasks: int | None = None, steps: Sequence[int] = (0, 1, 2, 3), *,
-             inner_lrs: dict | None = None, seed: int = 12345, per_task: bool = False) -> dict:
+             inner_lrs: dict | None = None, seed: int = 12345, per_task: bool = False,
+             metric: str = "return") -> dict:
     """Average return on ``num_tasks`` held-out tasks (``sample_task_split``'s test set for ``seed``)
     after each number of adaptation steps in ``steps``; each step adapts on freshly collected
     trajectories (``cfg.trajectories_per_task`` per task) of the current adapted policy, with
     ``cfg.inner_lr`` (or the learned ``inner_lrs``) for every step. Returns ``{steps: mean return}``
-    (``per_task=True``: ``{steps: tensor [num_tasks]}``).
+    (``per_task=True``: ``{steps: tensor [num_tasks]}``). ``metric="reached"`` reports instead
+    the fraction of episodes with a positive return (on SemicircleGoal-v0: the goal region reached).
 
     ``policy_params``: a :class:`GaussianMLPPolicy`, or its ``state_dict()`` / ``named_parameters`` dict.
     """
     num_tasks = num_tasks or cfg.eval_tasks
     if not isinstance(num_tasks, int) or num_tasks < 1:
         raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
+    if metric not in ("return", "reached"):
+        raise ValueError(f"metric must be 'return' or 'reached', got {metric!r}")
     steps = sorted(set(int(s) for s in steps))
     if not steps or steps[0] < 0:
         raise ValueError(f"steps must be non-negative ints, got {steps!r}")
@@ -626,7 +648,10 @@ def evaluate(policy_params, cfg: MAMLConfig, num_tasks: int | None = None, steps
     for s in range(steps[-1] + 1):
         ro = collect(env, apply, params, batched, test, k, cfg.horizon, g)
         if s in steps:
-            r = episode_returns(ro, k).cpu()
+            if metric == "reached":
+                r = ((ro["rew"] * ro["alive"]).sum(0) > 0).float().view(-1, k).mean(1).cpu()
+            else:
+                r = episode_returns(ro, k).cpu()
             out[s] = r if per_task else float(r.mean())
         if s < steps[-1]:
             tb = process(ro, cfg, num_tasks, k)
@@ -718,6 +743,8 @@ def train(cfg: MAMLConfig, run_dir=None, progress: bool = False, max_iterations:
             for s in range(cfg.inner_steps + 1):
                 ro = collect(env, apply, params, batched, tasks, k, h, g)
                 returns.append(float(episode_returns(ro, k).mean()))
+                if cfg.train_reward == "dense":
+                    ro = dense_rewards(ro, tasks.goal[torch.arange(b * k) // k])
                 tb = process(ro, cfg, b, k)                          # advantage
                 if s == cfg.inner_steps:
                     post = _with_old(apply, params, batched, tb)
