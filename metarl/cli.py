@@ -115,6 +115,7 @@ ALGOS = {
     "maml": ("metarl.algos.maml", "MAMLConfig"),
     "reptile": ("metarl.algos.reptile", "ReptileConfig"),
     "maesn": ("metarl.algos.maesn", "MAESNConfig"),
+    "episodic-rl2": ("metarl.algos.episodic_rl2", "EpisodicRL2Config"),
 }
 
 
@@ -219,7 +220,8 @@ def _cmd_plot(args) -> int:
     xkey = "env_steps" if "env_steps" in rows[0] else "iteration"
     x = [int(r[xkey]) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    curves = [c for c in rows[0] if "return" in c]      # rl2: trial_return; maml: pre/post returns
+    # rl2: trial_return; maml: pre/post returns; episodic-rl2: first-pull and per-pull rewards
+    curves = [c for c in rows[0] if any(w in c for w in ("return", "reward", "first_pull"))]
     for col in curves:
         ax.plot(x, [float(r[col]) for r in rows], label=col.replace("_", " "))
     summary = run_dir / "summary.json"
@@ -230,7 +232,7 @@ def _cmd_plot(args) -> int:
                 ax.axhline(mean, ls="--", lw=1, color="gray")
                 ax.annotate(name, (x[-1], mean), fontsize=8, ha="right", va="bottom")
     ax.set_xlabel(xkey.replace("_", " "))
-    ax.set_ylabel("return")
+    ax.set_ylabel("return" if any("return" in c for c in curves) else "reward")
     ax.set_title(run_dir.name)
     ax.legend(loc="lower right")
     out = Path(args.out or run_dir / "learning_curve.png")
@@ -249,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     helps = {"rl2": "RL^2: a recurrent policy trained with PPO over trials",
              "maml": "MAML-RL: VPG inner steps, TRPO/PPO outer step, all tasks batched",
              "reptile": "Reptile: k inner policy-gradient steps per task, phi += eps (phi~ - phi)",
-             "maesn": "MAESN: latent exploration noise adapted per task (sparse-reward goals)"}
+             "maesn": "MAESN: latent exploration noise adapted per task (sparse-reward goals)",
+             "episodic-rl2": "episodic meta-RL: an RL^2 agent that stores and reinstates its LSTM state per task"}
     for name in ALGOS:
         _, cls = _algo(name)
         p = algos.add_parser(name, help=helps.get(name, name), formatter_class=argparse.ArgumentDefaultsHelpFormatter)

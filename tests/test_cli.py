@@ -37,17 +37,24 @@ def test_bad_option_values_are_refused(capsys):
     assert main(["eval", "/nonexistent/run"]) == 2
 
 
-@pytest.mark.parametrize("algo,opts", [
+@pytest.mark.parametrize("algo,opts,shows", [
     ("reptile", ["--meta-batch-size", "2", "--trajectories-per-task", "2", "--iterations", "2", "--eval-tasks", "3",
-                 "--eval-steps", "1"]),
+                 "--eval-steps", "1"], "adaptation steps"),
     ("maesn", ["--meta-batch-size", "2", "--trajectories-per-task", "2", "--iterations", "2", "--eval-tasks", "3",
-               "--eval-steps", "1"]),
+               "--eval-steps", "1"], "adaptation steps"),
+    ("episodic-rl2", ["--lifetimes", "2", "--trials-per-lifetime", "3", "--pulls-per-trial", "3", "--hidden", "8",
+                      "--iterations", "2", "--eval-lifetimes", "4"], "first pull, recurring task"),
 ])
-def test_reptile_and_maesn_train_eval_plot(tmp_path, capsys, algo, opts):
+def test_learners_train_eval_plot_resume(tmp_path, capsys, algo, opts, shows):
     run = tmp_path / algo
     assert main(["train", algo, *opts, "--run-dir", str(run), "--quiet"]) == 0
-    assert "adaptation steps" in capsys.readouterr().out
+    assert shows in capsys.readouterr().out
     assert main(["eval", str(run), "--tasks", "3"]) == 0
+    assert shows in capsys.readouterr().out
     assert main(["plot", str(run)]) == 0
-    assert main(["train", algo, "--resume", str(run), "--quiet"]) == 2      # not resumable yet: a clear error
-    assert "cannot resume" in capsys.readouterr().err
+    assert (run / "learning_curve.png").exists()
+    # a finished run resumes to its end at once: same checkpoint iteration, evaluation printed again
+    before = checkpoint.load(run / "checkpoint.pt", kind=checkpoint.read_kind(run / "checkpoint.pt"))["iteration"]
+    assert main(["train", algo, "--resume", str(run), "--quiet"]) == 0
+    assert shows in capsys.readouterr().out
+    assert checkpoint.load(run / "checkpoint.pt", kind=checkpoint.read_kind(run / "checkpoint.pt"))["iteration"] == before
