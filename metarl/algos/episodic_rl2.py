@@ -229,7 +229,7 @@ def run_lifetimes(agent: EpisodicAgent, cfg: EpisodicRL2Config, life: dict, gene
         h = c = torch.zeros((n, cfg.hidden))
         prev = torch.zeros((n, K + 1))
         logps, values, rews = [], [], []
-        for t in range(T):
+        for _ in range(T):
             x = torch.cat([ctx, prev, match[:, None]], -1)
             logits, value, (h, c) = agent(x, (h, c), c_ep)
             logp_all = torch.log_softmax(logits, -1)
