@@ -102,6 +102,20 @@ class LSTM(torch.nn.LSTM):
                 for k in range(self.num_layers)]
 
     def forward(self, input, hx=None, reset=None):  # noqa: A002 - torch's argument name
+        w0 = self._flat_weights[0]
+        if reset is None and _use_aten(self.backend, w0.device):
+            # nothing of metarl's to do: metarl's checks (its error types and messages), then torch's
+            # own forward and kernel, with no per-call work beyond them (B = 1 inference)
+            _check_input("input", input, (2, 3), self.input_size, w0.dtype, w0.device)
+            if hx is not None:
+                h0, c0 = _split_hx(hx)
+                lead = (input.shape[1 - int(self.batch_first)],) if input.dim() == 3 else ()
+                shape = (self.num_layers, *lead, self.hidden_size)
+                _check_state("hx[0] (h_0)", h0, shape, w0.dtype, w0.device)
+                _check_state("hx[1] (c_0)", c0, shape, w0.dtype, w0.device)
+            if input.shape[int(self.batch_first) if input.dim() == 3 else 0] == 0:
+                raise ValueError("input: the sequence must have at least one step")
+            return torch.nn.LSTM.forward(self, input, hx)
         weights = self._layer_weights()
         dtype, device = weights[0][0].dtype, weights[0][0].device
         _check_input("input", input, (2, 3), self.input_size, dtype, device)
