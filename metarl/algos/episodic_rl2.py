@@ -34,7 +34,6 @@ batch of ``lifetimes`` lifetimes run in parallel.
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import json
 import math
@@ -45,11 +44,17 @@ import torch
 from torch import nn
 
 from metarl import checkpoint
+from metarl.algos._run import (
+    CHECKPOINT,
+    CONFIG_JSON,
+    ProgressLog,
+    check_nonnegative,
+    check_positive,
+    check_positive_ints,
+    check_unit_interval,
+    load_for_resume,
+)
 from metarl.kernels.knn import batched_knn
-
-CHECKPOINT = "checkpoint.pt"
-LOG_CSV = "progress.csv"
-CONFIG_JSON = "config.json"
 
 
 # ----------------------------------------------------------------------------- config
@@ -99,24 +104,13 @@ class EpisodicRL2Config:
     """Minutes between checkpoints (one is also written at the end and on Ctrl-C)."""
 
     def __post_init__(self):
-        for name in ("arms", "context_dim", "tasks_per_lifetime", "trials_per_lifetime", "pulls_per_trial", "hidden",
-                     "lifetimes", "iterations", "eval_lifetimes"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_positive_ints(self, "arms", "context_dim", "tasks_per_lifetime", "trials_per_lifetime", "pulls_per_trial",
+                            "hidden", "lifetimes", "iterations", "eval_lifetimes")
         if self.arms < 2:
             raise ValueError(f"arms must be >= 2, got {self.arms}")
-        for name in ("p_good", "p_bad"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must lie in [0, 1], got {self.gamma!r}")
-        for name in ("lr", "match_scale", "max_grad_norm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("value_coef", "entropy_coef"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        check_unit_interval(self, "p_good", "p_bad", "gamma")
+        check_positive(self, "lr", "match_scale", "max_grad_norm")
+        check_nonnegative(self, "value_coef", "entropy_coef")
 
     @property
     def input_size(self) -> int:
@@ -299,17 +293,13 @@ def train(cfg: EpisodicRL2Config, run_dir=None, *, resume: bool = False, progres
     ``checkpoint.pt`` (atomic; periodic, at the end and on Ctrl-C); ``resume=True`` continues
     from it with the results of an uninterrupted run."""
     run_dir = Path(run_dir) if run_dir is not None else None
-    if resume and run_dir is None:
-        raise ValueError("resume=True needs a run_dir")
     torch.manual_seed(cfg.seed)
     agent = EpisodicAgent(cfg)
     optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
     g = torch.Generator().manual_seed(cfg.seed)
     it = 0
     if resume:
-        ck = checkpoint.load(run_dir / CHECKPOINT, kind="episodic-rl2")
-        if ck["config"] != dataclasses.asdict(cfg):
-            raise ValueError(f"{run_dir}: the checkpoint's config differs from this one; resume with its config")
+        ck = load_for_resume(run_dir, "episodic-rl2", cfg)
         agent.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         g.set_state(ck["generator"])
@@ -317,16 +307,10 @@ def train(cfg: EpisodicRL2Config, run_dir=None, *, resume: bool = False, progres
     steps_per_it = cfg.lifetimes * cfg.trials_per_lifetime * cfg.pulls_per_trial
     header = ["iteration", "env_steps", "first_pull_recurring", "first_pull_new", "reward_per_pull", "entropy",
               "seconds"]
-    log = None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_JSON).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-        rows = []
-        if resume and (run_dir / LOG_CSV).exists():
-            with open(run_dir / LOG_CSV, newline="") as f:
-                rows = [r for r in list(csv.reader(f))[1:] if int(r[0]) <= it]
-        log = open(run_dir / LOG_CSV, "w", newline="")
-        csv.writer(log).writerows([header, *rows])
+    log = ProgressLog(run_dir, header, keep_through=it if resume else None)
     total = cfg.iterations if max_iterations is None else min(cfg.iterations, max_iterations)
 
     def snapshot():
@@ -355,9 +339,7 @@ def train(cfg: EpisodicRL2Config, run_dir=None, *, resume: bool = False, progres
             stats = _first_pull_stats(out["rewards"], life["recurring"])
             row = [it, it * steps_per_it, stats["first pull, recurring task"][0], stats["first pull, new task"][0],
                    stats["reward per pull"][0], out["entropy"], time.perf_counter() - start]
-            if log is not None:
-                csv.writer(log).writerow(row)
-                log.flush()
+            log.write(row)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(recurring=f"{row[2]:.2f}", new=f"{row[3]:.2f}", pull=f"{row[4]:.2f}")
@@ -369,8 +351,7 @@ def train(cfg: EpisodicRL2Config, run_dir=None, *, resume: bool = False, progres
     finally:
         if bar is not None:
             bar.close()
-        if log is not None:
-            log.close()
+        log.close()
         if run_dir is not None:
             checkpoint.save(run_dir / CHECKPOINT, last if interrupted and last is not None else snapshot(),
                             kind="episodic-rl2")

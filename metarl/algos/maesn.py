@@ -47,7 +47,6 @@ post-update returns. No MAML comparison here (maml.py is written separately).
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import json
 import math
@@ -58,11 +57,19 @@ import torch
 
 import metarl
 from metarl import checkpoint
+from metarl.algos._run import (
+    CHECKPOINT,
+    CONFIG_JSON,
+    ProgressLog,
+    check_nonnegative,
+    check_positive,
+    check_positive_ints,
+    check_unit_interval,
+    load_for_resume,
+)
 from metarl.algos.reptile import (
     Batch,
     Params,
-    _check_positive,
-    _check_positive_int,
     collect,
     gaussian_log_prob,
     init_mlp,
@@ -71,10 +78,6 @@ from metarl.algos.reptile import (
     per_task_mean,
     task_advantages,
 )
-
-CHECKPOINT = "checkpoint.pt"
-LOG_CSV = "progress.csv"
-CONFIG_JSON = "config.json"
 
 
 @dataclasses.dataclass
@@ -131,18 +134,14 @@ class MAESNConfig:
     def __post_init__(self):
         if self.env not in metarl.envs.ENV_CLASSES:
             raise ValueError(f"env must be one of {sorted(metarl.envs.ENV_CLASSES)}, got {self.env!r}")
-        for name in ("num_train_tasks", "meta_batch_size", "trajectories_per_task", "latent_dim", "hidden",
-                     "inner_steps", "iterations", "eval_tasks", "eval_steps"):
-            _check_positive_int(self, name)
+        check_positive_ints(self, "num_train_tasks", "meta_batch_size", "trajectories_per_task", "latent_dim", "hidden",
+                            "inner_steps", "iterations", "eval_tasks", "eval_steps")
         if self.meta_batch_size > self.num_train_tasks:
             raise ValueError(f"meta_batch_size ({self.meta_batch_size}) must not exceed num_train_tasks "
                              f"({self.num_train_tasks})")
-        for name in ("inner_lr", "outer_lr", "latent_lr", "max_grad_norm", "max_inner_lr"):
-            _check_positive(self, name)
-        if not isinstance(self.kl_coef, (int, float)) or self.kl_coef < 0:
-            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef!r}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
+        check_positive(self, "inner_lr", "outer_lr", "latent_lr", "max_grad_norm", "max_inner_lr")
+        check_nonnegative(self, "kl_coef")
+        check_unit_interval(self, "gamma")
         if self.train_reward not in ("dense", "env"):
             raise ValueError(f"train_reward must be 'dense' or 'env', got {self.train_reward!r}")
         if self.train_reward == "dense" and self.env not in ("SemicircleGoal-v0", "Navigation2D-v0"):
@@ -320,8 +319,6 @@ def train(cfg: MAESNConfig, run_dir=None, progress: bool = False, max_iterations
     continues from ``run_dir``'s checkpoint with the results of an uninterrupted run (it holds
     the learned tensors, Adam's state, the generator and the env's state)."""
     run_dir = Path(run_dir) if run_dir is not None else None
-    if resume and run_dir is None:
-        raise ValueError("resume=True needs a run_dir")
     g = torch.Generator().manual_seed(cfg.seed)
     b, k = cfg.meta_batch_size, cfg.trajectories_per_task
     env = make_env(cfg, b * k)
@@ -332,9 +329,7 @@ def train(cfg: MAESNConfig, run_dir=None, progress: bool = False, max_iterations
     optimizer = torch.optim.Adam(groups)
     it = 0
     if resume:
-        ck = checkpoint.load(run_dir / CHECKPOINT, kind="maesn")
-        if ck["config"] != dataclasses.asdict(cfg):
-            raise ValueError(f"{run_dir}: the checkpoint's config differs from this one; resume with its config")
+        ck = load_for_resume(run_dir, "maesn", cfg)
         if "generator" not in ck:
             raise ValueError(f"{run_dir}: this checkpoint was written without the state a resume needs")
         with torch.no_grad():   # in place: the optimizer holds these leaves
@@ -346,16 +341,11 @@ def train(cfg: MAESNConfig, run_dir=None, progress: bool = False, max_iterations
         g.set_state(ck["generator"])
         env.load_state_dict(ck["env"])
         it = ck["iteration"]
-    log = None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_JSON).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-        rows = []
-        if resume and (run_dir / LOG_CSV).exists():   # keep the rows up to the checkpoint
-            with open(run_dir / LOG_CSV, newline="") as f:
-                rows = [r for r in list(csv.reader(f))[1:] if int(r[0]) <= it]
-        log = open(run_dir / LOG_CSV, "w", newline="")
-        csv.writer(log).writerows([["iteration", "return_pre", "return_post", "kl", "seconds"], *rows])
+    log = ProgressLog(run_dir, ["iteration", "return_pre", "return_post", "kl", "seconds"],
+                      keep_through=it if resume else None)
     iters = cfg.iterations if max_iterations is None else min(cfg.iterations, max_iterations)
     start = last_ckpt = time.perf_counter()
 
@@ -396,9 +386,7 @@ def train(cfg: MAESNConfig, run_dir=None, progress: bool = False, max_iterations
             # log
             post = float(batch.episode_returns().mean())
             row = [it, pre, post, float(kl.detach()), time.perf_counter() - start]
-            if log is not None:
-                csv.writer(log).writerow(row)
-                log.flush()
+            log.write(row)
             if progress:
                 print(f"iteration {it}/{iters} return pre {row[1]:.3f} post {row[2]:.3f} kl {row[3]:.3f}")
             if run_dir is not None and time.perf_counter() - last_ckpt > 60 * cfg.checkpoint_minutes:
@@ -407,8 +395,7 @@ def train(cfg: MAESNConfig, run_dir=None, progress: bool = False, max_iterations
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        if log is not None:
-            log.close()
+        log.close()
         if run_dir is not None:
             checkpoint.save(run_dir / CHECKPOINT, last if interrupted and last is not None else snapshot(),
                             kind="maesn")

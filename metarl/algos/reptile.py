@@ -27,7 +27,6 @@ Use it from Python::
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -38,11 +37,17 @@ import torch
 
 import metarl
 from metarl import checkpoint
+from metarl.algos._run import (
+    CHECKPOINT,
+    CONFIG_JSON,
+    ProgressLog,
+    check_nonnegative_ints,
+    check_positive,
+    check_positive_ints,
+    check_unit_interval,
+    load_for_resume,
+)
 from metarl.kernels.returns import lambda_returns
-
-CHECKPOINT = "checkpoint.pt"
-LOG_CSV = "progress.csv"
-CONFIG_JSON = "config.json"
 
 Params = dict[str, torch.Tensor]
 
@@ -147,23 +152,9 @@ class SineConfig:
     """Seed of the init, the tasks and the points."""
 
     def __post_init__(self):
-        for name in ("hidden", "meta_batch_size", "inner_steps", "inner_batch", "iterations", "eval_shots",
-                     "eval_steps", "eval_tasks"):
-            _check_positive_int(self, name)
-        for name in ("inner_lr", "outer_lr"):
-            _check_positive(self, name)
-
-
-def _check_positive_int(cfg, name):
-    v = getattr(cfg, name)
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
-
-
-def _check_positive(cfg, name):
-    v = getattr(cfg, name)
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0 or not math.isfinite(v):
-        raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+        check_positive_ints(self, "hidden", "meta_batch_size", "inner_steps", "inner_batch", "iterations", "eval_shots",
+                            "eval_steps", "eval_tasks")
+        check_positive(self, "inner_lr", "outer_lr")
 
 
 def sample_sine_tasks(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -377,15 +368,11 @@ class ReptileConfig:
     def __post_init__(self):
         if self.env not in metarl.envs.ENV_CLASSES:
             raise ValueError(f"env must be one of {sorted(metarl.envs.ENV_CLASSES)}, got {self.env!r}")
-        for name in ("meta_batch_size", "trajectories_per_task", "inner_steps", "iterations", "hidden",
-                     "eval_tasks", "eval_steps"):
-            _check_positive_int(self, name)
-        if not isinstance(self.num_train_tasks, int) or self.num_train_tasks < 0:
-            raise ValueError(f"num_train_tasks must be an int >= 0, got {self.num_train_tasks!r}")
-        for name in ("inner_lr", "outer_lr"):
-            _check_positive(self, name)
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
+        check_positive_ints(self, "meta_batch_size", "trajectories_per_task", "inner_steps", "iterations", "hidden",
+                            "eval_tasks", "eval_steps")
+        check_nonnegative_ints(self, "num_train_tasks")
+        check_positive(self, "inner_lr", "outer_lr")
+        check_unit_interval(self, "gamma")
 
 
 def make_env(cfg, num_envs: int, seed: int | None = None):
@@ -477,8 +464,6 @@ def train(cfg: ReptileConfig, run_dir=None, progress: bool = False, max_iteratio
     ``resume=True`` continues from ``run_dir``'s checkpoint with the results of an uninterrupted
     run: the checkpoint holds φ, the generator and the env's state (its RNG keys and counters)."""
     run_dir = Path(run_dir) if run_dir is not None else None
-    if resume and run_dir is None:
-        raise ValueError("resume=True needs a run_dir")
     g = torch.Generator().manual_seed(cfg.seed)
     b, k = cfg.meta_batch_size, cfg.trajectories_per_task
     env = make_env(cfg, b * k)
@@ -486,24 +471,17 @@ def train(cfg: ReptileConfig, run_dir=None, progress: bool = False, max_iteratio
     train_set = env.sample_task_split(cfg.num_train_tasks, 1, seed=cfg.seed)[0] if cfg.num_train_tasks else None
     it = 0
     if resume:
-        ck = checkpoint.load(run_dir / CHECKPOINT, kind="reptile")
-        if ck["config"] != dataclasses.asdict(cfg):
-            raise ValueError(f"{run_dir}: the checkpoint's config differs from this one; resume with its config")
+        ck = load_for_resume(run_dir, "reptile", cfg)
         if "generator" not in ck:
             raise ValueError(f"{run_dir}: this checkpoint was written without the state a resume needs")
         phi, it = ck["params"], ck["iteration"]
         g.set_state(ck["generator"])
         env.load_state_dict(ck["env"])
-    log = None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_JSON).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-        rows = []
-        if resume and (run_dir / LOG_CSV).exists():   # keep the rows up to the checkpoint
-            with open(run_dir / LOG_CSV, newline="") as f:
-                rows = [r for r in list(csv.reader(f))[1:] if int(r[0]) <= it]
-        log = open(run_dir / LOG_CSV, "w", newline="")
-        csv.writer(log).writerows([["iteration", "return_pre", "return_post", "epsilon", "seconds"], *rows])
+    log = ProgressLog(run_dir, ["iteration", "return_pre", "return_post", "epsilon", "seconds"],
+                      keep_through=it if resume else None)
     iters = cfg.iterations if max_iterations is None else min(cfg.iterations, max_iterations)
 
     def snapshot():
@@ -528,9 +506,7 @@ def train(cfg: ReptileConfig, run_dir=None, progress: bool = False, max_iteratio
             it += 1
             # log
             row = [it, float(rets[0].mean()), float(rets[-1].mean()), eps, time.perf_counter() - start]
-            if log is not None:
-                csv.writer(log).writerow(row)
-                log.flush()
+            log.write(row)
             if progress:
                 print(f"iteration {it}/{iters} return pre {row[1]:.3f} post {row[2]:.3f}")
             if run_dir is not None and time.perf_counter() - last_ckpt > 60 * cfg.checkpoint_minutes:
@@ -539,8 +515,7 @@ def train(cfg: ReptileConfig, run_dir=None, progress: bool = False, max_iteratio
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        if log is not None:
-            log.close()
+        log.close()
         if run_dir is not None:
             checkpoint.save(run_dir / CHECKPOINT, last if interrupted and last is not None else snapshot(),
                             kind="reptile")
