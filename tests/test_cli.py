@@ -54,7 +54,9 @@ def test_learners_train_eval_plot_resume(tmp_path, capsys, algo, opts, shows):
     assert main(["plot", str(run)]) == 0
     assert (run / "learning_curve.png").exists()
     # a finished run resumes to its end at once: same checkpoint iteration, evaluation printed again
-    before = checkpoint.load(run / "checkpoint.pt", kind=checkpoint.read_kind(run / "checkpoint.pt"))["iteration"]
+    def iteration():
+        return checkpoint.load(run / "checkpoint.pt", kind=checkpoint.read_kind(run / "checkpoint.pt"))["iteration"]
+    before = iteration()
     assert main(["train", algo, "--resume", str(run), "--quiet"]) == 0
     assert shows in capsys.readouterr().out
-    assert checkpoint.load(run / "checkpoint.pt", kind=checkpoint.read_kind(run / "checkpoint.pt"))["iteration"] == before
+    assert iteration() == before
