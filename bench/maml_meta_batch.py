@@ -135,6 +135,7 @@ def main(argv=None):
     kinds = ("vmap", "loop", "clone/adapt")
     rows = []
     load0 = os.getloadavg()[0]
+    measure(20, 0.5, 1, kinds)   # process warm-up: the first size measured ran 3-7x slow without it
     for b in (int(x) for x in args.batches.split(",")):
         res = measure(b, args.seconds, args.repeats, kinds)
         rows.append({"meta_batch": b, **res})
