@@ -35,7 +35,6 @@ the paper text (0.1); pass ``inner_lr=0.5`` for the code's value.
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import json
 import math
@@ -49,11 +48,9 @@ from torch.func import functional_call, grad, vmap
 
 import metarl
 from metarl import checkpoint
+from metarl.algos._run import CHECKPOINT, CONFIG_JSON, ProgressLog, load_for_resume
 from metarl.kernels.returns import lambda_returns
 
-CHECKPOINT = "checkpoint.pt"
-LOG_CSV = "progress.csv"
-CONFIG_JSON = "config.json"
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -691,34 +688,24 @@ def train(cfg: MAMLConfig, run_dir=None, progress: bool = False, max_iterations:
     g = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
     g_tasks = torch.Generator().manual_seed(cfg.seed + 1)
     total = min(cfg.iterations, max_iterations) if max_iterations is not None else cfg.iterations
-    log, it = None, 0
-    if resume and run_dir is None:
-        raise ValueError("resume=True needs a run_dir")
+    it = 0
+    if resume:
+        ck = load_for_resume(run_dir, "maml", cfg)
+        policy.load_state_dict(ck["policy"])
+        if lrs is not None:
+            with torch.no_grad():
+                for n, v in lrs.items():
+                    v.copy_(ck["inner_lrs"][n])
+        if optimizer is not None:
+            optimizer.load_state_dict(ck["optimizer"])
+        g.set_state(ck["generator"])
+        g_tasks.set_state(ck["generator_tasks"])
+        it = ck["iteration"]
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            ck = checkpoint.load(run_dir / CHECKPOINT, kind="maml")
-            if ck["config"] != dataclasses.asdict(cfg):
-                raise ValueError(f"{run_dir}: the checkpoint's config differs from this one; resume with its config")
-            policy.load_state_dict(ck["policy"])
-            if lrs is not None:
-                with torch.no_grad():
-                    for n, v in lrs.items():
-                        v.copy_(ck["inner_lrs"][n])
-            if optimizer is not None:
-                optimizer.load_state_dict(ck["optimizer"])
-            g.set_state(ck["generator"])
-            g_tasks.set_state(ck["generator_tasks"])
-            it = ck["iteration"]
         (run_dir / CONFIG_JSON).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-        path = run_dir / LOG_CSV
-        rows = []
-        if resume and path.exists():     # keep the rows up to the checkpoint
-            with open(path, newline="") as f:
-                rows = [r for r in list(csv.reader(f))[1:] if int(r[0]) <= it]
-        log = open(path, "w", newline="")
-        csv.writer(log).writerows([["iteration", "env_steps", "pre_return", "post_return", "surrogate_before",
-                                    "surrogate_after", "kl", "accepted", "seconds"], *rows])
+    log = ProgressLog(run_dir, ["iteration", "env_steps", "pre_return", "post_return", "surrogate_before",
+                                "surrogate_after", "kl", "accepted", "seconds"], keep_through=it if resume else None)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -775,9 +762,7 @@ def train(cfg: MAMLConfig, run_dir=None, progress: bool = False, max_iterations:
                    **{n: stats[n] for n in ("surrogate_before", "surrogate_after", "kl", "accepted")},
                    "seconds": time.perf_counter() - start}
             history.append(row)
-            if log is not None:
-                csv.writer(log).writerow(list(row.values()))
-                log.flush()
+            log.write(row.values())
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(pre=f"{returns[0]:.2f}", post=f"{returns[-1]:.2f}")
@@ -791,8 +776,7 @@ def train(cfg: MAMLConfig, run_dir=None, progress: bool = False, max_iterations:
             checkpoint.save(run_dir / CHECKPOINT, snapshot(), kind="maml")
         if bar is not None:
             bar.close()
-        if log is not None:
-            log.close()
+        log.close()
     summary = {"iterations": it, "env_steps": it * per_iter, "train_seconds": time.perf_counter() - start,
                "pre_return": history[-1]["pre_return"] if history else float("nan"),
                "post_return": history[-1]["post_return"] if history else float("nan"),
