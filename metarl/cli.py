@@ -116,6 +116,7 @@ ALGOS = {
     "reptile": ("metarl.algos.reptile", "ReptileConfig"),
     "maesn": ("metarl.algos.maesn", "MAESNConfig"),
     "episodic-rl2": ("metarl.algos.episodic_rl2", "EpisodicRL2Config"),
+    "metagrad": ("metarl.algos.metagrad", "MetaGradConfig"),
 }
 
 
@@ -227,10 +228,16 @@ def _cmd_plot(args) -> int:
     summary = run_dir / "summary.json"
     if summary.exists():
         for name, val in json.loads(summary.read_text()).get("eval", {}).items():
-            if isinstance(val, list) and name != "rl2":      # RL^2's baselines: (mean, se)
+            if isinstance(val, list) and name not in ("rl2", "metagrad"):   # baselines: (mean, se)
                 mean = val[0]
                 ax.axhline(mean, ls="--", lw=1, color="gray")
                 ax.annotate(name, (x[-1], mean), fontsize=8, ha="right", va="bottom")
+    if "gamma" in rows[0]:      # metagrad: the meta-learned gamma and lambda on a second axis
+        ax2 = ax.twinx()
+        for col, style in (("gamma", "-."), ("lambda", ":")):
+            ax2.plot(x, [float(r[col]) for r in rows], style, color="gray", label=col)
+        ax2.set_ylabel("gamma, lambda")
+        ax2.legend(loc="upper left")
     ax.set_xlabel(xkey.replace("_", " "))
     ax.set_ylabel("return" if any("return" in c for c in curves) else "reward")
     ax.set_title(run_dir.name)
@@ -252,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
              "maml": "MAML-RL: VPG inner steps, TRPO/PPO outer step, all tasks batched",
              "reptile": "Reptile: k inner policy-gradient steps per task, phi += eps (phi~ - phi)",
              "maesn": "MAESN: latent exploration noise adapted per task (sparse-reward goals)",
-             "episodic-rl2": "episodic meta-RL: an RL^2 agent that stores and reinstates its LSTM state per task"}
+             "episodic-rl2": "episodic meta-RL: an RL^2 agent that stores and reinstates its LSTM state per task",
+             "metagrad": "meta-gradient RL: A2C whose gamma and lambda are learned online (Xu et al. 2018)"}
     for name in ALGOS:
         _, cls = _algo(name)
         p = algos.add_parser(name, help=helps.get(name, name), formatter_class=argparse.ArgumentDefaultsHelpFormatter)

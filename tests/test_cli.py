@@ -44,6 +44,8 @@ def test_bad_option_values_are_refused(capsys):
                "--eval-steps", "1"], "adaptation steps"),
     ("episodic-rl2", ["--lifetimes", "2", "--trials-per-lifetime", "3", "--pulls-per-trial", "3", "--hidden", "8",
                       "--iterations", "2", "--eval-lifetimes", "4"], "first pull, recurring task"),
+    ("metagrad", ["--num-envs", "2", "--rollout-steps", "5", "--total-env-steps", "40", "--hidden-size", "8",
+                  "--eval-tasks", "3"], "metagrad"),
 ])
 def test_learners_train_eval_plot_resume(tmp_path, capsys, algo, opts, shows):
     run = tmp_path / algo
