@@ -6,6 +6,9 @@ anything imports Triton), so CI covers them at small shapes.
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# idle OpenMP workers (Numba's and torch's pools) sleep instead of spinning: two spinning pools on a
+# 2-core machine slowed single tests by up to 10x (session 3)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
