@@ -117,6 +117,8 @@ ALGOS = {
     "maesn": ("metarl.algos.maesn", "MAESNConfig"),
     "episodic-rl2": ("metarl.algos.episodic_rl2", "EpisodicRL2Config"),
     "metagrad": ("metarl.algos.metagrad", "MetaGradConfig"),
+    "mfec": ("metarl.algos.mfec", "MFECConfig"),
+    "nec": ("metarl.algos.nec", "NECConfig"),
 }
 
 
@@ -228,7 +230,7 @@ def _cmd_plot(args) -> int:
     summary = run_dir / "summary.json"
     if summary.exists():
         for name, val in json.loads(summary.read_text()).get("eval", {}).items():
-            if isinstance(val, list) and name not in ("rl2", "metagrad"):   # baselines: (mean, se)
+            if isinstance(val, list) and name not in ALGOS:   # baselines (mean, se), not the learner itself
                 mean = val[0]
                 ax.axhline(mean, ls="--", lw=1, color="gray")
                 ax.annotate(name, (x[-1], mean), fontsize=8, ha="right", va="bottom")
@@ -260,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
              "reptile": "Reptile: k inner policy-gradient steps per task, phi += eps (phi~ - phi)",
              "maesn": "MAESN: latent exploration noise adapted per task (sparse-reward goals)",
              "episodic-rl2": "episodic meta-RL: an RL^2 agent that stores and reinstates its LSTM state per task",
-             "metagrad": "meta-gradient RL: A2C whose gamma and lambda are learned online (Xu et al. 2018)"}
+             "metagrad": "meta-gradient RL: A2C whose gamma and lambda are learned online (Xu et al. 2018)",
+             "mfec": "model-free episodic control: per-action kNN tables of the best returns (Blundell et al. 2016)",
+             "nec": "neural episodic control: embedding + per-action DND, N-step Q targets (Pritzel et al. 2017)"}
     for name in ALGOS:
         _, cls = _algo(name)
         p = algos.add_parser(name, help=helps.get(name, name), formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -46,6 +46,8 @@ def test_bad_option_values_are_refused(capsys):
                       "--iterations", "2", "--eval-lifetimes", "4"], "first pull, recurring task"),
     ("metagrad", ["--num-envs", "2", "--rollout-steps", "5", "--total-env-steps", "40", "--hidden-size", "8",
                   "--eval-tasks", "3"], "metagrad"),
+    ("mfec", ["--total-env-steps", "200", "--eval-episodes", "2"], "mfec"),
+    ("nec", ["--total-env-steps", "200", "--eval-episodes", "2"], "nec"),
 ])
 def test_learners_train_eval_plot_resume(tmp_path, capsys, algo, opts, shows):
     run = tmp_path / algo
