@@ -11,8 +11,9 @@ of all copies together). Reported:
   seeded 12345; DQN acts on its Q-network's argmax there);
 - wall-clock seconds (one thread each; a loaded machine stretches them — compare the env steps).
 
-Every run is its own subprocess (one thread), so no learner sees another's process state and each
-result is what ``metarl train mfec|nec --env ... --seed ...`` gives on its own.
+Every run is its own subprocess (one thread: ``OMP_NUM_THREADS=NUMBA_NUM_THREADS=1``, idle OpenMP workers
+passive), so no learner sees another's process state and each result is what
+``metarl train mfec|nec --env ... --seed ...`` gives on its own.
 
 DQN uses rl-baselines3-zoo's tuned hyperparameters for each env (hyperparams/dqn.yml), with the
 exploration schedule kept at the zoo's length in env steps (8k CartPole, 12k Acrobot) when the
@@ -20,6 +21,7 @@ budget differs from the zoo's ``n_timesteps``. A missing stable_baselines3 is re
 
     python bench/episodic.py                       # 3 seeds, CartPole 30k and Acrobot 20k env steps
     python bench/episodic.py --seeds 0 --cartpole-steps 20000 --acrobot-steps 10000   # quick look
+    python bench/episodic.py --from-json bench/results/episodic-<host>-<stamp>.json    # table and plot again
 
 Writes ``bench/results/episodic-<hostname>-<timestamp>.json`` and the plot ``bench/results/episodic.png``.
 """
@@ -96,7 +98,10 @@ def run_dqn(env_id: str, steps: int, seed: int) -> dict:
 def run_isolated(name: str, env_id: str, steps: int, seed: int) -> dict:
     """One run in a fresh Python process (``--worker``); its result comes back as the last stdout line."""
     cmd = [sys.executable, __file__, "--worker", name, env_id, str(steps), str(seed)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # one thread everywhere, and idle OpenMP workers sleep: spinning pools (Numba's, torch's) on a shared
+    # 2-core machine stretched single runs by 10x and more
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{name} {env_id} seed {seed} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -125,8 +130,8 @@ def plot(results: dict, budgets: dict, path: Path) -> None:
         grid = torch.linspace(0, budgets[env_id], 201).tolist()
         for name, runs in learners.items():
             curves = torch.tensor([curve(r["end_steps"], r["returns"], grid) for r in runs])
-            mean = curves.nanmean(0)
-            lo, hi = curves.min(0).values, curves.max(0).values      # NaN until every seed has 10 episodes
+            mean = curves.mean(0)                  # NaN until every seed has finished 10 episodes
+            lo, hi = curves.min(0).values, curves.max(0).values
             ax.plot(grid, mean, label=f"{name} ({len(runs)} seeds)", color=colors.get(name))
             ax.fill_between(grid, lo, hi, color=colors.get(name), alpha=0.15)
         if env_id.startswith("CartPole"):
@@ -143,6 +148,30 @@ def fmt_steps(xs) -> str:
     return ", ".join("-" if x is None else f"{x / 1000:.1f}k" for x in xs)
 
 
+def print_table(results: dict, budgets: dict, num_seeds: int) -> None:
+    print(f"\n### Episodic control vs DQN (same env-step budget; {num_seeds} seeds; "
+          f"{platform.processor() or platform.machine()}, 1 thread)\n")
+    print("| env | budget | learner | env steps to mean return 150 (per seed) | mean | "
+          "last 20 training episodes | greedy eval (100 episodes) | wall s / run |")
+    print("|---|---|---|---|---|---|---|---|")
+    for env_id, learners in results.items():
+        for label, runs in learners.items():
+            reach = [r["steps_to_150"] for r in runs]
+            got = [x for x in reach if x is not None]
+            mean_reach = (f"{sum(got) / len(got) / 1000:.1f}k" + ("" if len(got) == len(reach) else
+                          f" ({len(got)}/{len(reach)} reached)")) if got else "not reached"
+            if not env_id.startswith("CartPole"):
+                reach_cells = "n/a | n/a"
+            else:
+                reach_cells = f"{fmt_steps(reach)} | {mean_reach}"
+            last = torch.tensor([r["last20"] for r in runs])
+            ev = torch.tensor([r["eval"][0] for r in runs])
+            secs = sum(r["seconds"] for r in runs) / len(runs)
+            print(f"| {env_id} | {budgets[env_id] / 1000:g}k | {label} | {reach_cells} | "
+                  f"{last.mean():.1f} (seeds {', '.join(f'{x:.0f}' for x in last)}) | "
+                  f"{ev.mean():.1f} (seeds {', '.join(f'{x:.0f}' for x in ev)}) | {secs:.0f} |")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -150,6 +179,7 @@ def main(argv=None) -> int:
     p.add_argument("--acrobot-steps", type=int, default=20_000)
     p.add_argument("--learners", nargs="+", default=["MFEC", "NEC", "DQN"])
     p.add_argument("--plot", default=str(RESULTS / "episodic.png"), help="PNG of the learning curves")
+    p.add_argument("--from-json", metavar="JSON", help="print the table and redraw the plot of a saved run")
     p.add_argument("--worker", nargs=4, metavar=("LEARNER", "ENV", "STEPS", "SEED"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -157,6 +187,12 @@ def main(argv=None) -> int:
         name, env_id, steps, seed = args.worker
         run = run_dqn if name == "DQN" else functools.partial(run_metarl, name)
         print(json.dumps(run(env_id, int(steps), int(seed))))
+        return 0
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        print_table(saved["results"], saved["budgets"], len(saved["seeds"]))
+        plot(saved["results"], saved["budgets"], Path(args.plot))
+        print(f"\nwrote {args.plot}")
         return 0
     try:
         import stable_baselines3
@@ -188,27 +224,7 @@ def main(argv=None) -> int:
                       f"greedy eval {r['eval'][0]:.1f} ± {r['eval'][1]:.1f}", flush=True)
             results[env_id][label] = runs
 
-    print(f"\n### Episodic control vs DQN (same env-step budget; {len(args.seeds)} seeds; "
-          f"{platform.processor() or platform.machine()}, 1 thread)\n")
-    print("| env | budget | learner | env steps to mean return 150 (per seed) | mean | "
-          "last 20 training episodes | greedy eval (100 episodes) | wall s / run |")
-    print("|---|---|---|---|---|---|---|---|")
-    for env_id, learners in results.items():
-        for label, runs in learners.items():
-            reach = [r["steps_to_150"] for r in runs]
-            got = [x for x in reach if x is not None]
-            mean_reach = (f"{sum(got) / len(got) / 1000:.1f}k" + ("" if len(got) == len(reach) else
-                          f" ({len(got)}/{len(reach)} reached)")) if got else "not reached"
-            if not env_id.startswith("CartPole"):
-                reach_cells = "n/a | n/a"
-            else:
-                reach_cells = f"{fmt_steps(reach)} | {mean_reach}"
-            last = torch.tensor([r["last20"] for r in runs])
-            ev = torch.tensor([r["eval"][0] for r in runs])
-            secs = sum(r["seconds"] for r in runs) / len(runs)
-            print(f"| {env_id} | {budgets[env_id] // 1000}k | {label} | {reach_cells} | "
-                  f"{last.mean():.1f} (seeds {', '.join(f'{x:.0f}' for x in last)}) | "
-                  f"{ev.mean():.1f} (seeds {', '.join(f'{x:.0f}' for x in ev)}) | {secs:.0f} |")
+    print_table(results, budgets, len(args.seeds))
     elapsed, load_after = time.perf_counter() - start, os.getloadavg()
     print(f"\nTotal {elapsed / 60:.1f} min; 1-minute load average {load_before[0]:.1f} before, {load_after[0]:.1f} "
           f"after ({os.cpu_count()} CPUs; wall times stretch with load, env steps do not).")
