@@ -39,6 +39,15 @@ def _seed():
     np.random.seed(0)
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny MLPs: one intra-op thread is several times faster than two on a shared 2-core box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(params=CPU_BACKENDS)
 def backend(request):
     """Every env backend usable on this machine's CPU."""

@@ -10,14 +10,6 @@ from metarl.algos import episodic_rl2 as E
 from metarl.algos.episodic_rl2 import EpisodicAgent, EpisodicLSTMCell, EpisodicMemory, EpisodicRL2Config
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_memory_returns_the_nearest_entry_latest_on_ties():
     mem = EpisodicMemory(2, capacity=4, key_dim=2, value_dim=3)
     v, d = mem.lookup(torch.zeros(2, 2))

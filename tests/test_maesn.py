@@ -11,15 +11,6 @@ from metarl.algos import maesn
 from metarl.algos.maesn import MAESNConfig, evaluate, inner_update, kl_standard_normal, train
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny MLPs: one intra-op thread is several times faster than two on a shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _setup(b=3, k=3, horizon=4):
     cfg = MAESNConfig(env="Navigation2D-v0", train_reward="env", num_train_tasks=5, meta_batch_size=b,
                       trajectories_per_task=k, hidden=8)

@@ -19,12 +19,8 @@ from metarl.kernels.returns import lambda_returns
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny MLPs: one intra-op thread is several times faster than two on a shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Every test here on one intra-op thread (conftest's one_thread)."""
 
 
 def _rollout(t_len, n, seed, dtype=torch.float32):

@@ -12,11 +12,8 @@ from metarl.cli import ALGOS, main
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here on one intra-op thread (conftest's one_thread)."""
 
 
 def raw_agent(k=3, capacity=1000, actions=2):

@@ -14,11 +14,8 @@ TINY = dict(capacity=500, n_step=5, replay_size=1_000, learning_starts=100, eval
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here on one intra-op thread (conftest's one_thread)."""
 
 
 def test_n_step_targets_by_hand():

@@ -24,15 +24,6 @@ from metarl.algos.reptile import (
 )
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny MLPs: one intra-op thread is several times faster than two on a shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _mlp_single(params, x):
     """Plain unbatched tanh MLP (the loop reference): x [M, in]."""
     n = sum(1 for k in params if k.startswith("w"))
