@@ -602,17 +602,6 @@ def load_model(run_dir) -> tuple[MetaGradActorCritic, MetaGradConfig]:
 
 
 # ----------------------------------------------------------------------------- training
-def _truncate_log(path: Path, iteration: int) -> None:
-    """Keep the CSV rows up to ``iteration`` (a resumed run rewrites what came after its checkpoint)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    keep = rows[:1] + [r for r in rows[1:] if int(r[0]) <= iteration]
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerows(keep)
-
-
 def train(cfg: MetaGradConfig, run_dir=None, *, resume: bool = False, progress: bool = True,
           max_iterations: int | None = None) -> dict:
     """Train meta-gradient A2C; returns a summary dict: ``iterations``, ``env_steps``, ``train_seconds``,
@@ -627,7 +616,7 @@ def train(cfg: MetaGradConfig, run_dir=None, *, resume: bool = False, progress: 
     ``summary.json``. ``resume=True`` continues from ``run_dir``'s checkpoint exactly as an
     uninterrupted run would (same machine and backend). ``max_iterations`` stops early (tests).
     """
-    from metarl.algos.rl2 import _progress, _tensorboard
+    from metarl.algos.rl2 import _progress, _tensorboard, _truncate_log
 
     run_dir = Path(run_dir) if run_dir is not None else None
     env = make_env(cfg)
