@@ -35,24 +35,15 @@ import torch
 
 import metarl
 from metarl import checkpoint
+from metarl.algos._run import CHECKPOINT, CONFIG_JSON, LOG_CSV, check_positive_ints
 from metarl.algos.rl2 import _progress, _tensorboard, _truncate_log, mean_se
 from metarl.memory import FlatIndex
 
-CHECKPOINT = "checkpoint.pt"
-LOG_CSV = "progress.csv"
-CONFIG_JSON = "config.json"
 RETURN_WINDOW = 20          # finished episodes averaged into progress.csv's episode_return
 EVAL_MAX_STEPS = 100_000    # evaluate_returns gives up after this many steps (envs without a time limit)
 
 
 # ----------------------------------------------------------------------------- config checks
-def check_positive_ints(cfg, names) -> None:
-    for name in names:
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-
-
 def check_range(cfg, name: str, lo: float, hi: float, *, lo_open: bool = False) -> None:
     v = getattr(cfg, name)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo < v <= hi if lo_open else lo <= v <= hi):
@@ -62,7 +53,7 @@ def check_range(cfg, name: str, lo: float, hi: float, *, lo_open: bool = False) 
 def check_common(cfg) -> None:
     """The fields MFEC and NEC configs share."""
     check_env(cfg.env)
-    check_positive_ints(cfg, ("num_envs", "total_env_steps", "log_every", "eval_episodes"))
+    check_positive_ints(cfg, "num_envs", "total_env_steps", "log_every", "eval_episodes")
     if isinstance(cfg.epsilon_decay_steps, bool) or not isinstance(cfg.epsilon_decay_steps, int) \
             or cfg.epsilon_decay_steps < 0:
         raise ValueError(f"epsilon_decay_steps must be an int >= 0, got {cfg.epsilon_decay_steps!r}")

@@ -62,11 +62,9 @@ from torch.func import functional_call
 
 import metarl
 from metarl import checkpoint
+from metarl.algos._run import CHECKPOINT, CONFIG_JSON, LOG_CSV, check_positive_ints
 from metarl.kernels.returns import lambda_returns
 
-CHECKPOINT = "checkpoint.pt"
-LOG_CSV = "progress.csv"
-CONFIG_JSON = "config.json"
 RETURNS_BACKENDS = ("auto", "torch", "numba", "triton")
 # RMSProp of the inner update (A2C's optimiser): square-average decay and epsilon
 RMS_ALPHA = 0.99
@@ -146,10 +144,7 @@ class MetaGradConfig:
     def __post_init__(self):
         if self.env not in metarl.envs.ENV_CLASSES:
             raise ValueError(f"env must be one of {sorted(metarl.envs.ENV_CLASSES)}, got {self.env!r}")
-        for name in ("num_envs", "rollout_steps", "total_env_steps", "hidden_size", "eval_tasks"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_positive_ints(self, "num_envs", "rollout_steps", "total_env_steps", "hidden_size", "eval_tasks")
         for name in ("reward_delay", "eta_embedding"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:

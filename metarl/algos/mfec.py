@@ -43,6 +43,7 @@ import torch
 
 from metarl import checkpoint
 from metarl.algos import episodic
+from metarl.algos._run import check_positive_ints
 from metarl.algos.episodic import EpisodeStats, epsilon_at, epsilon_greedy
 from metarl.kernels.returns import lambda_returns
 from metarl.memory import FlatIndex
@@ -91,7 +92,7 @@ class MFECConfig:
 
     def __post_init__(self):
         episodic.check_common(self)
-        episodic.check_positive_ints(self, ("k", "capacity"))
+        check_positive_ints(self, "k", "capacity")
         if isinstance(self.projection_dim, bool) or not isinstance(self.projection_dim, int) \
                 or self.projection_dim < 0:
             raise ValueError(f"projection_dim must be an int >= 0 (0: no projection), got {self.projection_dim!r}")

@@ -37,6 +37,7 @@ from torch import nn
 
 from metarl import checkpoint
 from metarl.algos import episodic
+from metarl.algos._run import check_positive_ints
 from metarl.algos.episodic import EpisodeStats, epsilon_at, epsilon_greedy
 from metarl.memory import DND
 
@@ -102,8 +103,8 @@ class NECConfig:
 
     def __post_init__(self):
         episodic.check_common(self)
-        episodic.check_positive_ints(self, ("hidden_size", "key_dim", "capacity", "neighbours", "n_step",
-                                            "batch_size", "replay_size", "train_every"))
+        check_positive_ints(self, "hidden_size", "key_dim", "capacity", "neighbours", "n_step",
+                            "batch_size", "replay_size", "train_every")
         if isinstance(self.learning_starts, bool) or not isinstance(self.learning_starts, int) \
                 or self.learning_starts < 0:
             raise ValueError(f"learning_starts must be an int >= 0, got {self.learning_starts!r}")
