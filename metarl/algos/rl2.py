@@ -31,6 +31,7 @@ import torch
 
 import metarl
 from metarl import checkpoint
+from metarl.algos._run import check_positive_ints
 from metarl.envs import TrialWrapper
 from metarl.kernels.returns import gae
 from metarl.kernels.rollout import episode_length
@@ -101,12 +102,10 @@ class RL2Config:
     def __post_init__(self):
         if self.env not in metarl.envs.ENV_CLASSES:
             raise ValueError(f"env must be one of {sorted(metarl.envs.ENV_CLASSES)}, got {self.env!r}")
-        for name in ("arms", "num_states", "num_actions", "horizon", "episodes_per_trial", "num_envs",
-                     "total_env_steps", "hidden_size", "epochs", "minibatches", "eval_tasks"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
-        if self.rollout_steps < 0:
-            raise ValueError(f"rollout_steps must be >= 0, got {self.rollout_steps}")
+        check_positive_ints(self, "arms", "num_states", "num_actions", "horizon", "episodes_per_trial", "num_envs",
+                            "total_env_steps", "hidden_size", "epochs", "minibatches", "eval_tasks")
+        if not isinstance(self.rollout_steps, int) or isinstance(self.rollout_steps, bool) or self.rollout_steps < 0:
+            raise ValueError(f"rollout_steps must be >= 0, got {self.rollout_steps!r}")
         if self.minibatches > self.num_envs:
             raise ValueError(f"minibatches ({self.minibatches}) must not exceed num_envs ({self.num_envs})")
         for name in ("gamma", "gae_lambda"):
