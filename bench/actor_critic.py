@@ -43,13 +43,13 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import gemm_rate, machine_info, warn_if_loaded
 
 OBS_DIM = 16
 NUM_ACTIONS = 4
@@ -82,20 +82,6 @@ def measure(step, seconds, sync=None) -> dict:
         times.append((time.perf_counter() - t0) / calls_per_rep * 1e6)
     return {"us": min(times), "median_us": statistics.median(times), "repeats_us": times,
             "calls_per_repeat": calls_per_rep}
-
-
-def gemm_rate(n: int = 2048, repeats: int = 8) -> float:
-    """fp32 FLOP/s of ``torch.mm`` on two ``n x n`` matrices (best of ``repeats``)."""
-    import torch
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
-    torch.mm(a, b, out=out)
-    best = 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=out)
-        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
-    return best
 
 
 def flops(bsz: int, hidden: int) -> int:
@@ -223,22 +209,6 @@ def run_isolated(column, sizes, seconds) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- driver
-def machine_info(device) -> dict:
-    import numba
-    import torch
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"hostname": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "numba_threads": numba.get_num_threads(),
-            "python": platform.python_version(), "device": device,
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "versions": {"torch": torch.__version__, "numba": numba.__version__}}
-
-
 def markdown_table(rows, columns, rate, gpu=None) -> str:
     fused = "triton@cuda" if "triton@cuda" in columns else "numba"
     unfused = "unfused@cuda" if fused == "triton@cuda" else "unfused"
@@ -316,9 +286,7 @@ def main(argv=None):
     gpu = gpu_rates() if device == "cuda" else None
     print(f"# Actor-critic step benchmark — {info['cpu']}, {info['cores']} cores, device {device}\n")
     print(f"fp32 GEMM rate (torch.mm 2048^2): {rate / 1e9:.0f} GFLOP/s\n", flush=True)
-    if info["load_average_before"][0] > 1.0:
-        print(f"Warning: load average {info['load_average_before'][0]:.1f} before the run; other processes "
-              "share the cores.\n", flush=True)
+    warn_if_loaded(info["load_average_before"])
     results = {}
     for col in columns:
         results[col] = run_isolated(col, sizes, args.seconds)

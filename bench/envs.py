@@ -57,8 +57,6 @@ import importlib
 import importlib.util
 import json
 import os
-import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -67,6 +65,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from _common import machine_info
 
 # torch, metarl and the peers are imported where they are used, so that a peer's
 # worker process does not pay for (or start the thread pools of) the others.
@@ -263,34 +262,6 @@ def installed(module) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def version(module) -> str | None:
-    try:
-        return importlib.import_module(module).__version__
-    except Exception:
-        return None
-
-
-def machine_info(device) -> dict:
-    import torch
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {
-        "hostname": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-        "cuda": torch.cuda.is_available(), "device": device,
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "versions": {m: version(m) for m in ("metarl", "torch", "numpy", "numba", "gymnasium", "envpool", "triton")},
-    }
-    if installed("numba"):
-        import numba
-        info["numba_threads"] = numba.get_num_threads()
-    return info
-
-
 def run_family(env_id, sizes, seconds, device, bandwidth) -> dict:
     module, _ = FAMILIES[env_id]
     try:
@@ -394,7 +365,8 @@ def main(argv=None):
     sizes = [int(s) for s in args.sizes.split(",")]
 
     start = time.perf_counter()
-    info = machine_info(device)
+    info = machine_info(device, ("metarl", "torch", "numpy", "numba", "gymnasium", "envpool", "triton"))
+    info["cuda"] = info["gpu"] is not None
     info["load_average_before"] = os.getloadavg()
     bw = copy_bandwidth()
     print(f"# Env benchmark — {info['cpu']}, {info['cores']} cores, device {device}\n")

@@ -52,13 +52,13 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import gemm_rate, machine_info, warn_if_loaded
 
 # torch, metarl and the peers are imported where they are used, so that a peer's worker process
 # does not pay for (or start the thread pools of) the others.
@@ -88,18 +88,6 @@ def measure(call, seconds, sync=None) -> dict:
     while len(times) < 3 or (time.perf_counter() - start < seconds and len(times) < MAX_REPEATS):
         times.append(once())
     return {"s": min(times), "median_s": statistics.median(times), "repeats": len(times)}
-
-
-def gemm_rate(device: str) -> float:
-    """fp32 FLOP/s of ``torch.mm`` (CPU: 2048 x 1024 x 1024; CUDA: 8192^3, TF32 off), best of 10."""
-    import torch
-    torch.backends.cuda.matmul.allow_tf32 = False
-    m, n = (2048, 1024) if device == "cpu" else (8192, 8192)
-    a, b = torch.randn(m, n, device=device), torch.randn(n, n, device=device)
-    out = torch.empty(m, n, device=device)
-    sync = torch.cuda.synchronize if device == "cuda" else None
-    best = min(measure(lambda: torch.mm(a, b, out=out), 0.0, sync)["s"] for _ in range(4))
-    return 2 * m * n * n / best
 
 
 def copy_bandwidth(device: str) -> float:
@@ -265,27 +253,6 @@ def run_isolated(job) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- report
-def machine_info(device) -> dict:
-    import torch
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"hostname": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__}
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
-    for mod in ("faiss", "sklearn"):
-        try:
-            info[mod] = __import__(mod).__version__
-        except ImportError:
-            info[mod] = None
-    return info
-
-
 def _fmt_rate(r):
     return f"{r:.3g}" if r is not None else "n/a"
 
@@ -344,16 +311,15 @@ def main(argv=None):
             sys.exit("--device cuda: no CUDA device")
 
     start = time.perf_counter()
-    info = machine_info(args.device)
+    info = machine_info(args.device, ("torch", "faiss", "sklearn"))
     info["load_average_before"] = os.getloadavg()
-    rate, bw = gemm_rate(args.device), copy_bandwidth(args.device)
+    rate = gemm_rate(2048, 1024, 1024) if args.device == "cpu" else gemm_rate(8192, 8192, 8192, "cuda")
+    bw = copy_bandwidth(args.device)
     where = info.get("gpu", f"{info['cpu']}, {info['cores']} cores")
     print(f"# kNN benchmark — {where} ({args.device})\n")
     print(f"fp32 GEMM rate: {rate / 1e9:.0f} GFLOP/s; copy bandwidth (read + write): {bw / 1e9:.1f} GB/s\n",
           flush=True)
-    if info["load_average_before"][0] > 1.0:
-        print(f"Warning: load average {info['load_average_before'][0]:.1f} before the run; other processes "
-              "share the cores.\n", flush=True)
+    warn_if_loaded(info["load_average_before"])
 
     sizes = [{"M": m, "d": d, "Q": q, "k": k} for m in ms for d in ds for q in qs for k in ks]
     results = {}

@@ -40,13 +40,13 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import gemm_rate, machine_info, warn_if_loaded
 
 BATCHES = (1, 64, 1024, 4096)
 HIDDEN = (128, 256)
@@ -77,21 +77,6 @@ def measure(call, steps_per_call, seconds) -> dict:
             "calls_per_repeat": calls_per_rep}
 
 
-def gemm_rate(n: int = 1024, m: int = 2048, repeats: int = 10) -> float:
-    """fp32 FLOP/s of ``torch.mm`` on ``[m, n] @ [n, n]`` (best of ``repeats``)."""
-    import torch
-    a, b = torch.randn(m, n), torch.randn(n, n)
-    out = torch.empty(m, n)
-    torch.mm(a, b, out=out)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=out)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * m * n * n / best
-
-
-# ----------------------------------------------------------------------------- columns
 def bench_column(column, batches, hidden, steps, seconds) -> list[dict]:
     """One column, every (H, B), in this process (the worker's job)."""
     import torch
@@ -147,20 +132,6 @@ def run_isolated(column, batches, hidden, steps, seconds) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- report
-def machine_info() -> dict:
-    import numba
-    import torch
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"hostname": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "numba_threads": numba.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__, "numba": numba.__version__}
-
-
 def markdown_table(columns, rows, pairs) -> str:
     head = ["H", "B"] + list(columns) + [f"{a} / {b}" for a, b in pairs] + ["floor", "best metarl / floor"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
@@ -200,12 +171,10 @@ def main(argv=None):
     start = time.perf_counter()
     info = machine_info()
     info["load_average_before"] = os.getloadavg()
-    rate = gemm_rate()
+    rate = gemm_rate(2048, 1024, 1024)
     print(f"# LSTM benchmark — {info['cpu']}, {info['cores']} cores; I = {INPUT_SIZE}, T = {args.steps}\n")
     print(f"fp32 GEMM rate (torch.mm 2048x1024x1024): {rate / 1e9:.0f} GFLOP/s\n", flush=True)
-    if info["load_average_before"][0] > 1.0:
-        print(f"Warning: load average {info['load_average_before'][0]:.1f} before the run; other processes "
-              "share the cores.\n", flush=True)
+    warn_if_loaded(info["load_average_before"])
     columns = list(COLUMNS) + (list(TRAIN_COLUMNS) if args.train else [])
     results = {}
     for col in columns:

@@ -72,12 +72,12 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import gemm_rate, machine_info, warn_if_loaded
 
 ENVS = (8, 64, 1024)
 ARMS = 5
@@ -261,45 +261,11 @@ def run_isolated(column, sizes, steps, device, seconds) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- floor
-def gemm_rate(n: int = 2048, repeats: int = 8) -> float:
-    """fp32 FLOP/s of ``torch.mm`` on two ``n x n`` matrices (best of ``repeats``)."""
-    import torch
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
-    torch.mm(a, b, out=out)
-    best = 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=out)
-        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
-    return best
-
-
 def flops_per_step(in_dim: int, hidden: int = HIDDEN, epochs: int = EPOCHS) -> int:
     return (1 + 3 * epochs) * 2 * (in_dim + hidden) * 4 * hidden
 
 
 # ----------------------------------------------------------------------------- driver
-def machine_info(device) -> dict:
-    import numba
-    import torch
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    versions = {"torch": torch.__version__, "numba": numba.__version__}
-    for mod in ("stable_baselines3", "sb3_contrib"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except ImportError:
-            versions[mod] = None
-    return {"hostname": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(), "device": device,
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "versions": versions}
-
-
 def _fmt(r) -> str:
     return f"{r['steps_per_s']:.3g}" if "steps_per_s" in r else "n/a"
 
@@ -370,14 +336,12 @@ def main(argv=None):
     in_dim = make_env(_config(1, args.steps, "cpu"), 1).single_observation_space.shape[0]   # RL^2 input size
 
     start = time.perf_counter()
-    info = machine_info(args.device)
+    info = machine_info(args.device, ("torch", "numba", "stable_baselines3", "sb3_contrib"))
     info["load_average_before"] = os.getloadavg()
     rate = gemm_rate()
     print(f"# Training-loop benchmark (RL^2 bandits) — {info['cpu']}, {info['cores']} cores, device {args.device}\n")
     print(f"fp32 GEMM rate (torch.mm 2048^2): {rate / 1e9:.0f} GFLOP/s\n", flush=True)
-    if info["load_average_before"][0] > 1.0:
-        print(f"Warning: load average {info['load_average_before'][0]:.1f} before the run; other processes "
-              "share the cores.\n", flush=True)
+    warn_if_loaded(info["load_average_before"])
     results = {}
     for col in COLUMNS:
         if col not in chosen:
