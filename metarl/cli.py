@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
              "nec": "neural episodic control: embedding + per-action DND, N-step Q targets (Pritzel et al. 2017)"}
     for name in ALGOS:
         _, cls = _algo(name)
-        p = algos.add_parser(name, help=helps.get(name, name), formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = algos.add_parser(name, help=helps.get(name, name))
         add_config_options(p, cls)
         p.add_argument("--run-dir", help=f"where logs and checkpoints go (default: runs/{name}-<env>-<time>)")
         p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")

@@ -23,11 +23,14 @@ def test_maml_train_eval_plot(tmp_path, capsys):
     assert (run / "learning_curve.png").exists()
 
 
-def test_every_learner_has_a_train_command():
+def test_every_learner_has_a_train_command(capsys):
     for name in ALGOS:
         with pytest.raises(SystemExit) as e:
             main(["train", name, "--help"])
         assert e.value.code == 0
+        text = capsys.readouterr().out
+        assert "--total-env-steps" in text or "--iterations" in text or "--num-envs" in text, name
+        assert "(default: None)" not in text, f"{name}: each option shows its config default once"
 
 
 def test_bad_option_values_are_refused(capsys):
