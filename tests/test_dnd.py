@@ -155,6 +155,62 @@ def test_lru_eviction_lookups_count_as_uses():
     assert stored == {(20.0, 0.0), (30.0, 0.0), (40.0, 0.0)}
 
 
+def test_vector_values_equal_one_scalar_dnd_per_component():
+    """``value_dim = V``: lookups and writes (repeats, tabular updates, appends) equal V scalar DNDs
+    fed the same keys, one component each; gradients reach the vector values."""
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    pick = torch.tensor([0, 1, 0, 2, 3, 1, 4, 0, 2])
+    h, actions = base[pick], torch.tensor([0, 1, 0, 1, 0, 1, 0, 0, 1])
+    V = 3
+    vals = torch.randn(9, V, generator=g, dtype=torch.float64)
+    vec = DND(2, 4, 6, k=3, value_dim=V, dtype=torch.float64)
+    scalars = [DND(2, 4, 6, k=3, dtype=torch.float64) for _ in range(V)]
+    matched = vec.write(h[:5], vals[:5], actions[:5], alpha=0.4)
+    for j, s in enumerate(scalars):
+        assert torch.equal(s.write(h[:5], vals[:5, j], actions[:5], alpha=0.4), matched)
+    vec.write(h[5:], vals[5:], actions[5:], alpha=0.4)
+    for j, s in enumerate(scalars):
+        s.write(h[5:], vals[5:, j], actions[5:], alpha=0.4)
+    q = torch.randn(4, 4, generator=g, dtype=torch.float64)
+    which = torch.tensor([1, 0, 0, 1])
+    every, one = vec.lookup(q), vec.lookup(q, which)
+    assert every.shape == (4, 2, V) and one.shape == (4, V)
+    for j, s in enumerate(scalars):
+        assert torch.allclose(every[..., j], s.lookup(q), atol=1e-12)
+        assert torch.allclose(one[:, j], s.lookup(q, which), atol=1e-12)
+    one.sum().backward()
+    assert vec.values.grad.shape == (2, 6, V) and vec.values.grad.abs().sum() > 0
+    assert vec.lookup(q[:0]).shape == (0, 2, V) and vec.lookup(q[:0], which[:0]).shape == (0, V)
+    with pytest.raises(ValueError, match=r"values must have shape \[2, 3\]"):
+        vec.write(h[:2], vals[:2, 0], actions[:2])
+
+
+def test_vector_dnd_save_load_round_trip(tmp_path):
+    dnd = DND(2, 3, 4, k=2, value_dim=5)
+    dnd.write(torch.randn(3, 3), torch.randn(3, 5), torch.tensor([0, 1, 1]))
+    dnd.save(tmp_path / "v.bin")
+    back = DND.load(tmp_path / "v.bin")
+    assert back.value_dim == 5
+    assert_same_state(state(dnd), state(back))
+    with pytest.raises(ValueError, match="does not fit"):
+        DND(2, 3, 4, k=2).load(tmp_path / "v.bin")      # scalar DND, vector file
+
+
+def test_search_gives_the_nearest_slots_and_squared_distances():
+    dnd = DND(2, 2, 4, k=2)
+    keys = torch.tensor([[0.0, 0.0], [3.0, 0.0], [1.0, 1.0]])
+    dnd.write(keys, torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0, 0, 1]))
+    before = state(dnd)
+    d, slots = dnd.search(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([0, 1]))
+    assert d.shape == slots.shape == (2, 2)
+    assert torch.allclose(d[0], torch.tensor([1.0, 4.0])) and slots[0].tolist() == [0, 1]
+    assert float(d[1, 0]) == pytest.approx(1.0) and int(slots[1, 1]) == -1 and d[1, 1] == float("inf")
+    assert_same_state(before, state(dnd))                # a read: the LRU clock does not move
+    d1, _ = dnd.search(torch.tensor([[3.0, 0.0]]), torch.tensor([0]), k=1)
+    assert d1.tolist() == [[0.0]]
+
+
 BAD_DND_CALLS = [
     ("lookup dim", lambda m: m.lookup(torch.zeros(2, 4)), ValueError),
     ("lookup NaN", lambda m: m.lookup(torch.full((2, 5), float("nan"))), ValueError),
@@ -163,6 +219,8 @@ BAD_DND_CALLS = [
     ("lookup action range", lambda m: m.lookup(torch.zeros(2, 5), torch.tensor([0, 3])), ValueError),
     ("lookup action dtype", lambda m: m.lookup(torch.zeros(2, 5), torch.tensor([0.0, 1.0])), TypeError),
     ("lookup action shape", lambda m: m.lookup(torch.zeros(2, 5), torch.tensor([0])), ValueError),
+    ("search action range", lambda m: m.search(torch.zeros(2, 5), torch.tensor([0, 3])), ValueError),
+    ("search k", lambda m: m.search(torch.zeros(2, 5), torch.tensor([0, 1]), k=0), ValueError),
     ("write NaN key", lambda m: m.write(torch.full((1, 5), float("nan")), torch.zeros(1), torch.zeros(1).long()),
      ValueError),
     ("write NaN value", lambda m: m.write(torch.zeros(1, 5), torch.full((1,), float("nan")), torch.zeros(1).long()),
@@ -185,7 +243,7 @@ def test_bad_input_raises_and_leaves_dnd_unchanged(what, call, exc):
     assert_same_state(before, state(dnd))
 
 
-@pytest.mark.parametrize("kwargs", [{"k": 0}, {"delta": 0.0}, {"delta": -1.0}, {"capacity": 0}])
+@pytest.mark.parametrize("kwargs", [{"k": 0}, {"delta": 0.0}, {"delta": -1.0}, {"capacity": 0}, {"value_dim": 0}])
 def test_bad_constructor(kwargs):
     args = {"num_actions": 2, "key_dim": 3, "capacity": 4, **kwargs}
     with pytest.raises(ValueError):

@@ -10,21 +10,22 @@ from metarl.algos import episodic_rl2 as E
 from metarl.algos.episodic_rl2 import EpisodicAgent, EpisodicLSTMCell, EpisodicMemory, EpisodicRL2Config
 
 
-def test_memory_returns_the_nearest_entry_latest_on_ties():
-    mem = EpisodicMemory(2, capacity=4, key_dim=2, value_dim=3)
+def test_memory_returns_the_nearest_entry_and_keeps_the_latest_state_of_a_context():
+    mem = EpisodicMemory(2, capacity=2, key_dim=2, value_dim=3)
     v, d = mem.lookup(torch.zeros(2, 2))
     assert torch.equal(v, torch.zeros(2, 3)) and torch.isinf(d).all()
     mem.write(torch.tensor([[0.0, 0.0], [1.0, 0.0]]), torch.tensor([[1.0, 1, 1], [2.0, 2, 2]]))
     mem.write(torch.tensor([[3.0, 0.0], [1.0, 0.0]]), torch.tensor([[5.0, 5, 5], [7.0, 7, 7]]))
     v, d = mem.lookup(torch.tensor([[2.0, 0.0], [1.0, 0.5]]))
-    # lifetime 0: 2 is 2 from the first key (d² 4), 1 from the second (d² 1); lifetime 1: both keys
-    # equal, 0.5 away -> the later entry
+    # lifetime 0: 2 is 2 from the first key (d² 4), 1 from the second (d² 1); lifetime 1: the same
+    # context written twice holds the later state (0.5 away)
     assert torch.equal(v, torch.tensor([[5.0, 5, 5], [7.0, 7, 7]]))
     torch.testing.assert_close(d, torch.tensor([1.0, 0.25]))
-    mem.write(torch.zeros(2, 2), torch.zeros(2, 3))
-    mem.write(torch.zeros(2, 2), torch.zeros(2, 3))
-    with pytest.raises(RuntimeError, match="full"):
-        mem.write(torch.zeros(2, 2), torch.zeros(2, 3))
+    assert mem.dnd.ntotal.tolist() == [2, 1]
+    mem.write(torch.tensor([[9.0, 0.0], [9.0, 0.0]]), torch.full((2, 3), 9.0))   # full: LRU entry evicted
+    assert mem.dnd.ntotal.tolist() == [2, 2]
+    v, _ = mem.lookup(torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
+    assert torch.equal(v, torch.tensor([[5.0, 5, 5], [7.0, 7, 7]]))   # lifetime 0's unused key 0 went
 
 
 def test_cell_without_memory_is_torch_lstm_cell():

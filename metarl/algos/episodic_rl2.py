@@ -16,11 +16,12 @@ prev reward, match]`` with a fifth, *reinstatement* gate ``r``:
     c' = f ⊙ c + i ⊙ tanh(g) + r ⊙ tanh(c_ep),      h' = o ⊙ tanh(c')
 
 (h, c) reset to zero at every trial start, as in RL^2; ``c_ep`` is the cell state retrieved for
-the trial's context. The memory (:class:`EpisodicMemory`) holds one ``(context, c_T)`` entry per
-finished trial of the lifetime; lookup is exact nearest-neighbour search by
-:func:`metarl.kernels.knn.batched_knn` (one memory per lifetime, all lifetimes in one call; ties
-go to the latest entry), and ``match = exp(−κ d²)`` of the neighbour's squared distance tells the
-agent how close the retrieved entry is. With ``memory=False`` the same agent runs with an empty
+the trial's context. The memory (:class:`EpisodicMemory`: a :class:`metarl.memory.DND` with one
+memory per lifetime, vector values and ``k = 1``) holds one ``(context, c_T)`` entry per task seen
+in the lifetime, the latest trial's state (a recurring context's entry is overwritten); lookup is
+exact nearest-neighbour search (all lifetimes in one ``batched_knn`` call), and
+``match = exp(−κ d²)`` of the neighbour's squared distance tells the agent how close the retrieved
+entry is. With ``memory=False`` the same agent runs with an empty
 memory (``c_ep = 0``, ``match = 0``): RL^2 without episodic memory, the baseline.
 
 Training is A2C over whole lifetimes: returns within each trial (no bootstrapping across trials),
@@ -54,7 +55,7 @@ from metarl.algos._run import (
     check_unit_interval,
     load_for_resume,
 )
-from metarl.kernels.knn import batched_knn
+from metarl.memory import DND
 
 
 # ----------------------------------------------------------------------------- config
@@ -171,34 +172,27 @@ class EpisodicAgent(nn.Module):
 
 
 class EpisodicMemory:
-    """One memory per lifetime: ``keys [n, L, D]`` (contexts), ``values [n, L, H]`` (cell states
-    at trial ends), written in trial order; lookup of the nearest key by
-    :func:`metarl.kernels.knn.batched_knn` over the entries written so far (ties: the latest)."""
+    """One memory per lifetime, all in one :class:`metarl.memory.DND` (``num_actions`` = lifetimes,
+    ``k = 1``, ``value_dim = H``): keys are task contexts, values the cell states at trial ends.
+    Writing a context already stored replaces its state (the DND's rule with α = 1), so the latest
+    trial of a recurring task is what comes back; a new context is appended (least recently used
+    entry evicted when full). Lookups run in one :func:`metarl.kernels.knn.batched_knn` call for
+    all lifetimes."""
 
     def __init__(self, n: int, capacity: int, key_dim: int, value_dim: int):
-        self.keys = torch.zeros((n, capacity, key_dim))
-        self.values = torch.zeros((n, capacity, value_dim))
-        self.size = 0
+        self.dnd = DND(n, key_dim, capacity, k=1, value_dim=value_dim)
+        self.rows = torch.arange(n)
 
     def write(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """Append one entry per lifetime (``keys [n, D]``, ``values [n, H]``, stored detached)."""
-        if self.size >= self.keys.shape[1]:
-            raise RuntimeError(f"episodic memory full ({self.size} entries)")
-        self.keys[:, self.size] = keys.detach()
-        self.values[:, self.size] = values.detach()
-        self.size += 1
+        """Store one entry per lifetime: ``keys [n, D]``, ``values [n, H]`` (detached)."""
+        self.dnd.write(keys.detach(), values.detach(), self.rows, alpha=1.0)
 
+    @torch.no_grad()
     def lookup(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(values [n, H], squared distance [n])`` of each lifetime's nearest entry to
-        ``queries [n, D]``; an empty memory answers zeros and +inf."""
-        n = queries.shape[0]
-        if self.size == 0:
-            return torch.zeros((n, self.values.shape[2])), torch.full((n,), math.inf)
-        keys = self.keys[:, :self.size].contiguous()
-        latest_first = -torch.arange(self.size, dtype=torch.int64).expand(n, self.size).contiguous()
-        dist, pos = batched_knn(queries[:, None, :].contiguous(), keys, 1, tiebreak=latest_first)
-        pos = pos[:, 0, 0]
-        return self.values[torch.arange(n), pos], dist[:, 0, 0].clamp_min(0.0)
+        ``queries [n, D]``; an empty memory answers zeros and +inf. Constants (no gradient)."""
+        d2, _ = self.dnd.search(queries, self.rows, k=1)
+        return self.dnd.lookup(queries, self.rows).detach(), d2[:, 0]
 
 
 # ----------------------------------------------------------------------------- one lifetime batch

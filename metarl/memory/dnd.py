@@ -9,6 +9,9 @@ query ``h``, the chosen keys and their values.
 Write: a key already stored in memory ``a`` (bitwise equal) gets the tabular update
 ``Q_i ← Q_i + α (v − Q_i)``; a new key is appended, evicting the memory's least recently used
 entry when it is full.
+
+Values are scalars (NEC's Q-values) or, with ``value_dim``, vectors (e.g. the LSTM cell states
+that episodic meta-RL stores and reinstates): the same weights then average whole vectors.
 """
 from __future__ import annotations
 
@@ -38,7 +41,8 @@ def _route(actions: torch.Tensor, num: int) -> tuple[torch.Tensor, int]:
 class DND(nn.Module):
     """Differentiable neural dictionary: ``num_actions`` memories of ``capacity`` (key, value) pairs.
 
-    Parameters (seen by optimizers): ``keys [A, C, key_dim]`` and ``values [A, C]``. Buffers:
+    Parameters (seen by optimizers): ``keys [A, C, key_dim]`` and ``values [A, C]`` (``[A, C, V]``
+    with ``value_dim=V``; every ``[N]`` value below is then ``[N, V]``). Buffers:
     ``valid [A, C]`` bool, ``last_use [A, C]`` int64 (LRU clock ticks) and ``clock`` — all in
     ``state_dict``. Writes go to the parameters' ``.data`` under ``no_grad``.
 
@@ -60,6 +64,7 @@ class DND(nn.Module):
         capacity: entries per memory ``C`` (NEC: 5e5).
         k: neighbours per lookup (NEC: 50).
         delta: ``δ`` of the kernel ``1 / (d² + δ)`` (NEC: 1e-3).
+        value_dim: None (scalar values, NEC) or the size ``V`` of vector values.
         device, dtype: ``torch.float32`` or ``torch.float64``.
         backend: the kNN kernel, passed to :func:`metarl.kernels.knn.batched_knn` (``None``: its default).
 
@@ -80,7 +85,7 @@ class DND(nn.Module):
     """
 
     def __init__(self, num_actions: int, key_dim: int, capacity: int, *, k: int = 50, delta: float = 1e-3,
-                 device="cpu", dtype=torch.float32, backend: str | None = None):
+                 value_dim: int | None = None, device="cpu", dtype=torch.float32, backend: str | None = None):
         super().__init__()
         self.num_actions = check_pos_int("num_actions", num_actions)
         self.key_dim = check_pos_int("key_dim", key_dim)
@@ -89,13 +94,15 @@ class DND(nn.Module):
         if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not delta > 0:
             raise ValueError(f"delta must be a positive float, got {delta!r}")
         self.delta = float(delta)
+        self.value_dim = None if value_dim is None else check_pos_int("value_dim", value_dim)
+        self._value_shape = () if value_dim is None else (self.value_dim,)
         self.backend = check_backend(backend)
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         dev = check_device(device)
         A, C = self.num_actions, self.capacity
         self.keys = nn.Parameter(torch.zeros((A, C, self.key_dim), dtype=dtype, device=dev))
-        self.values = nn.Parameter(torch.zeros((A, C), dtype=dtype, device=dev))
+        self.values = nn.Parameter(torch.zeros((A, C, *self._value_shape), dtype=dtype, device=dev))
         self.register_buffer("valid", torch.zeros((A, C), dtype=torch.bool, device=dev))
         self.register_buffer("last_use", torch.zeros((A, C), dtype=torch.int64, device=dev))
         self.register_buffer("clock", torch.zeros((), dtype=torch.int64, device=dev))
@@ -108,8 +115,9 @@ class DND(nn.Module):
         return self.valid.sum(1)
 
     def extra_repr(self) -> str:
+        extra = "" if self.value_dim is None else f", value_dim={self.value_dim}"
         return (f"num_actions={self.num_actions}, key_dim={self.key_dim}, capacity={self.capacity}, "
-                f"k={self.k}, delta={self.delta}")
+                f"k={self.k}, delta={self.delta}{extra}")
 
     def reset(self) -> None:
         """Forget every entry (keys and values zeroed, the LRU clock restarted)."""
@@ -170,25 +178,28 @@ class DND(nn.Module):
         diff = h_rows.unsqueeze(-2) - self.keys[mem, s]            # [..., kk, d]
         w = torch.where(hit, 1.0 / ((diff * diff).sum(-1) + self.delta), 0.0)
         w = w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)   # no neighbours: all w = 0
-        return (w * self.values[mem, s]).sum(-1)
+        if self.value_dim is None:
+            return (w * self.values[mem, s]).sum(-1)
+        return (w.unsqueeze(-1) * self.values[mem, s]).sum(-2)
 
     # ------------------------------------------------------------------ lookup
     def lookup(self, h, actions=None):
         """``[N, A]`` value estimates of ``h [N, key_dim]`` from every memory (``actions=None``), or ``[N]``
-        from memory ``actions[i]`` for row ``i``. Differentiable in ``h``, ``keys`` and ``values``."""
+        from memory ``actions[i]`` for row ``i`` (``[N, A, V]`` / ``[N, V]`` with ``value_dim``).
+        Differentiable in ``h``, ``keys`` and ``values``."""
         h = self._check_h("h", h)
         A, C = self.num_actions, self.capacity
         n, kk = h.shape[0], min(self.k, self.capacity)
         if actions is None:
             if n == 0:
-                return h.new_zeros((0, A))
+                return h.new_zeros((0, A, *self._value_shape))
             slots = self._search(h.unsqueeze(0).expand(A, n, self.key_dim), kk)           # [A, N, kk]
             mem = torch.arange(A, device=h.device).view(A, 1, 1)
-            out = self._weighted(h.unsqueeze(0), mem, slots).t()                          # [N, A]
+            out = self._weighted(h.unsqueeze(0), mem, slots).transpose(0, 1)              # [N, A(, V)]
         else:
             actions = self._check_actions(actions, n)
             if n == 0:
-                return h.new_zeros(0)
+                return h.new_zeros((0, *self._value_shape))
             rank, most = _route(actions, A)
             queries = h.new_zeros((A, most, self.key_dim)).detach()
             queries[actions, rank] = h.detach()
@@ -202,10 +213,30 @@ class DND(nn.Module):
 
     forward = lookup
 
+    @torch.no_grad()
+    def search(self, h, actions, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` (default the DND's ``k``) nearest stored keys of memory ``actions[i]`` to ``h[i]``:
+        ``(squared distances [N, k] float32, slots [N, k] int64)``, nearest first, padded with
+        ``+inf`` / ``-1`` where the memory holds fewer entries. A read only: not differentiated and
+        not counted as a use (LRU); :meth:`lookup` gives the weighted values."""
+        h = self._check_h("h", h)
+        n = h.shape[0]
+        actions = self._check_actions(actions, n)
+        kk = self.k if k is None else check_pos_int("k", k)
+        kk = min(kk, self.capacity)
+        if n == 0:
+            return (torch.zeros((0, kk), device=h.device), torch.zeros((0, kk), dtype=torch.int64, device=h.device))
+        rank, most = _route(actions, self.num_actions)
+        queries = h.new_zeros((self.num_actions, most, self.key_dim))
+        queries[actions, rank] = h
+        dist, slots = batched_knn(queries.float().contiguous(), self.keys.detach().float(), kk, valid=self.valid,
+                                  key_norms=self._key_norms(), backend=self.backend)
+        return dist[actions, rank].clamp_min(0.0), slots[actions, rank]
+
     # ------------------------------------------------------------------ write
     @torch.no_grad()
     def write(self, h, values, actions, alpha: float = 0.1) -> torch.Tensor:
-        """NEC's write of ``(h [N, key_dim], values [N])`` into memories ``actions [N]``.
+        """NEC's write of ``(h [N, key_dim], values [N] or [N, V])`` into memories ``actions [N]``.
 
         Returns ``[N]`` bool: True where the row was a tabular update ``Q ← Q + α (v − Q)`` of a key
         already present (stored before, or written by an earlier row of this call); False where
@@ -218,8 +249,9 @@ class DND(nn.Module):
         if values.dtype != self.values.dtype or values.device != self.values.device:
             raise TypeError(f"values must be {self.values.dtype} on {self.values.device}, "
                             f"got {values.dtype} on {values.device}")
-        if tuple(values.shape) != (n,):
-            raise ValueError(f"values must have shape [{n}], got {tuple(values.shape)}")
+        if tuple(values.shape) != (n, *self._value_shape):
+            want = ", ".join(str(x) for x in (n, *self._value_shape))
+            raise ValueError(f"values must have shape [{want}], got {tuple(values.shape)}")
         if n and not bool(torch.isfinite(values).all()):
             raise ValueError("values contains NaN or inf")
         actions = self._check_actions(actions, n)
@@ -270,9 +302,11 @@ class DND(nn.Module):
         weight = a * (1 - a) ** (m - 1 - pos).to(h.dtype)
         appended_first = new[group] & (pos == 0)
         weight = torch.where(appended_first, (1 - a) ** (m - 1).to(h.dtype), weight)
-        total = torch.zeros(num_groups, dtype=h.dtype, device=dev).index_add_(0, group, weight * values)
-        old = torch.where(matched, self.values.data[g_mem, g_slot.clamp_min(0)], 0.0)
-        total += old * (1 - a) ** size.to(h.dtype)
+        vshape = (-1,) + (1,) * len(self._value_shape)        # per-row factors broadcast over V
+        total = torch.zeros((num_groups, *self._value_shape), dtype=h.dtype, device=dev).index_add_(
+            0, group, weight.view(vshape) * values)
+        old = torch.where(matched.view(vshape), self.values.data[g_mem, g_slot.clamp_min(0)], 0.0)
+        total += old * ((1 - a) ** size.to(h.dtype)).view(vshape)
 
         self.keys.data[g_mem, g_slot] = g_key
         self.values.data[g_mem, g_slot] = total
@@ -286,15 +320,17 @@ class DND(nn.Module):
     def save(self, path) -> None:
         """Write the DND (settings, keys, values, LRU state) to ``path`` atomically."""
         meta = {"num_actions": self.num_actions, "key_dim": self.key_dim, "capacity": self.capacity, "k": self.k,
-                "delta": self.delta, "dtype": str(self.keys.dtype).removeprefix("torch.")}
+                "delta": self.delta, "value_dim": self.value_dim, "dtype": str(self.keys.dtype).removeprefix("torch.")}
         _io.save(path, "DND", meta, {k: v for k, v in self.state_dict().items()})
 
     def _load_new(cls, path, *, device="cpu", backend=None) -> DND:
         meta, t = _io.load(path, "DND")
         try:
             dtype = {"float32": torch.float32, "float64": torch.float64}[meta["dtype"]]
+            value_dim = meta.get("value_dim")     # files written before vector values have none
             dnd = cls(int(meta["num_actions"]), int(meta["key_dim"]), int(meta["capacity"]), k=int(meta["k"]),
-                      delta=float(meta["delta"]), device=device, dtype=dtype, backend=backend)
+                      delta=float(meta["delta"]), value_dim=None if value_dim is None else int(value_dim),
+                      device=device, dtype=dtype, backend=backend)
             dnd._check_state(t)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path!r} is not a valid metarl DND file: {e}") from None
