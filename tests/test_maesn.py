@@ -110,6 +110,25 @@ def test_outer_step_reaches_policy_latents_and_step_sizes(tmp_path):
     assert cfg2 == cfg and torch.equal(loaded["policy"]["w0"], m["policy"]["w0"].detach())
 
 
+def test_inner_reward_selects_the_reward_of_the_inner_step(monkeypatch):
+    """``inner_reward`` chooses the reward of the inner steps only; the outer step keeps ``train_reward``."""
+    seen = []
+    real = maesn._advantages
+
+    def spy(cfg, batch, env_tasks, b, reward):
+        seen.append(reward)
+        return real(cfg, batch, env_tasks, b, reward)
+
+    monkeypatch.setattr(maesn, "_advantages", spy)
+    small = dict(env="SemicircleGoal-v0", num_train_tasks=4, meta_batch_size=2, trajectories_per_task=2, hidden=8,
+                 iterations=1, inner_steps=2)
+    train(MAESNConfig(**small, train_reward="dense", inner_reward="env"), evaluate_at_end=False)
+    assert seen == ["env", "env", "dense"]
+    seen.clear()
+    train(MAESNConfig(**small, train_reward="dense"), evaluate_at_end=False)
+    assert seen == ["dense", "dense", "dense"]
+
+
 def test_resume_equals_an_uninterrupted_run(one_thread, tmp_path):
     """Stop after 2 of 4 outer updates, resume: same learned tensors and log rows as one run."""
     cfg = MAESNConfig(env="Navigation2D-v0", train_reward="env", num_train_tasks=6, meta_batch_size=3,
@@ -164,6 +183,7 @@ def test_sparse_goals_beat_random_exploration(one_thread):
     ("max_inner_lr", 0.0), ("num_train_tasks", 0), ("meta_batch_size", 0), ("latent_dim", 0), ("inner_lr", 0.0),
     ("latent_lr", -1.0),
     ("kl_coef", -0.1), ("gamma", -0.5), ("train_reward", "shaped"), ("env", "Nope-v0"), ("inner_steps", 0),
+    ("inner_reward", "sparse"),
 ])
 def test_bad_config_raises(field, value):
     with pytest.raises(ValueError, match=field):
@@ -178,3 +198,5 @@ def test_batch_larger_than_train_set_raises():
 def test_dense_reward_needs_goal_env():
     with pytest.raises(ValueError, match="train_reward"):
         MAESNConfig(env="Pendulum-v1", train_reward="dense")
+    with pytest.raises(ValueError, match="inner_reward='dense'"):
+        MAESNConfig(env="Pendulum-v1", train_reward="env", inner_reward="dense")

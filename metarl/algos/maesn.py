@@ -118,6 +118,10 @@ class MAESNConfig:
     """Discount of the returns in the policy-gradient losses."""
     train_reward: str = "dense"
     """Meta-training reward: "dense" (-‖pos − goal‖, goal envs) or "env" (the env's own reward)."""
+    inner_reward: str = "same"
+    """Reward of the inner (latent) steps during meta-training: "same" (``train_reward``), "dense" or
+    "env". "env" on SemicircleGoal-v0 adapts on the sparse reward as at test time while the outer
+    objective keeps ``train_reward``."""
     iterations: int = 60
     """Outer updates."""
     max_grad_norm: float = 1.0
@@ -144,8 +148,12 @@ class MAESNConfig:
         check_unit_interval(self, "gamma")
         if self.train_reward not in ("dense", "env"):
             raise ValueError(f"train_reward must be 'dense' or 'env', got {self.train_reward!r}")
-        if self.train_reward == "dense" and self.env not in ("SemicircleGoal-v0", "Navigation2D-v0"):
-            raise ValueError(f"train_reward='dense' needs a goal env (SemicircleGoal-v0, Navigation2D-v0), "
+        if self.inner_reward not in ("same", "dense", "env"):
+            raise ValueError(f"inner_reward must be 'same', 'dense' or 'env', got {self.inner_reward!r}")
+        dense = "dense" in (self.train_reward, self.inner_reward)
+        if dense and self.env not in ("SemicircleGoal-v0", "Navigation2D-v0"):
+            raise ValueError(f"train_reward='dense' (or inner_reward='dense') needs a goal env (SemicircleGoal-v0, "
+                             f"Navigation2D-v0), "
                              f"got env={self.env!r}")
 
 
@@ -371,7 +379,8 @@ def train(cfg: MAESNConfig, run_dir=None, progress: bool = False, max_iterations
             for _ in range(cfg.inner_steps):
                 batch, eps = rollout(model["policy"], mu, ls, env, env_tasks, k, g)
                 pre = float(batch.episode_returns().mean()) if pre is None else pre
-                adv = _advantages(cfg, batch, env_tasks, b, cfg.train_reward)
+                adv = _advantages(cfg, batch, env_tasks, b,
+                                  cfg.train_reward if cfg.inner_reward == "same" else cfg.inner_reward)
                 mu, ls = inner_update(model, mu, ls, batch, eps, adv, b, k, create_graph=True)
             # outer: VPG on the post-update trajectories, through the inner steps, + KL to N(0, I)
             batch, eps = rollout(model["policy"], mu, ls, env, env_tasks, k, g)
