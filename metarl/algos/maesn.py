@@ -121,7 +121,7 @@ class MAESNConfig:
     inner_reward: str = "same"
     """Reward of the inner (latent) steps during meta-training: "same" (``train_reward``), "dense" or
     "env". "env" on SemicircleGoal-v0 adapts on the sparse reward as at test time while the outer
-    objective keeps ``train_reward``."""
+    objective keeps ``train_reward`` (measured worse than "same" in short runs: bench/RESULTS.md)."""
     iterations: int = 60
     """Outer updates."""
     max_grad_norm: float = 1.0
