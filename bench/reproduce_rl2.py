@@ -35,9 +35,14 @@ TARGETS = {"bandit-10-5": 6.5, "bandit-100-5": 77.0, "mdp-10": 150.0, "mdp-25": 
 ROWS = {   # config and training budget (env steps)
     "bandit-10-5": (dict(env="Bandit-v0", arms=5, episodes_per_trial=10), 3_000_000),
     "bandit-10-10": (dict(env="Bandit-v0", arms=10, episodes_per_trial=10), 6_000_000),
-    "bandit-100-5": (dict(env="Bandit-v0", arms=5, episodes_per_trial=100, num_envs=512), 30_000_000),
-    "mdp-10": (dict(env="TabularMDP-v0", episodes_per_trial=10, num_envs=512, normalize_returns=True), 30_000_000),
-    "mdp-25": (dict(env="TabularMDP-v0", episodes_per_trial=25, num_envs=512, normalize_returns=True), 60_000_000),
+    # long trials (100 steps): value head on normalised returns, λ 0.95 and a larger entropy bonus
+    # (with the n = 10 defaults the policy collapsed to near-zero entropy at chance level; session 4)
+    "bandit-100-5": (dict(env="Bandit-v0", arms=5, episodes_per_trial=100, num_envs=512, normalize_returns=True,
+                          gae_lambda=0.95, ent_coef=0.01), 30_000_000),
+    "mdp-10": (dict(env="TabularMDP-v0", episodes_per_trial=10, num_envs=512, normalize_returns=True, hidden_size=128,
+                    gae_lambda=0.95, ent_coef=0.01), 30_000_000),
+    "mdp-25": (dict(env="TabularMDP-v0", episodes_per_trial=25, num_envs=512, normalize_returns=True, hidden_size=128,
+                    gae_lambda=0.95, ent_coef=0.01), 60_000_000),
 }
 
 
