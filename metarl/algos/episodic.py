@@ -22,7 +22,6 @@ algorithm:
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
@@ -35,8 +34,8 @@ import torch
 
 import metarl
 from metarl import checkpoint
-from metarl.algos._run import CHECKPOINT, CONFIG_JSON, LOG_CSV, check_positive_ints
-from metarl.algos.rl2 import _progress, _tensorboard, _truncate_log, mean_se
+from metarl.algos._run import CHECKPOINT, CONFIG_JSON, ProgressLog, check_positive_ints, load_for_resume
+from metarl.algos.rl2 import _progress, _tensorboard, mean_se
 from metarl.memory import FlatIndex
 
 RETURN_WINDOW = 20          # finished episodes averaged into progress.csv's episode_return
@@ -214,25 +213,16 @@ def train_loop(kind: str, cfg, learner, run_dir=None, *, resume: bool = False, p
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
-            ck = checkpoint.load(run_dir / CHECKPOINT, kind=kind)
-            if ck["config"] != dataclasses.asdict(cfg):
-                raise ValueError(f"{run_dir}: the checkpoint's config differs from this one; resume with its config "
-                                 f"(metarl train {kind} --resume {run_dir})")
+            ck = load_for_resume(run_dir, kind, cfg)
             learner.load_state_dict(ck["learner"])
             it = int(ck["iteration"])
-            _truncate_log(run_dir / LOG_CSV, it)
         (run_dir / CONFIG_JSON).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     elif resume:
         raise ValueError("resume=True needs the run_dir to resume from")
     columns = ["iteration", "env_steps", "episode_return", "episodes", "epsilon", *learner.columns,
                "env_steps_per_s"]
     writer = _tensorboard(run_dir)
-    log = None
-    if run_dir is not None:
-        new = not (run_dir / LOG_CSV).exists()
-        log = open(run_dir / LOG_CSV, "a", newline="")
-        if new:
-            csv.writer(log).writerow(columns)
+    log = ProgressLog(run_dir, columns, keep_through=it if resume else None)
     bar = _progress(progress, iterations, it)
 
     def save():
@@ -252,9 +242,7 @@ def train_loop(kind: str, cfg, learner, run_dir=None, *, resume: bool = False, p
             mean_ret = learner.stats.recent_mean()
             row = [it, it * per_iteration, mean_ret, len(learner.stats.returns),
                    epsilon_at(cfg, it * per_iteration), *learner.log_values(), rate]
-            if log is not None:
-                csv.writer(log).writerow(row)
-                log.flush()
+            log.write(row)
             if writer is not None:
                 for name, val in zip(columns[2:], row[2:]):
                     writer.add_scalar(name, val, it * per_iteration)
@@ -271,8 +259,7 @@ def train_loop(kind: str, cfg, learner, run_dir=None, *, resume: bool = False, p
             save()
         if bar is not None:
             bar.close()
-        if log is not None:
-            log.close()
+        log.close()
         if writer is not None:
             writer.close()
     seconds = time.perf_counter() - start

@@ -48,7 +48,6 @@ or the command line: ``metarl train metagrad --reward-delay 10``.
 from __future__ import annotations
 
 import collections
-import csv
 import dataclasses
 import json
 import math
@@ -62,7 +61,7 @@ from torch.func import functional_call
 
 import metarl
 from metarl import checkpoint
-from metarl.algos._run import CHECKPOINT, CONFIG_JSON, LOG_CSV, check_positive_ints
+from metarl.algos._run import CHECKPOINT, CONFIG_JSON, ProgressLog, check_positive_ints, load_for_resume
 from metarl.kernels.returns import lambda_returns
 
 RETURNS_BACKENDS = ("auto", "torch", "numba", "triton")
@@ -611,7 +610,7 @@ def train(cfg: MetaGradConfig, run_dir=None, *, resume: bool = False, progress: 
     ``summary.json``. ``resume=True`` continues from ``run_dir``'s checkpoint exactly as an
     uninterrupted run would (same machine and backend). ``max_iterations`` stops early (tests).
     """
-    from metarl.algos.rl2 import _progress, _tensorboard, _truncate_log
+    from metarl.algos.rl2 import _progress, _tensorboard
 
     run_dir = Path(run_dir) if run_dir is not None else None
     env = make_env(cfg)
@@ -631,10 +630,7 @@ def train(cfg: MetaGradConfig, run_dir=None, *, resume: bool = False, progress: 
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
-            ck = checkpoint.load(run_dir / CHECKPOINT, kind="metagrad")
-            if ck["config"] != dataclasses.asdict(cfg):
-                raise ValueError(f"{run_dir}: the checkpoint's config differs from this one; resume with its config "
-                                 f"(metarl train metagrad --resume {run_dir})")
+            ck = load_for_resume(run_dir, "metagrad", cfg)
             params = {k: v.to(cfg.device) for k, v in ck["params"].items()}
             sq_avg = {k: v.to(cfg.device) for k, v in ck["sq_avg"].items()}
             trace = None if ck["trace"] is None else {k: v.to(cfg.device) for k, v in ck["trace"].items()}
@@ -646,15 +642,9 @@ def train(cfg: MetaGradConfig, run_dir=None, *, resume: bool = False, progress: 
             tracker.tail = None if ck["tail"] is None else list(ck["tail"])
             it, history = ck["iteration"], [list(h) for h in ck["history"]]
             batch = Batch.from_state_dict(ck["batch"], cfg.device)
-            _truncate_log(run_dir / LOG_CSV, it)
         (run_dir / CONFIG_JSON).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     writer = _tensorboard(run_dir)
-    log = None
-    if run_dir is not None:
-        new_log = not (run_dir / LOG_CSV).exists()
-        log = open(run_dir / LOG_CSV, "a", newline="")
-        if new_log:
-            csv.writer(log).writerow(LOG_COLUMNS)
+    log = ProgressLog(run_dir, LOG_COLUMNS, keep_through=it if resume else None)
     bar = _progress(progress, iterations, it)
     if batch is None:   # τ_0, collected with θ_0
         obs, _ = env.reset(seed=cfg.seed)
@@ -708,9 +698,7 @@ def train(cfg: MetaGradConfig, run_dir=None, *, resume: bool = False, progress: 
             history.append([it * per_update, *eta_now])
             row = [it, (it + 1) * per_update, tracker.mean(), *eta_now, *(float(v) for v in stats.values()),
                    *grad.tolist(), rate]
-            if log is not None:
-                csv.writer(log).writerow(row)
-                log.flush()
+            log.write(row)
             if writer is not None:
                 for name, val in zip(LOG_COLUMNS[2:], row[2:]):
                     writer.add_scalar(name, val, row[1])
@@ -728,8 +716,7 @@ def train(cfg: MetaGradConfig, run_dir=None, *, resume: bool = False, progress: 
             checkpoint.save(run_dir / CHECKPOINT, snap, kind="metagrad")
         if bar is not None:
             bar.close()
-        if log is not None:
-            log.close()
+        log.close()
         if writer is not None:
             writer.close()
     seconds = time.perf_counter() - start

@@ -19,7 +19,6 @@ or the command line: ``metarl train rl2 --arms 5 --episodes-per-trial 10``.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -31,7 +30,7 @@ import torch
 
 import metarl
 from metarl import checkpoint
-from metarl.algos._run import check_positive_ints
+from metarl.algos._run import ProgressLog, check_positive_ints, load_for_resume
 from metarl.envs import TrialWrapper
 from metarl.kernels.returns import gae
 from metarl.kernels.rollout import episode_length
@@ -299,17 +298,6 @@ def _save(run_dir: Path, state: dict) -> None:
     checkpoint.save(run_dir / CHECKPOINT, state, kind="rl2")
 
 
-def _truncate_log(path: Path, iteration: int) -> None:
-    """Keep the CSV rows up to ``iteration`` (a resumed run rewrites what came after its checkpoint)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    keep = rows[:1] + [r for r in rows[1:] if int(r[0]) <= iteration]
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerows(keep)
-
-
 def train(cfg: RL2Config, run_dir=None, *, resume: bool = False, progress: bool = True,
           max_iterations: int | None = None) -> dict:
     """Train RL^2; returns a summary dict (mean ± se of the final evaluation, baselines, speed).
@@ -335,10 +323,7 @@ def train(cfg: RL2Config, run_dir=None, *, resume: bool = False, progress: bool 
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
-            ck = checkpoint.load(run_dir / CHECKPOINT, kind="rl2")
-            if ck["config"] != dataclasses.asdict(cfg):
-                raise ValueError(f"{run_dir}: the checkpoint's config differs from this one; resume with its config "
-                                 f"(metarl train rl2 --resume {run_dir})")
+            ck = load_for_resume(run_dir, "rl2", cfg)
             policy.load_state_dict(ck["policy"])
             optimizer.load_state_dict(ck["optimizer"])
             env.load_state_dict(ck["env"])
@@ -349,16 +334,10 @@ def train(cfg: RL2Config, run_dir=None, *, resume: bool = False, progress: bool 
             it, recent = ck["iteration"], list(ck["recent"])
             carry = Carry(ck["carry"]["obs"].to(cfg.device), ck["carry"]["reset"].to(cfg.device),
                           tuple(s.to(cfg.device) for s in ck["carry"]["state"]))
-            _truncate_log(run_dir / LOG_CSV, it)
         (run_dir / CONFIG_JSON).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     writer = _tensorboard(run_dir)
-    log = None
-    if run_dir is not None:
-        new = not (run_dir / LOG_CSV).exists()
-        log = open(run_dir / LOG_CSV, "a", newline="")
-        if new:
-            csv.writer(log).writerow(["iteration", "env_steps", "trial_return", "policy_loss", "value_loss",
-                                      "entropy", "approx_kl", "env_steps_per_s"])
+    log = ProgressLog(run_dir, ["iteration", "env_steps", "trial_return", "policy_loss", "value_loss", "entropy",
+                                "approx_kl", "env_steps_per_s"], keep_through=it if resume else None)
     bar = _progress(progress, iterations, it)
     if carry is None:
         obs, info = env.reset(seed=cfg.seed)
@@ -388,9 +367,7 @@ def train(cfg: RL2Config, run_dir=None, *, resume: bool = False, progress: bool 
             rate = steps_done / (time.perf_counter() - start)
             mean_ret = sum(recent) / len(recent) if recent else float("nan")
             row = [it, it * per_update, mean_ret, *stats.values(), rate]
-            if log is not None:
-                csv.writer(log).writerow(row)
-                log.flush()
+            log.write(row)
             if writer is not None:
                 for name, val in zip(("trial_return", *stats, "env_steps_per_s"), row[2:]):
                     writer.add_scalar(name, val, it * per_update)
@@ -407,8 +384,7 @@ def train(cfg: RL2Config, run_dir=None, *, resume: bool = False, progress: bool 
             _save(run_dir, snapshot())
         if bar is not None:
             bar.close()
-        if log is not None:
-            log.close()
+        log.close()
         if writer is not None:
             writer.close()
     summary = {"iterations": it, "env_steps": it * per_update, "train_seconds": time.perf_counter() - start,
