@@ -138,11 +138,20 @@ class DND(nn.Module):
             self._norms = (tag, (k32 * k32).sum(-1))
         return self._norms[1]
 
-    def _search(self, queries: torch.Tensor, kk: int) -> torch.Tensor:
-        """Slots ``[A, Q, kk]`` (-1: none) of the nearest valid keys of memory ``a`` to ``queries[a]``."""
+    def _search(self, queries: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Squared distances and slots ``[A, Q, kk]`` (+inf / -1: none) of the nearest valid keys of
+        memory ``a`` to ``queries[a]``."""
         return batched_knn(queries.detach().float().contiguous(), self.keys.detach().float(), kk,
                            valid=self.valid, key_norms=self._key_norms(),
-                           backend=self.backend)[1]
+                           backend=self.backend)
+
+    def _search_rows(self, h: torch.Tensor, mem: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_search` of row ``i`` of ``h`` in memory ``mem[i]`` only: ``[N, kk]`` each."""
+        rank, most = _route(mem, self.num_actions)
+        queries = h.new_zeros((self.num_actions, most, self.key_dim)).detach()
+        queries[mem, rank] = h.detach()
+        dist, slots = self._search(queries, kk)
+        return dist[mem, rank], slots[mem, rank]
 
     def _check_h(self, name: str, h) -> torch.Tensor:
         if not isinstance(h, torch.Tensor):
@@ -193,17 +202,14 @@ class DND(nn.Module):
         if actions is None:
             if n == 0:
                 return h.new_zeros((0, A, *self._value_shape))
-            slots = self._search(h.unsqueeze(0).expand(A, n, self.key_dim), kk)           # [A, N, kk]
+            slots = self._search(h.unsqueeze(0).expand(A, n, self.key_dim), kk)[1]        # [A, N, kk]
             mem = torch.arange(A, device=h.device).view(A, 1, 1)
             out = self._weighted(h.unsqueeze(0), mem, slots).transpose(0, 1)              # [N, A(, V)]
         else:
             actions = self._check_actions(actions, n)
             if n == 0:
                 return h.new_zeros((0, *self._value_shape))
-            rank, most = _route(actions, A)
-            queries = h.new_zeros((A, most, self.key_dim)).detach()
-            queries[actions, rank] = h.detach()
-            slots = self._search(queries, kk)[actions, rank]                              # [N, kk]
+            slots = self._search_rows(h, actions, kk)[1]                                  # [N, kk]
             mem = actions.view(n, 1)
             out = self._weighted(h, mem, slots)                                           # [N]
         with torch.no_grad():
@@ -226,12 +232,8 @@ class DND(nn.Module):
         kk = min(kk, self.capacity)
         if n == 0:
             return (torch.zeros((0, kk), device=h.device), torch.zeros((0, kk), dtype=torch.int64, device=h.device))
-        rank, most = _route(actions, self.num_actions)
-        queries = h.new_zeros((self.num_actions, most, self.key_dim))
-        queries[actions, rank] = h
-        dist, slots = batched_knn(queries.float().contiguous(), self.keys.detach().float(), kk, valid=self.valid,
-                                  key_norms=self._key_norms(), backend=self.backend)
-        return dist[actions, rank].clamp_min(0.0), slots[actions, rank]
+        dist, slots = self._search_rows(h, actions, kk)
+        return dist.clamp_min(0.0), slots
 
     # ------------------------------------------------------------------ write
     @torch.no_grad()
@@ -280,7 +282,7 @@ class DND(nn.Module):
         g_rank, most = _route(g_mem, A)
         queries = h.new_zeros((A, most, self.key_dim))
         queries[g_mem, g_rank] = g_key
-        cand = self._search(queries, min(_MATCH_CANDIDATES, C))[g_mem, g_rank]          # [G, kk]
+        cand = self._search(queries, min(_MATCH_CANDIDATES, C))[1][g_mem, g_rank]       # [G, kk]
         same = (cand >= 0) & (self.keys.data[g_mem.unsqueeze(1), cand.clamp_min(0)] == g_key.unsqueeze(1)).all(-1)
         matched = same.any(1)
         g_slot = torch.where(matched, cand.gather(1, same.long().argmax(1, keepdim=True)).squeeze(1), -1)
