@@ -260,7 +260,7 @@ def test_fixed_eta_is_plain_a2c():
     ({"env": "Pendulum-v1"}, "Discrete"),
     ({"num_envs": 0}, "num_envs must be a positive int"),
     ({"rollout_steps": 2.5}, "rollout_steps must be a positive int"),
-    ({"reward_delay": -1}, "reward_delay must be an int >= 0"),
+    ({"reward_delay": -1}, "reward_delay must be a non-negative int"),
     ({"total_env_steps": 10}, "at least one rollout"),
     ({"gamma": 1.2}, "gamma must lie in \\[0, 1\\]"),
     ({"lam": 0.0}, "lam = 0.0 cannot be meta-learned"),

@@ -74,7 +74,7 @@ def test_cli_train_eval_plot(tmp_path, capsys):
     (dict(minibatches=10, num_envs=4), "minibatches"),
     (dict(hidden_size=True), "hidden_size must be a positive int"),
     (dict(epochs=2.0), "epochs must be a positive int"),
-    (dict(rollout_steps=-1), "rollout_steps must be >= 0"),
+    (dict(rollout_steps=-1), "rollout_steps must be a non-negative int"),
 ])
 def test_bad_configs_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):

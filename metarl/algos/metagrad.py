@@ -61,7 +61,9 @@ from torch.func import functional_call
 
 import metarl
 from metarl import checkpoint
-from metarl.algos._run import CHECKPOINT, CONFIG_JSON, ProgressLog, check_positive_ints, load_for_resume
+from metarl.algos._run import (
+    CHECKPOINT, CONFIG_JSON, ProgressLog, check_nonnegative_ints, check_positive_ints, load_for_resume,
+)
 from metarl.kernels.returns import lambda_returns
 
 RETURNS_BACKENDS = ("auto", "torch", "numba", "triton")
@@ -144,10 +146,7 @@ class MetaGradConfig:
         if self.env not in metarl.envs.ENV_CLASSES:
             raise ValueError(f"env must be one of {sorted(metarl.envs.ENV_CLASSES)}, got {self.env!r}")
         check_positive_ints(self, "num_envs", "rollout_steps", "total_env_steps", "hidden_size", "eval_tasks")
-        for name in ("reward_delay", "eta_embedding"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+        check_nonnegative_ints(self, "reward_delay", "eta_embedding")
         if self.total_env_steps < self.num_envs * self.rollout_steps:
             raise ValueError(f"total_env_steps ({self.total_env_steps}) must be at least one rollout, "
                              f"num_envs * rollout_steps = {self.num_envs * self.rollout_steps}")

@@ -30,7 +30,7 @@ import torch
 
 import metarl
 from metarl import checkpoint
-from metarl.algos._run import ProgressLog, check_positive_ints, load_for_resume
+from metarl.algos._run import ProgressLog, check_nonnegative_ints, check_positive_ints, load_for_resume
 from metarl.envs import TrialWrapper
 from metarl.kernels.returns import gae
 from metarl.kernels.rollout import episode_length
@@ -103,8 +103,7 @@ class RL2Config:
             raise ValueError(f"env must be one of {sorted(metarl.envs.ENV_CLASSES)}, got {self.env!r}")
         check_positive_ints(self, "arms", "num_states", "num_actions", "horizon", "episodes_per_trial", "num_envs",
                             "total_env_steps", "hidden_size", "epochs", "minibatches", "eval_tasks")
-        if not isinstance(self.rollout_steps, int) or isinstance(self.rollout_steps, bool) or self.rollout_steps < 0:
-            raise ValueError(f"rollout_steps must be >= 0, got {self.rollout_steps!r}")
+        check_nonnegative_ints(self, "rollout_steps")
         if self.minibatches > self.num_envs:
             raise ValueError(f"minibatches ({self.minibatches}) must not exceed num_envs ({self.num_envs})")
         for name in ("gamma", "gae_lambda"):
