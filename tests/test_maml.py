@@ -278,3 +278,49 @@ def test_dense_training_reward_and_reached_metric():
         MAMLConfig(env="Pendulum-v1", train_reward="dense")
     with pytest.raises(ValueError, match="train_reward"):
         MAMLConfig(train_reward="shaped")
+
+
+def test_normalized_actions_are_scaled_onto_the_env_box():
+    """normalize_actions (rllab's ``normalize``): the env moves by clip(0.1 · a) on Navigation2D-v0
+    while the buffers keep the policy's own actions a; without it the env gets a itself."""
+    cfg = MAMLConfig(meta_batch=2, trajectories_per_task=3, horizon=7, hidden_sizes=(8,), iterations=1,
+                     eval_tasks=0)
+    env = M.make_env(cfg, 6)
+    policy = M.make_policy(cfg, env)
+    tasks = env.sample_tasks(2, generator=torch.Generator().manual_seed(0))
+    params = dict(policy.named_parameters())
+    scale, offset = M.action_map(env, True)
+    torch.testing.assert_close(scale, torch.full((2,), 0.1))
+    torch.testing.assert_close(offset, torch.zeros(2))
+    assert M.action_map(env, False) is None
+    for affine, factor in ((M.action_map(env, True), 0.1), (None, 1.0)):
+        ro = M.collect(env, M._Batched(policy), params, False, tasks, 3, 7, torch.Generator().manual_seed(1),
+                       affine)
+        moved = ro["next_obs"] - ro["obs"]
+        torch.testing.assert_close(moved, (factor * ro["act"]).clamp(-0.1, 0.1))
+        assert ro["act"].abs().max() > 0.1   # std 1: the stored actions are the policy's, not the env's
+
+
+def test_evaluation_step_sizes_and_trajectories():
+    """lr_scales multiply the inner lr per adaptation step (the last repeats): inner lr 0.4 at scale
+    0.5 is inner lr 0.2 at scale 1, bit for bit; scales (1, 0.5) keep step 1 of the plain rule."""
+    kw = dict(meta_batch=2, trajectories_per_task=3, horizon=9, hidden_sizes=(8,), iterations=1, eval_tasks=0,
+              eval_trajectories=4)
+    policy = M.make_policy(MAMLConfig(**kw))
+    a = M.evaluate(policy, MAMLConfig(**kw, inner_lr=0.4), 3, (0, 1, 2), lr_scales=(0.5,), per_task=True)
+    b = M.evaluate(policy, MAMLConfig(**kw, inner_lr=0.2), 3, (0, 1, 2), lr_scales=(1.0,), per_task=True)
+    for s in (0, 1, 2):
+        torch.testing.assert_close(a[s], b[s], rtol=0, atol=0)
+    c = M.evaluate(policy, MAMLConfig(**kw, inner_lr=0.2, eval_lr_scales=(1.0, 0.5)), 3, (0, 1, 2), per_task=True)
+    torch.testing.assert_close(c[1], b[1], rtol=0, atol=0)
+    assert not torch.equal(c[2], b[2])
+    d = M.evaluate(policy, MAMLConfig(**kw, inner_lr=0.2), 3, (0,), trajectories=5, per_task=True)
+    assert d[0].shape == (3,) and not torch.equal(d[0], b[0])   # 5 trajectories per task, not 4
+    with pytest.raises(ValueError, match="eval_lr_scales"):
+        MAMLConfig(eval_lr_scales=())
+    with pytest.raises(ValueError, match="eval_lr_scales"):
+        MAMLConfig(eval_lr_scales=(1.0, -0.5))
+    with pytest.raises(ValueError, match="eval_trajectories"):
+        MAMLConfig(eval_trajectories=-1)
+    with pytest.raises(ValueError, match="lr_scales"):
+        M.evaluate(policy, MAMLConfig(**kw), 3, (0, 1), lr_scales=())

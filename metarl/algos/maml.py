@@ -28,9 +28,12 @@ Use it from Python::
     >>> summary = train(cfg, run_dir=None, progress=False)          # doctest: +SKIP
     >>> evaluate(summary["policy"], cfg, num_tasks=40)                # doctest: +SKIP
 
-Paper vs. code (Navigation2D-v0): the paper text says inner lr 0.1, the authors' code uses 0.5
-for this env and clips actions to ``[-0.1, 0.1]`` (as the env here does). The defaults follow
-the paper text (0.1); pass ``inner_lr=0.5`` for the code's value.
+Paper vs. code (Navigation2D-v0): the defaults follow the authors' code (cbfinn/maml_rl) where
+it differs from the paper's text: inner lr 0.5 (text: 0.1); the policy acts in ``[-1, 1]``
+mapped onto the env's ``[-0.1, 0.1]`` action box (rllab's ``normalize`` wrapper around the
+point env; ``normalize_actions=False`` acts in the env's units); and the test-time protocol of
+its test script: 40 trajectories per adaptation step, step 1 at the inner lr and later steps
+at half of it (``eval_trajectories``, ``eval_lr_scales``).
 """
 from __future__ import annotations
 
@@ -293,8 +296,9 @@ def _gauss_kl(m0, s0, m1, s1):
 @dataclasses.dataclass
 class MAMLConfig:
     """MAML-RL with a VPG inner loss and a TRPO (or PPO) outer step. Defaults: the paper's 2D
-    navigation setup (MLP 2×100 ReLU, 20 trajectories per task, meta-batch 20, H = 100, inner
-    lr 0.1, one inner step, TRPO max KL 0.01, γ = 0.99)."""
+    navigation setup as in the authors' code (MLP 2×100 ReLU, 20 trajectories per task, meta-batch 20,
+    H = 100, actions normalised to [-1, 1], inner lr 0.5, one inner step, TRPO max KL 0.01, γ = 0.99;
+    evaluation on 40 trajectories per step, later steps at half the inner lr)."""
 
     env: str = "Navigation2D-v0"
     """Task distribution: a metarl env id with a continuous (Box) action space."""
@@ -307,9 +311,16 @@ class MAMLConfig:
     hidden_sizes: tuple = (100, 100)
     """Hidden layer widths of the policy MLP (ReLU)."""
     init_std: float = 1.0
-    """Initial standard deviation of the Gaussian policy (rllab's default 1.0)."""
-    inner_lr: float = 0.1
-    """α: inner SGD step size (paper text 0.1; the authors' code uses 0.5 on 2D navigation)."""
+    """Initial standard deviation of the Gaussian policy (rllab's default 1.0), in the policy's
+    action units (see ``normalize_actions``)."""
+    normalize_actions: bool = True
+    """The policy acts in ``[-1, 1]`` per dimension, mapped affinely onto the env's action box
+    (then clipped by the env): rllab's ``normalize`` wrapper, which the MAML code puts around its
+    point env. False: the policy acts in the env's own units (for Navigation2D-v0 an initial std of
+    1.0 is then ten times the ±0.1 action box)."""
+    inner_lr: float = 0.5
+    """α: inner SGD step size (the authors' code on 2D navigation, which the spec follows; the
+    paper's text says 0.1)."""
     inner_steps: int = 1
     """Inner adaptation steps during meta-training, each on fresh trajectories (0: no adaptation,
     i.e. plain joint training across tasks, the paper's 'pretrained' baseline)."""
@@ -355,6 +366,13 @@ class MAMLConfig:
     """Held-out tasks evaluated at the end (0: none)."""
     eval_steps: tuple = (0, 1, 2, 3)
     """Adaptation steps reported by the final evaluation."""
+    eval_trajectories: int = 40
+    """Trajectories per task collected at each evaluation step (the MAML code's test script: a
+    batch of 4,000 steps, i.e. 40 trajectories of H = 100); 0: ``trajectories_per_task``."""
+    eval_lr_scales: tuple = (1.0, 0.5)
+    """Step size of evaluation adaptation steps 1, 2, ... as multiples of the inner lr (the last
+    value repeats). The MAML code's test script takes step 1 at the meta-trained lr and the later
+    ones at half of it; ``(1.0,)`` keeps the inner lr for every step."""
     checkpoint_minutes: float = 5.0
     """Minutes between checkpoints (one is also written at the end and on Ctrl-C)."""
 
@@ -368,7 +386,7 @@ class MAMLConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
-        for name in ("inner_steps", "eval_tasks"):
+        for name in ("inner_steps", "eval_tasks", "eval_trajectories"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {v!r}")
@@ -376,6 +394,10 @@ class MAMLConfig:
             raise ValueError(f"hidden_sizes must be positive ints, got {self.hidden_sizes!r}")
         if any(not isinstance(s, int) or s < 0 for s in self.eval_steps):
             raise ValueError(f"eval_steps must be non-negative ints, got {self.eval_steps!r}")
+        self.eval_lr_scales = tuple(self.eval_lr_scales)
+        if not self.eval_lr_scales or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not x >= 0
+                                          for x in self.eval_lr_scales):
+            raise ValueError(f"eval_lr_scales must be a non-empty sequence of numbers >= 0, got {self.eval_lr_scales!r}")
         for name in ("init_std", "inner_lr", "max_kl", "ppo_lr", "ppo_clip"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -434,10 +456,26 @@ class _Batched:
         return vmap(lambda p, o: functional_call(self.policy, p, (o,)))(params, obs)
 
 
+def action_map(env, normalize: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(scale [a], offset [a])`` taking the policy's ``[-1, 1]`` actions to ``env``'s action box
+    (``env_action = offset + scale · action``, rllab's ``normalize``), or None when ``normalize``
+    is False (the policy acts in the env's units)."""
+    if not normalize:
+        return None
+    space = env.single_action_space
+    low = torch.as_tensor(space.low, dtype=torch.float32)
+    high = torch.as_tensor(space.high, dtype=torch.float32)
+    if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
+        raise ValueError("normalize_actions needs a bounded action box; set normalize_actions=False")
+    return (high - low) / 2, (high + low) / 2
+
+
 @torch.no_grad()
 def collect(env, apply: _Batched, params: dict, batched: bool, tasks, k: int, horizon: int,
-            generator: torch.Generator) -> dict:
+            generator: torch.Generator, action_affine: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """One trajectory of ``horizon`` steps in every env; ``tasks`` (B of them) repeated ``k`` times.
+    ``action_affine`` (from :func:`action_map`) maps the policy's actions onto the env's; the
+    buffers keep the policy's own actions (their log-probs are what the losses need).
     Returns ``obs [H, N, d]``, ``act [H, N, a]``, ``rew [H, N]``, ``done [H, N]`` (bool),
     ``alive [H, N]`` (bool: the step belongs to the first episode; later steps are ignored) and
     ``next_obs [H, N, d]`` (the observation after the action; the final one where an episode ended)."""
@@ -454,6 +492,8 @@ def collect(env, apply: _Batched, params: dict, batched: bool, tasks, k: int, ho
     alive_buf = torch.zeros((horizon, n), dtype=torch.bool, device=dev)
     next_buf = torch.zeros((horizon, n, d), device=dev)
     alive = torch.ones(n, dtype=torch.bool, device=dev)
+    if action_affine is not None:
+        scale, offset = (x.to(dev) for x in action_affine)
     for t in range(horizon):
         if batched:
             mean, log_std = apply.batched(params, obs.view(b, k, d))
@@ -463,7 +503,7 @@ def collect(env, apply: _Batched, params: dict, batched: bool, tasks, k: int, ho
         act = mean + log_std.exp() * torch.randn((n, a), generator=generator, device=dev)
         obs_buf[t] = obs
         act_buf[t] = act
-        obs, rew, term, trunc, info = env.step(act)
+        obs, rew, term, trunc, info = env.step(act if action_affine is None else offset + scale * act)
         rew_buf[t] = rew
         alive_buf[t] = alive
         done_buf[t] = term | trunc
@@ -606,13 +646,16 @@ def _with_old(apply, params: dict, batched: bool, tb: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- evaluation
-def evaluate(policy_params, cfg: MAMLConfig, num_tasks: int | None = None, steps: Sequence[int] = (0, 1, 2, 3), *,
+def evaluate(policy_params, cfg: MAMLConfig, num_tasks: int | None = None, steps: Sequence[int] | None = None, *,
              inner_lrs: dict | None = None, seed: int = 12345, per_task: bool = False,
-             metric: str = "return") -> dict:
+             metric: str = "return", trajectories: int | None = None,
+             lr_scales: Sequence[float] | None = None) -> dict:
     """Average return on ``num_tasks`` held-out tasks (``sample_task_split``'s test set for ``seed``)
-    after each number of adaptation steps in ``steps``; each step adapts on freshly collected
-    trajectories (``cfg.trajectories_per_task`` per task) of the current adapted policy, with
-    ``cfg.inner_lr`` (or the learned ``inner_lrs``) for every step. Returns ``{steps: mean return}``
+    after each number of adaptation steps in ``steps`` (default ``cfg.eval_steps``); each step
+    adapts on freshly collected trajectories (``trajectories`` per task, default
+    ``cfg.eval_trajectories``) of the current adapted policy, step ``j`` (1-based) with
+    ``cfg.inner_lr`` (or the learned ``inner_lrs``) times ``lr_scales[j - 1]`` (default
+    ``cfg.eval_lr_scales``; the last value repeats). Returns ``{steps: mean return}``
     (``per_task=True``: ``{steps: tensor [num_tasks]}``). ``metric="reached"`` reports instead
     the fraction of episodes with a positive return (on SemicircleGoal-v0: the goal region reached).
 
@@ -623,10 +666,15 @@ def evaluate(policy_params, cfg: MAMLConfig, num_tasks: int | None = None, steps
         raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
     if metric not in ("return", "reached"):
         raise ValueError(f"metric must be 'return' or 'reached', got {metric!r}")
-    steps = sorted(set(int(s) for s in steps))
+    steps = sorted(set(int(s) for s in (cfg.eval_steps if steps is None else steps)))
     if not steps or steps[0] < 0:
         raise ValueError(f"steps must be non-negative ints, got {steps!r}")
-    k = cfg.trajectories_per_task
+    k = trajectories or cfg.eval_trajectories or cfg.trajectories_per_task
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"trajectories must be a positive int, got {trajectories!r}")
+    scales = tuple(cfg.eval_lr_scales if lr_scales is None else lr_scales)
+    if not scales or any(not x >= 0 for x in scales):
+        raise ValueError(f"lr_scales must be a non-empty sequence of numbers >= 0, got {lr_scales!r}")
     env = make_env(cfg, num_tasks * k, seed=seed)
     policy = make_policy(cfg, env)
     if isinstance(policy_params, nn.Module):
@@ -636,14 +684,15 @@ def evaluate(policy_params, cfg: MAMLConfig, num_tasks: int | None = None, steps
     if missing:
         raise ValueError(f"policy_params lacks {missing}")
     params = {n: policy_params[n].detach().to(cfg.device) for n in names}
-    lr = {n: v.detach() for n, v in inner_lrs.items()} if inner_lrs is not None else cfg.inner_lr
+    base_lr = {n: v.detach() for n, v in inner_lrs.items()} if inner_lrs is not None else cfg.inner_lr
     apply = _Batched(policy)
     loss_fn = _make_vpg_loss(apply)
     _, test = env.sample_task_split(1, num_tasks, seed=seed)
     g = torch.Generator(device=cfg.device).manual_seed(seed)
+    affine = action_map(env, cfg.normalize_actions)
     out, batched = {}, False
     for s in range(steps[-1] + 1):
-        ro = collect(env, apply, params, batched, test, k, cfg.horizon, g)
+        ro = collect(env, apply, params, batched, test, k, cfg.horizon, g, affine)
         if s in steps:
             if metric == "reached":
                 r = ((ro["rew"] * ro["alive"]).sum(0) > 0).float().view(-1, k).mean(1).cpu()
@@ -651,6 +700,8 @@ def evaluate(policy_params, cfg: MAMLConfig, num_tasks: int | None = None, steps
                 r = episode_returns(ro, k).cpu()
             out[s] = r if per_task else float(r.mean())
         if s < steps[-1]:
+            scale = scales[min(s, len(scales) - 1)]
+            lr = {n: v * scale for n, v in base_lr.items()} if isinstance(base_lr, dict) else base_lr * scale
             tb = process(ro, cfg, num_tasks, k)
             if batched:
                 step_fn = vmap(lambda p, b: {n: p[n] - _lr_of(lr, n) * gr for n, gr in grad(loss_fn)(p, b).items()})
@@ -687,6 +738,7 @@ def train(cfg: MAMLConfig, run_dir=None, progress: bool = False, max_iterations:
     optimizer = torch.optim.Adam(meta_params, lr=cfg.ppo_lr, eps=1e-5) if cfg.outer == "ppo" else None
     g = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
     g_tasks = torch.Generator().manual_seed(cfg.seed + 1)
+    affine = action_map(env, cfg.normalize_actions)
     total = min(cfg.iterations, max_iterations) if max_iterations is not None else cfg.iterations
     it = 0
     if resume:
@@ -728,7 +780,7 @@ def train(cfg: MAMLConfig, run_dir=None, progress: bool = False, max_iterations:
             params, batched = {n: v.detach() for n, v in theta.items()}, False
             lr_now = {n: v.detach() for n, v in lrs.items()} if lrs is not None else cfg.inner_lr
             for s in range(cfg.inner_steps + 1):
-                ro = collect(env, apply, params, batched, tasks, k, h, g)
+                ro = collect(env, apply, params, batched, tasks, k, h, g, affine)
                 returns.append(float(episode_returns(ro, k).mean()))
                 if cfg.train_reward == "dense":
                     ro = dense_rewards(ro, tasks.goal[torch.arange(b * k) // k])
@@ -783,8 +835,7 @@ def train(cfg: MAMLConfig, run_dir=None, progress: bool = False, max_iterations:
                "history": history, "policy": {n: v.detach().clone() for n, v in policy.state_dict().items()},
                "inner_lrs": None if lrs is None else {n: v.detach().clone() for n, v in lrs.items()}}
     if cfg.eval_tasks > 0 and it >= cfg.iterations:
-        summary["eval"] = evaluate(summary["policy"], cfg, cfg.eval_tasks, cfg.eval_steps,
-                                   inner_lrs=summary["inner_lrs"])
+        summary["eval"] = evaluate(summary["policy"], cfg, cfg.eval_tasks, inner_lrs=summary["inner_lrs"])
     if run_dir is not None:
         (run_dir / "summary.json").write_text(json.dumps(
             {k: v for k, v in summary.items() if k not in ("policy", "inner_lrs", "history")}, indent=1))
@@ -802,4 +853,5 @@ def load_policy(run_dir) -> tuple[GaussianMLPPolicy, MAMLConfig, dict | None]:
 
 __all__ = ["MAML", "MAMLConfig", "GaussianMLPPolicy", "inner_loop", "inner_loop_reference", "conjugate_gradient",
            "baseline_features", "fit_linear_baseline", "trpo_step", "train", "evaluate", "load_policy", "make_env",
+           "action_map",
            "make_policy"]
