@@ -74,6 +74,8 @@ def main(argv=None) -> dict:
     p.add_argument("--eval-lr-scales", type=float, nargs="+", default=[1.0, 0.5],
                    help="step size of evaluation steps 1, 2, ... as multiples of the inner lr (last repeats)")
     p.add_argument("--skip-pretrained", action="store_true", help="skip the pretrained baseline's training")
+    p.add_argument("--pretrained-test-lrs", type=float, nargs="*", default=[0.1, 0.02],
+                   help="also adapt the pretrained policy with these step sizes (extra rows)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-minutes", type=float, default=None, help="stop MAML's training after this long")
@@ -100,6 +102,9 @@ def main(argv=None) -> dict:
         pre = train(pre_cfg, max_seconds=budget["pretrained"])
         seconds["pretrained"], iters["pretrained"] = time.perf_counter() - t, pre["iterations"]
         measured["pretrained"] = evaluate(pre["policy"], cfg, args.eval_tasks, STEPS)
+        for lr in args.pretrained_test_lrs:
+            lr_cfg = MAMLConfig(**{**cfg.__dict__, "inner_lr": lr})
+            measured[f"pretrained, test lr {lr}"] = evaluate(pre["policy"], lr_cfg, args.eval_tasks, STEPS)
     measured["random init"] = evaluate(make_policy(cfg), cfg, args.eval_tasks, STEPS)
     measured["oracle"] = {0: oracle_return(cfg, args.eval_tasks)}
 
@@ -113,13 +118,12 @@ def main(argv=None) -> dict:
     print()
     print("| method | paper 0 / 1 / 2 / 3 steps | measured 0 / 1 / 2 / 3 steps | meta-updates | train s |")
     print("|---|---|---|---|---|")
-    for name in ("MAML", "pretrained", "random init", "oracle"):
-        if name not in measured:
-            continue
-        paper = " / ".join(f"{v:.2f}" for v in PAPER[name])
+    for name in measured:
+        paper = " / ".join(f"{v:.2f}" for v in PAPER[name]) if name in PAPER else "—"
         got = " / ".join(f"{measured[name][s]:.2f}" for s in sorted(measured[name]))
         label = name if name != "oracle" else "oracle (here: goal-aware controller)"
-        print(f"| {label} | {paper} | {got} | {iters.get(name, '—')} | {seconds.get(name, 0.0):.0f} |")
+        trained = name.split(",")[0]
+        print(f"| {label} | {paper} | {got} | {iters.get(trained, '—')} | {seconds.get(trained, 0.0):.0f} |")
     out = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
            "paper": PAPER, "measured": {k: {str(s): v for s, v in d.items()} for k, d in measured.items()},
            "train_seconds": seconds, "meta_updates": iters}

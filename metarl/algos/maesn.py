@@ -42,7 +42,8 @@ one short run per seed, wide standard errors per run; the learned latents stay c
 (KL ≈ 0.003 per task), so the gain is mostly prior exploration that heads for the semicircle
 rather than task-specific latents. With kl_coef 0.01 the runs were unstable (100 updates on 40
 tasks, K = 10: step-0 return 4.3, below random), and a learned α grew to 65-95 and collapsed the
-post-update returns. No MAML comparison here (maml.py is written separately).
+post-update returns. The comparison with MAML and a pretrained policy over three seeds is
+``bench/reproduce_maesn.py`` (bench/RESULTS.md).
 """
 from __future__ import annotations
 
