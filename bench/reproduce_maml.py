@@ -19,7 +19,7 @@ trajectories per step (a 4,000-step batch), step 1 at lr 0.5 and later steps at 
 comparable to the paper only with ``--horizon 100`` (returns are sums of −distance over the
 episode). Writes ``bench/results/maml.json``.
 
-    python bench/reproduce_maml.py                      # ~25 min per trained row on one CPU thread
+    python bench/reproduce_maml.py                      # ~10-20 min per trained row on this 2-core CPU
     python bench/reproduce_maml.py --iterations 10      # a quick look
 """
 from __future__ import annotations
