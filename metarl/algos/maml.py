@@ -51,7 +51,14 @@ from torch.func import functional_call, grad, vmap
 
 import metarl
 from metarl import checkpoint
-from metarl.algos._run import CHECKPOINT, CONFIG_JSON, ProgressLog, load_for_resume
+from metarl.algos._run import (
+    CHECKPOINT,
+    CONFIG_JSON,
+    ProgressLog,
+    check_nonnegative_ints,
+    check_positive_ints,
+    load_for_resume,
+)
 from metarl.kernels.returns import lambda_returns
 
 LOG_2PI = math.log(2 * math.pi)
@@ -293,6 +300,14 @@ def _gauss_kl(m0, s0, m1, s1):
 
 
 # ----------------------------------------------------------------------------- config
+def _lr_scales(name: str, scales) -> tuple:
+    """``scales`` as a tuple, checked: a non-empty sequence of numbers >= 0."""
+    scales = tuple(scales)
+    if not scales or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not x >= 0 for x in scales):
+        raise ValueError(f"{name} must be a non-empty sequence of numbers >= 0, got {scales!r}")
+    return scales
+
+
 @dataclasses.dataclass
 class MAMLConfig:
     """MAML-RL with a VPG inner loss and a TRPO (or PPO) outer step. Defaults: the paper's 2D
@@ -381,23 +396,14 @@ class MAMLConfig:
         self.eval_steps = tuple(self.eval_steps)
         if self.env not in metarl.envs.ENV_CLASSES:
             raise ValueError(f"env must be one of {sorted(metarl.envs.ENV_CLASSES)}, got {self.env!r}")
-        for name in ("meta_batch", "trajectories_per_task", "horizon", "cg_iters", "max_backtracks", "ppo_epochs",
-                     "iterations"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        for name in ("inner_steps", "eval_tasks", "eval_trajectories"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {v!r}")
+        check_positive_ints(self, "meta_batch", "trajectories_per_task", "horizon", "cg_iters", "max_backtracks",
+                            "ppo_epochs", "iterations")
+        check_nonnegative_ints(self, "inner_steps", "eval_tasks", "eval_trajectories")
         if not self.hidden_sizes or any(not isinstance(h, int) or h < 1 for h in self.hidden_sizes):
             raise ValueError(f"hidden_sizes must be positive ints, got {self.hidden_sizes!r}")
         if any(not isinstance(s, int) or s < 0 for s in self.eval_steps):
             raise ValueError(f"eval_steps must be non-negative ints, got {self.eval_steps!r}")
-        self.eval_lr_scales = tuple(self.eval_lr_scales)
-        if not self.eval_lr_scales or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not x >= 0
-                                          for x in self.eval_lr_scales):
-            raise ValueError(f"eval_lr_scales must be a non-empty sequence of numbers >= 0, got {self.eval_lr_scales!r}")
+        self.eval_lr_scales = _lr_scales("eval_lr_scales", self.eval_lr_scales)
         for name in ("init_std", "inner_lr", "max_kl", "ppo_lr", "ppo_clip"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -672,9 +678,7 @@ def evaluate(policy_params, cfg: MAMLConfig, num_tasks: int | None = None, steps
     k = trajectories or cfg.eval_trajectories or cfg.trajectories_per_task
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"trajectories must be a positive int, got {trajectories!r}")
-    scales = tuple(cfg.eval_lr_scales if lr_scales is None else lr_scales)
-    if not scales or any(not x >= 0 for x in scales):
-        raise ValueError(f"lr_scales must be a non-empty sequence of numbers >= 0, got {lr_scales!r}")
+    scales = cfg.eval_lr_scales if lr_scales is None else _lr_scales("lr_scales", lr_scales)
     env = make_env(cfg, num_tasks * k, seed=seed)
     policy = make_policy(cfg, env)
     if isinstance(policy_params, nn.Module):
@@ -704,7 +708,9 @@ def evaluate(policy_params, cfg: MAMLConfig, num_tasks: int | None = None, steps
             lr = {n: v * scale for n, v in base_lr.items()} if isinstance(base_lr, dict) else base_lr * scale
             tb = process(ro, cfg, num_tasks, k)
             if batched:
-                step_fn = vmap(lambda p, b: {n: p[n] - _lr_of(lr, n) * gr for n, gr in grad(loss_fn)(p, b).items()})
+                def sgd_step(p, b, lr=lr):
+                    return {n: p[n] - _lr_of(lr, n) * gr for n, gr in grad(loss_fn)(p, b).items()}
+                step_fn = vmap(sgd_step)
                 params = {n: v.detach() for n, v in step_fn(params, tb).items()}
             else:
                 params = {n: v.detach() for n, v in inner_loop(loss_fn, params, [tb], lr, True).items()}

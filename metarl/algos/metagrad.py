@@ -62,7 +62,12 @@ from torch.func import functional_call
 import metarl
 from metarl import checkpoint
 from metarl.algos._run import (
-    CHECKPOINT, CONFIG_JSON, ProgressLog, check_nonnegative_ints, check_positive_ints, load_for_resume,
+    CHECKPOINT,
+    CONFIG_JSON,
+    ProgressLog,
+    check_nonnegative_ints,
+    check_positive_ints,
+    load_for_resume,
 )
 from metarl.kernels.returns import lambda_returns
 
