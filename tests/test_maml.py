@@ -4,7 +4,9 @@ baseline), a short MAML-RL run on Navigation2D-v0 that must learn, and bad confi
 import dataclasses
 import doctest
 import math
+import types
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -299,6 +301,10 @@ def test_normalized_actions_are_scaled_onto_the_env_box():
         moved = ro["next_obs"] - ro["obs"]
         torch.testing.assert_close(moved, (factor * ro["act"]).clamp(-0.1, 0.1))
         assert ro["act"].abs().max() > 0.1   # std 1: the stored actions are the policy's, not the env's
+    unbounded = types.SimpleNamespace(single_action_space=gym.spaces.Box(-np.inf, np.inf, (2,)))
+    with pytest.raises(ValueError, match="bounded action box"):
+        M.action_map(unbounded, True)
+    assert M.action_map(unbounded, False) is None
 
 
 def test_evaluation_step_sizes_and_trajectories():
@@ -324,3 +330,5 @@ def test_evaluation_step_sizes_and_trajectories():
         MAMLConfig(eval_trajectories=-1)
     with pytest.raises(ValueError, match="lr_scales"):
         M.evaluate(policy, MAMLConfig(**kw), 3, (0, 1), lr_scales=())
+    with pytest.raises(ValueError, match="trajectories must be a positive int"):
+        M.evaluate(policy, MAMLConfig(**kw), 3, (0,), trajectories=-2)
