@@ -2,13 +2,14 @@
 # One lent-GPU session, as run for bench/RESULTS.md: install metarl on the GPU machine's image
 # (carrying wheels in .whl/ for what it lacks), run every cuda-marked test with compiled Triton
 # (TRITON_INTERPRET=0), then the GPU measurements. Logs go to $OUT (or /tmp/gpu-out).
-#   usage: bash bench/gpu_session.sh [tests|tune|bench|all]
+#   usage: bash bench/gpu_session.sh [tests|tune|bench|all|maml|tests,tune]   (modes join with commas)
 #   tests: pytest -m cuda tests/          tune: bench/gpu_tune.py ac (tiles per precision, step vs unfused)
 #   bench: bench/actor_critic.py, bench/rollout.py, bench/envs.py on the GPU      all: tests + tune + bench
 #   maml: the recurrent-policy cuda tests, then bench/reproduce_maml.py on the GPU (time-boxed)
 set -u
 cd "$(dirname "$0")/.."
-what=${1:-all}
+what=",${1:-all},"
+has() { case "$what" in *",$1,"*) return 0;; *) return 1;; esac; }
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0
@@ -21,23 +22,23 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . > "$OUT
   METARL_NO_CPP=1 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
 python3 -c "import torch, triton, metarl.backend as b; print('torch', torch.__version__, 'triton', triton.__version__, b.available())"
-if [ "$what" = tests ] || [ "$what" = all ]; then
+if has tests || has all; then
   timeout 200 python3 -m pytest -q -p no:cacheprovider -m cuda tests --continue-on-collection-errors 2>&1 \
     | tee "$OUT/cuda_tests.log" | tail -30
 fi
-if [ "$what" = tune ] || [ "$what" = all ]; then
-  timeout 170 python3 bench/gpu_tune.py ac 2>&1 | tee "$OUT/gpu_tune.log" | grep -v "^  ac B=.*BLOCK" | tail -12
+if has tune || has all; then
+  timeout 250 python3 bench/gpu_tune.py ac 2>&1 | tee "$OUT/gpu_tune.log" | grep -v "error" | tail -16
 fi
-if [ "$what" = bench ] || [ "$what" = all ]; then
+if has bench || has all; then
   timeout 120 python3 bench/actor_critic.py --device cuda --hidden 256 --batch 64,1024,4096 --seconds 0.3 \
     2>&1 | tee "$OUT/bench_actor_critic.log" | tail -14
 fi
-if [ "$what" = bench ]; then
+if has bench; then
   timeout 120 python3 bench/rollout.py --device cuda --envs 1024,4096,16384 2>&1 | tee "$OUT/bench_rollout.log" | tail -6
   timeout 120 python3 bench/envs.py --device cuda --envs CartPole-v1,Bandit-v0 --sizes 65536,1048576 \
     2>&1 | tee "$OUT/bench_envs.log" | tail -16
 fi
-if [ "$what" = maml ]; then
+if has maml; then
   timeout 100 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_nn_cuda.py tests/test_rollout_cuda.py 2>&1 \
     | tee "$OUT/cuda_tests.log" | tail -4
   timeout 420 python3 bench/reproduce_maml.py --device cuda --iterations 500 --max-minutes 4 --pretrained-minutes 1 \

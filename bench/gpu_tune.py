@@ -1,6 +1,6 @@
 """One-shot GPU measurements behind bench/RESULTS.md's tuning notes (run on a lent GPU by
-bench/gpu_session.sh): (1) the fused actor-critic Triton step over block sizes, warps and
-tl.dot precision at B = 4096, H = 256; (2) exact kNN on the GPU — metarl's Triton kernel
+bench/gpu_session.sh): (1) both fused actor-critic Triton step kernels (rows, split) over block
+sizes, warps and tl.dot precision at B = 4096, H = 256; (2) exact kNN on the GPU — metarl's Triton kernel
 against ``torch.cdist`` + ``topk`` and the matmul form + ``topk`` — with the floors.
 
 Kernel times are ``triton.testing.do_bench`` medians (ms -> us), inputs resident on the GPU.
@@ -14,7 +14,6 @@ import os
 import sys
 
 import torch
-import triton
 from triton.testing import do_bench
 
 from metarl.kernels import actor_critic as ac
@@ -31,12 +30,29 @@ def rates():
     a16 = a.bfloat16()
     mm16 = 2 * 8192 ** 3 / (do_bench(lambda: torch.mm(a16, a16), return_mode="median") * 1e-3)
     print(f"bf16 mm {mm16 / 1e12:.0f} TFLOP/s", flush=True)
-    return mm, bw
+    return mm, bw, mm16
 
 
-def tune_actor_critic(bsz=4096, hid=256, obs_dim=16, acts=4):
-    """Block shapes x warps x stages for each gate-GEMM precision (fp32 IEEE, TF32, bf16
-    weights), the kernel alone; error against the fp32 reference on the same rounded weights."""
+def step_bytes(bsz, hid, obs_dim, acts, w_bytes):
+    """Bytes one step must move at least: obs, h, c, reset and noise in; h', c', action,
+    log_prob and value out; the weights once (gate weights at ``w_bytes`` per element)."""
+    state = 4 * bsz * (obs_dim + 4 * hid + acts + 2) + 8 * bsz + bsz
+    weights = w_bytes * 4 * hid * (obs_dim + hid) + 4 * (4 * hid + (acts + 1) * (hid + 1))
+    return state + weights
+
+
+SPLIT_GRID = {   # (BLOCK_B, BLOCK_N, BLOCK_K, warps, stages) for the split kernel
+    "fp32": list(itertools.product((64, 128), (32, 64), (32,), (8,), (2,))),
+    "tf32": list(itertools.product((64, 128), (32, 64), (32,), (4, 8), (2, 3))),
+    "bf16": list(itertools.product((64, 128), (32, 64, 128), (32, 64), (4, 8), (2, 3))),
+}
+
+
+def tune_actor_critic(bw, mm, mm16, bsz=4096, hid=256, obs_dim=16, acts=4):
+    """Both Triton step kernels (rows: all hidden units per program; split: hidden units across
+    programs) over tiles x warps x stages for each gate-GEMM precision, the kernel alone, through
+    the launcher ``_launch_triton(tiles=)``; error against the fp32 reference on the same rounded
+    weights; floors from the measured copy bandwidth and GEMM rates."""
     g = torch.Generator(device="cuda").manual_seed(0)
     w_ih = torch.randn(4 * hid, obs_dim, device="cuda", generator=g) * 0.1
     w_hh = torch.randn(4 * hid, hid, device="cuda", generator=g) * 0.1
@@ -45,41 +61,47 @@ def tune_actor_critic(bsz=4096, hid=256, obs_dim=16, acts=4):
     w_v, b_v = torch.randn(1, hid, device="cuda", generator=g), torch.zeros(1, device="cuda")
     obs = torch.randn(bsz, obs_dim, device="cuda", generator=g)
     h, c = torch.randn(bsz, hid, device="cuda"), torch.randn(bsz, hid, device="cuda")
-    reset = torch.zeros(bsz, dtype=torch.bool, device="cuda")
+    reset = (torch.arange(bsz, device="cuda") % 16) == 5
     noise = torch.rand(bsz, acts, device="cuda", generator=g)
     out = (torch.empty(bsz, dtype=torch.int64, device="cuda"), torch.empty(bsz, device="cuda"),
            torch.empty(bsz, device="cuda"), torch.empty(bsz, hid, device="cuda"), torch.empty(bsz, hid, device="cuda"))
+    flops = 2 * bsz * (obs_dim + hid) * 4 * hid
     rows = []
-    grid = {"fp32": list(itertools.product((32,), (64,), (32,), (8,), (3,))),
-            "tf32": list(itertools.product((16, 32, 64), (64, 128), (32,), (4, 8), (3,))),
-            "bf16": list(itertools.product((16, 32, 64), (64, 128), (32, 64), (4, 8), (3,)))}
-    for precision, configs in grid.items():
+    for precision in ("bf16", "tf32", "fp32"):   # the one the GPU target is about first
         packed = ac.pack_actor_critic(w_ih, w_hh, b, b, w_pi, b_pi, w_v, b_v, precision=precision)
         ref = ac.actor_critic_step_reference(obs, h, c, reset, *packed.params[:8], noise)
-        prec = ac.triton_precision(packed)
-        best = None
-        for bb, bn, bk, warps, stages in configs:
+        nbytes = step_bytes(bsz, hid, obs_dim, acts, packed.w_dot.element_size())
+        mem_floor = nbytes / bw * 1e6
+        flop_floor = flops / (mm16 if precision == "bf16" else mm) * 1e6
+        configs = [ac.CUDA_TILES[precision]] + [ac.Tiles("split", *t) for t in SPLIT_GRID[precision]]
+        best = {}
+        for tiles in configs:
             def launch():
-                ac._step_tl[(triton.cdiv(bsz, bb),)](
-                    *out, obs, obs.stride(0), h, c, reset, noise, packed.w_dot, packed.bias, packed.w_head,
-                    packed.b_head, packed.b_head, bsz, obs_dim, hid, acts, DISCRETE=True, BLOCK_B=bb, BLOCK_N=bn,
-                    BLOCK_K=bk, BLOCK_A=8, PRECISION=prec, num_warps=warps, num_stages=stages)
-            cfg = {"precision": precision, "block_b": bb, "block_n": bn, "block_k": bk, "warps": warps,
-                   "stages": stages}
+                ac._launch_triton(obs, h, c, reset, packed, noise, out, tiles=tiles)
+            cfg = {"precision": precision, **tiles._asdict()}
             try:
                 launch()
                 torch.cuda.synchronize()
                 err = (out[3] - ref[3]).abs().max().item()
+                same = (out[0] == ref[0]).float().mean().item()
                 us = do_bench(launch, return_mode="median") * 1e3
             except Exception as e:  # noqa: BLE001 - a config that does not compile is reported, not fatal
-                rows.append({**cfg, "error": repr(e)[:160]})
+                rows.append({**cfg, "error": repr(e)[:200]})
+                print(f"  {precision} {tiles}: error {repr(e)[:200]}", flush=True)
                 continue
-            rows.append({**cfg, "us": us, "max_abs_err_h": err})
-            if best is None or us < best["us"]:
-                best = rows[-1]
-        print(f"  ac B={bsz} H={hid} {precision}: best {best}", flush=True)
-        if best is not None:   # the step comparison below runs with the tuned tiles
-            ac.CUDA_TILES[precision] = tuple(best[k] for k in ("block_b", "block_n", "block_k", "warps", "stages"))
+            rows.append({**cfg, "us": us, "max_abs_err_h": err, "same_actions": same, "mem_floor_us": mem_floor,
+                         "flop_floor_us": flop_floor, "bytes": nbytes})
+            k = tiles.kernel
+            if k not in best or us < best[k]["us"]:
+                best[k] = rows[-1]
+        for k, r in best.items():
+            print(f"  ac B={bsz} H={hid} {precision} {k}: {r['us']:.1f} us, |dh| {r['max_abs_err_h']:.1e}, "
+                  f"actions same {r['same_actions']:.4f}; mem floor {mem_floor:.1f} us ({nbytes / 1e6:.1f} MB) -> "
+                  f"{r['us'] / mem_floor:.2f}x; flop floor {flop_floor:.1f} us; tiles "
+                  f"{tuple(r[f] for f in ac.Tiles._fields)}", flush=True)
+        if best:   # the step comparison below runs with the tuned tiles
+            top = min(best.values(), key=lambda r: r["us"])
+            ac.CUDA_TILES[precision] = ac.Tiles(*(top[f] for f in ac.Tiles._fields))
     return rows
 
 
@@ -167,13 +189,13 @@ def bench_knn(mm, bw):
 
 def main():
     out = os.environ.get("OUT", "/tmp")
-    mm, bw = rates()
+    mm, bw, mm16 = rates()
     print(f"fp32 mm {mm / 1e12:.1f} TFLOP/s (TF32 off), copy {bw / 1e12:.2f} TB/s; {torch.cuda.get_device_name()}")
-    res = {"device": torch.cuda.get_device_name(), "mm_flops": mm, "copy_bw": bw}
+    res = {"device": torch.cuda.get_device_name(), "mm_flops": mm, "copy_bw": bw, "mm_bf16_flops": mm16}
     if "knn" in sys.argv[1:]:
         res["knn"] = bench_knn(mm, bw)
     if "ac" in sys.argv[1:] or len(sys.argv) == 1:
-        res["actor_critic"] = tune_actor_critic()
+        res["actor_critic"] = tune_actor_critic(bw, mm, mm16)
         res["step_vs_unfused"] = step_vs_unfused()
     with open(os.path.join(out, "gpu_tune.json"), "w") as f:
         json.dump(res, f, indent=1)

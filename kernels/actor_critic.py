@@ -31,11 +31,15 @@ Three implementations, side by side:
   is accurate in absolute terms only (<= 2e-7: sigmoid(-30) comes out ~1e-7, not 1e-13), so a
   saturated forget gate leaves up to ~2e-7·|c| in c' (6e-6 at |c| = 40; torch's own float32
   rounding there is ~5e-6);
-* Triton (``backend="triton"``, CUDA or ``TRITON_INTERPRET=1``): :func:`_step_tl`, one program
-  per block of rows, looping over blocks of hidden units: ``tl.dot`` for the gate GEMM (IEEE
-  fp32 by default; TF32, or bf16 weights with fp32 accumulation, by ``pack_actor_critic``'s
-  ``precision``), gates + cell + heads (``tl.dot``) + sampling fused. Tiles per precision
-  tuned on an H200 (:data:`CUDA_TILES`); tested there against the reference (tests/test_nn_cuda.py).
+* Triton (``backend="triton"``, CUDA or ``TRITON_INTERPRET=1``), two kernels: :func:`_step_tl`, one
+  program per block of rows, looping over blocks of hidden units (small batches, and the fused
+  rollout calls it as a device function); and :func:`_step_split_tl` for large batches on a GPU,
+  one program per block of rows x block of hidden units (each reads only its slice of the
+  weights), the heads' partial products summed by the last program of each row block. Both:
+  ``tl.dot`` for the gate GEMM (IEEE fp32 by default; TF32, or bf16 weights with fp32
+  accumulation, by ``pack_actor_critic``'s ``precision``), gates + cell + heads (``tl.dot``) +
+  sampling fused. Kernel and tiles per precision tuned on an H200 (:data:`CUDA_TILES`); tested
+  there against the reference (tests/test_nn_cuda.py).
 
 :func:`actor_critic_step` is the one public op; it takes the weights packed once by
 :func:`pack_actor_critic` (re-pack after the weights change; ``RecurrentActorCritic`` does
@@ -441,6 +445,17 @@ def _step_tl(
             out += tl.dot(h_new, wh, input_precision="tf32")
         else:
             out += tl.dot(h_new, wh, input_precision="ieee")
+    _finish_tl(out, rows, rm, action_ptr, log_prob_ptr, value_ptr, noise_ptr, b_head_ptr, log_std_ptr, A,
+               DISCRETE, BLOCK_A)
+
+
+@lazy_jit
+def _finish_tl(out, rows, rm, action_ptr, log_prob_ptr, value_ptr, noise_ptr, b_head_ptr, log_std_ptr, A,
+               DISCRETE: constexpr, BLOCK_A: constexpr):
+    """The step's tail for one block of rows, shared by both step kernels: ``out [BLOCK_B, BLOCK_A]``
+    holds ``h' @ W_head^T`` (policy columns < A, value column A); adds the head bias, stores the
+    value and samples (Gumbel-max or Gaussian) with the given noise, storing action and log_prob."""
+    ka = tl.arange(0, BLOCK_A)
     out += tl.load(b_head_ptr + ka, mask=ka <= A, other=0.0)[None, :]
     tl.store(value_ptr + rows, tl.sum(tl.where((ka == A)[None, :], out, 0.0), axis=1), mask=rm)
     am = ka < A
@@ -462,32 +477,164 @@ def _step_tl(
         tl.store(log_prob_ptr + rows, tl.sum(lp, axis=1), mask=rm)
 
 
-# Triton tiles (BLOCK_B, BLOCK_N, BLOCK_K, warps, stages) for B > 1024 on a GPU, per precision:
-# the best of bench/gpu_tune.py's sweeps at B = 4096, H = 256 on an H200 (bench/RESULTS.md):
-# fp32 362 us (the former 64 x 32 tiles with 4 warps: 724 us), tf32 53 us, bf16 46 us.
-CUDA_TILES = {"fp32": (32, 64, 32, 8, 3), "tf32": (32, 128, 32, 8, 3), "bf16": (16, 128, 32, 4, 3)}
+@lazy_jit
+def _step_split_tl(
+    # outputs and inputs as _step_tl
+    action_ptr, log_prob_ptr, value_ptr, h_out_ptr, c_out_ptr,
+    obs_ptr, stride_obs, h_ptr, c_ptr, reset_ptr, noise_ptr,
+    w_ptr, bias_ptr, w_head_ptr, b_head_ptr, log_std_ptr,
+    # workspace: part [cdiv(H, BLOCK_N), B, BLOCK_A] fp32 (any values); count [cdiv(B, BLOCK_B)] int32,
+    # all zero before the launch and left all zero after it
+    part_ptr, count_ptr,
+    n_rows, X, H, A,
+    DISCRETE: constexpr, BLOCK_B: constexpr, BLOCK_N: constexpr, BLOCK_K: constexpr, BLOCK_X: constexpr,
+    BLOCK_A: constexpr, PRECISION: constexpr = "ieee",
+):
+    """The fused step with the hidden units split across programs, for large batches on a GPU.
+
+    Program ``(row block rb, unit block nb)`` (unit blocks vary fastest, so the programs sharing
+    a row block run together and share its ``[x, h]`` rows in L2) computes the four gate tiles
+    ``[BLOCK_B, BLOCK_N]`` of its units only: it reads its slice of W once (the row-block kernel
+    :func:`_step_tl` reads all of W per program), so big ``BLOCK_B`` tiles fit the tensor cores.
+    The heads need all units: each program stores its partial ``h'[:, units] @ W_head[:, units]^T``
+    in ``part``, then bumps the row block's counter; the program that bumps it last sums the
+    partials in unit-block order (deterministic), samples, and zeroes the counter for the next
+    launch. ``[x, h]`` is read as obs then h (no K padding between them)."""
+    pid = tl.program_id(0)
+    n_blocks = tl.cdiv(H, BLOCK_N)
+    rb = pid // n_blocks
+    nb = pid % n_blocks
+    rows = rb * BLOCK_B + tl.arange(0, BLOCK_B)
+    rm = rows < n_rows
+    r = tl.load(reset_ptr + rows, mask=rm, other=0).to(tl.int1)
+    keep = rm & ~r
+    n = nb * BLOCK_N + tl.arange(0, BLOCK_N)
+    nm = n < H
+    ld = X + H
+    # obs columns
+    kx = tl.arange(0, BLOCK_X)
+    xa = tl.load(obs_ptr + rows[:, None] * stride_obs + kx[None, :], mask=rm[:, None] & (kx < X)[None, :],
+                 other=0.0).to(w_ptr.dtype.element_ty)
+    wx_offs = n[None, :] * ld + kx[:, None]
+    wx_mask = (kx < X)[:, None] & nm[None, :]
+    zero = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+    acc_i = _gate_dot_tl(xa, tl.load(w_ptr + wx_offs, mask=wx_mask, other=0.0), zero, PRECISION)
+    acc_f = _gate_dot_tl(xa, tl.load(w_ptr + H * ld + wx_offs, mask=wx_mask, other=0.0), zero, PRECISION)
+    acc_g = _gate_dot_tl(xa, tl.load(w_ptr + 2 * H * ld + wx_offs, mask=wx_mask, other=0.0), zero, PRECISION)
+    acc_o = _gate_dot_tl(xa, tl.load(w_ptr + 3 * H * ld + wx_offs, mask=wx_mask, other=0.0), zero, PRECISION)
+    # h columns
+    kk = tl.arange(0, BLOCK_K)
+    for k0 in range(0, H, BLOCK_K):
+        k = k0 + kk
+        km = k < H
+        ha = tl.load(h_ptr + rows[:, None] * H + k[None, :], mask=keep[:, None] & km[None, :],
+                     other=0.0).to(w_ptr.dtype.element_ty)
+        w_offs = n[None, :] * ld + X + k[:, None]
+        w_mask = km[:, None] & nm[None, :]
+        acc_i = _gate_dot_tl(ha, tl.load(w_ptr + w_offs, mask=w_mask, other=0.0), acc_i, PRECISION)
+        acc_f = _gate_dot_tl(ha, tl.load(w_ptr + H * ld + w_offs, mask=w_mask, other=0.0), acc_f, PRECISION)
+        acc_g = _gate_dot_tl(ha, tl.load(w_ptr + 2 * H * ld + w_offs, mask=w_mask, other=0.0), acc_g, PRECISION)
+        acc_o = _gate_dot_tl(ha, tl.load(w_ptr + 3 * H * ld + w_offs, mask=w_mask, other=0.0), acc_o, PRECISION)
+    acc_i += tl.load(bias_ptr + n, mask=nm, other=0.0)[None, :]
+    acc_f += tl.load(bias_ptr + H + n, mask=nm, other=0.0)[None, :]
+    acc_g += tl.load(bias_ptr + 2 * H + n, mask=nm, other=0.0)[None, :]
+    acc_o += tl.load(bias_ptr + 3 * H + n, mask=nm, other=0.0)[None, :]
+    hc_offs = rows[:, None] * H + n[None, :]
+    c = tl.load(c_ptr + hc_offs, mask=keep[:, None] & nm[None, :], other=0.0)
+    c_new = tl.sigmoid(acc_f) * c + tl.sigmoid(acc_i) * (2.0 * tl.sigmoid(2.0 * acc_g) - 1.0)
+    h_new = tl.sigmoid(acc_o) * (2.0 * tl.sigmoid(2.0 * c_new) - 1.0)
+    h_new = tl.where(nm[None, :], h_new, 0.0)
+    tl.store(h_out_ptr + hc_offs, h_new, mask=rm[:, None] & nm[None, :])
+    tl.store(c_out_ptr + hc_offs, c_new, mask=rm[:, None] & nm[None, :])
+    ka = tl.arange(0, BLOCK_A)
+    wh = tl.load(w_head_ptr + ka[None, :] * H + n[:, None], mask=nm[:, None] & (ka <= A)[None, :], other=0.0)
+    if PRECISION == "tf32":
+        out = tl.dot(h_new, wh, input_precision="tf32")
+    else:
+        out = tl.dot(h_new, wh, input_precision="ieee")
+    part_offs = rows[:, None] * BLOCK_A + ka[None, :]
+    tl.store(part_ptr + nb * n_rows * BLOCK_A + part_offs, out, mask=rm[:, None])
+    # every thread's partial is written before one thread publishes the count (release, GPU scope)
+    tl.debug_barrier()
+    done_before = tl.atomic_add(count_ptr + rb, 1, sem="acq_rel")
+    if done_before == n_blocks - 1:   # the last program of this row block: all partials are in
+        total = tl.zeros((BLOCK_B, BLOCK_A), dtype=tl.float32)
+        for j in range(0, n_blocks):   # fixed order: the sum does not depend on which program came last
+            total += tl.load(part_ptr + j * n_rows * BLOCK_A + part_offs, mask=rm[:, None], other=0.0,
+                             cache_modifier=".cg")
+        _finish_tl(total, rows, rm, action_ptr, log_prob_ptr, value_ptr, noise_ptr, b_head_ptr, log_std_ptr,
+                   A, DISCRETE, BLOCK_A)
+        tl.atomic_xchg(count_ptr + rb, 0)
+
+
+class Tiles(NamedTuple):
+    """A Triton launch configuration of the step: ``kernel`` ``"rows"`` (:func:`_step_tl`, one
+    program per ``block_b`` rows, all hidden units) or ``"split"`` (:func:`_step_split_tl`, one
+    program per ``block_b`` rows x ``block_n`` hidden units)."""
+
+    kernel: str
+    block_b: int
+    block_n: int
+    block_k: int
+    warps: int
+    stages: int
+
+
+# Tiles for B > 1024 on a GPU, per precision: the best of bench/gpu_tune.py's sweep at B = 4096,
+# H = 256 on an H200 (bench/RESULTS.md, session 6; do_bench medians, the kernel alone): the split
+# kernel won in every precision: bf16 31.2 us (rows kernel 48.2), tf32 28.7 (53.3), fp32 206 (358).
+CUDA_TILES = {"fp32": Tiles("split", 128, 64, 32, 8, 2), "tf32": Tiles("split", 128, 32, 32, 8, 3),
+              "bf16": Tiles("split", 64, 64, 32, 4, 3)}
+SMALL_TILES = Tiles("rows", 16, 32, 32, 4, 3)   # B <= 1024, or the interpreter
 
 
 def _pow2(n: int, lo: int = 16) -> int:
     return max(lo, 1 << max(0, int(n) - 1).bit_length())
 
 
-def _launch_triton(obs, h, c, reset, packed, noise, out):
+_WORKSPACE: dict = {}
+
+
+def _split_workspace(device, n_blocks: int, bsz: int, block_a: int, row_blocks: int):
+    """The split kernel's scratch, cached per (device, stream, sizes): ``part`` needs no
+    initialisation; ``count`` is zeroed once and every launch leaves it zero. One cache entry per
+    stream, so launches on different streams never share counters."""
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (str(device), stream, n_blocks, bsz, block_a, row_blocks)
+    ws = _WORKSPACE.get(key)
+    if ws is None:
+        if len(_WORKSPACE) >= 16:   # bounded: batch sizes vary across a program's phases
+            _WORKSPACE.clear()
+        ws = (torch.empty((n_blocks, bsz, block_a), dtype=torch.float32, device=device),
+              torch.zeros(row_blocks, dtype=torch.int32, device=device))
+        _WORKSPACE[key] = ws
+    return ws
+
+
+def _launch_triton(obs, h, c, reset, packed, noise, out, tiles: Tiles | None = None):
     action, log_prob, value, h_out, c_out = out
     bsz, hid = h.shape
-    big = bsz > 1024 and obs.device.type == "cuda"
-    block_b, block_n, block_k, warps, stages = CUDA_TILES[packed.precision] if big else (16, 32, 32, 4, 3)
-    block_n = min(block_n, _pow2(hid))
+    if tiles is None:
+        tiles = CUDA_TILES[packed.precision] if bsz > 1024 and obs.device.type == "cuda" else SMALL_TILES
+    block_n = min(tiles.block_n, _pow2(hid))
+    block_a = _pow2(packed.num_outputs + 1)
     log_std = packed.log_std if packed.log_std is not None else packed.b_head  # unused when discrete
-    _step_tl[(-(-bsz // block_b),)](
-        action, log_prob, value, h_out, c_out,
-        obs, obs.stride(0), h, c, reset, noise,
-        packed.w_dot, packed.bias, packed.w_head, packed.b_head, log_std,
-        bsz, packed.obs_dim, hid, packed.num_outputs,
-        DISCRETE=packed.discrete, BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_K=block_k,
-        BLOCK_A=_pow2(packed.num_outputs + 1), PRECISION=triton_precision(packed), num_warps=warps,
-        num_stages=stages,
-    )
+    args = (action, log_prob, value, h_out, c_out, obs, obs.stride(0), h, c, reset, noise,
+            packed.w_dot, packed.bias, packed.w_head, packed.b_head, log_std)
+    sizes = (bsz, packed.obs_dim, hid, packed.num_outputs)
+    row_blocks = -(-bsz // tiles.block_b)
+    meta = dict(DISCRETE=packed.discrete, BLOCK_B=tiles.block_b, BLOCK_N=block_n, BLOCK_K=tiles.block_k,
+                BLOCK_A=block_a, PRECISION=triton_precision(packed), num_warps=tiles.warps,
+                num_stages=tiles.stages)
+    if tiles.kernel == "rows":
+        _step_tl[(row_blocks,)](*args, *sizes, **meta)
+    elif tiles.kernel == "split":
+        n_blocks = -(-hid // block_n)
+        part, count = _split_workspace(obs.device, n_blocks, bsz, block_a, row_blocks)
+        _step_split_tl[(row_blocks * n_blocks,)](*args, part, count, *sizes,
+                                                  BLOCK_X=_pow2(packed.obs_dim), **meta)
+    else:
+        raise ValueError(f"tiles.kernel must be 'rows' or 'split', got {tiles.kernel!r}")
 
 
 # ----------------------------------------------------------------------------- public op

@@ -17,6 +17,9 @@ import torch
 from scipy import stats
 
 from metarl.kernels.actor_critic import (
+    _WORKSPACE,
+    Tiles,
+    _launch_triton,
     actor_critic_step,
     actor_critic_step_reference,
     pack_actor_critic,
@@ -118,6 +121,71 @@ def test_step_precision_modes(backend, precision):
     noise = torch.rand(bsz, NUM_ACTIONS, generator=g)
     want = actor_critic_step_reference(obs, h, c, reset, *packed.params[:8], noise)
     assert_step_close(actor_critic_step(obs, h, c, reset, packed, noise, backend=backend), want)
+
+
+SPLIT = [pytest.param(Tiles("split", 16, 16, 16, 4, 1), id="split16"),
+         pytest.param(Tiles("split", 32, 32, 32, 4, 1), id="split32")]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("hidden", HIDDEN)
+@pytest.mark.parametrize("tiles", SPLIT)
+def test_split_kernel_matches_reference(kind, hidden, tiles):
+    """The split Triton kernel (hidden units across programs, heads reduced by the last program of
+    each row block): equal to the reference over odd B and H (row and unit blocks partial), twice in
+    a row (its counters are left zero for the next launch), and bit-identical between launches."""
+    pytest.importorskip("triton")
+    policy = make_policy(kind, hidden)
+    packed = policy.packed()
+    bsz = 37
+    g = torch.Generator().manual_seed(hidden)
+    obs = torch.randn(bsz, OBS_DIM, generator=g)
+    h, c = torch.randn(bsz, hidden, generator=g), torch.randn(bsz, hidden, generator=g)
+    reset = torch.rand(bsz, generator=g) < 0.3
+    a = packed.num_outputs
+    noise = torch.rand(bsz, a, generator=g) if kind == "discrete" else torch.randn(bsz, a, generator=g)
+    want = actor_critic_step_reference(obs, h, c, reset, *packed.params[:8], noise, log_std=packed.params[8])
+    first = None
+    for _ in range(2):
+        out = poisoned_outputs(packed, bsz)
+        _launch_triton(obs, h, c, reset, packed, noise, out, tiles=tiles)
+        assert_step_close(out, want)
+        if first is None:
+            first = [t.clone() for t in out]
+        else:
+            assert all(torch.equal(x, y) for x, y in zip(first, out))
+    assert all(int(count.abs().sum()) == 0 for _, count in _WORKSPACE.values())
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_split_kernel_precision_modes(precision):
+    """bf16-exact inputs and weights: the split kernel's reduced-precision products (emulated under
+    the interpreter) equal the fp32 reference on the rounded weights."""
+    pytest.importorskip("triton")
+    policy = make_policy("discrete", 45)
+    policy.precision = precision
+    packed = policy.packed()
+    g = torch.Generator().manual_seed(4)
+    bsz = 19
+    obs = torch.randn(bsz, OBS_DIM, generator=g).bfloat16().float()
+    h = torch.randn(bsz, 45, generator=g).bfloat16().float()
+    c = torch.randn(bsz, 45, generator=g)
+    reset = torch.rand(bsz, generator=g) < 0.3
+    noise = torch.rand(bsz, NUM_ACTIONS, generator=g)
+    want = actor_critic_step_reference(obs, h, c, reset, *packed.params[:8], noise)
+    out = poisoned_outputs(packed, bsz)
+    _launch_triton(obs, h, c, reset, packed, noise, out, tiles=Tiles("split", 16, 16, 16, 4, 1))
+    assert_step_close(out, want)
+
+
+def test_bad_tiles_kernel():
+    pytest.importorskip("triton")
+    packed = make_policy("discrete", 8).packed()
+    x = torch.zeros(2, OBS_DIM)
+    h = torch.zeros(2, 8)
+    with pytest.raises(ValueError, match="tiles.kernel must be"):
+        _launch_triton(x, h, h, torch.zeros(2, dtype=torch.bool), packed, torch.rand(2, NUM_ACTIONS),
+                       poisoned_outputs(packed, 2), tiles=Tiles("cols", 16, 16, 16, 4, 1))
 
 
 def test_bad_precision():

@@ -100,6 +100,38 @@ def test_actor_critic_step_reduced_precision(precision, batch):
             torch.testing.assert_close(g, w, **TOL)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_actor_critic_split_kernel_on_gpu(precision):
+    """The split kernel (hidden units across programs; the last program of a row block sums the
+    heads' partials) at the benchmark's size, against the reference, over many launches: the
+    cross-program hand-off must give the same bits every time and leave its counters zero."""
+    from metarl.kernels import actor_critic as ac
+    torch.manual_seed(0)
+    policy = metarl.nn.RecurrentActorCritic(16, gym.spaces.Discrete(4), 256, precision=precision).cuda()
+    packed = policy.packed()
+    bsz = 4099
+    obs = torch.randn(bsz, 16, device="cuda")
+    h, c = torch.randn(bsz, 256, device="cuda"), torch.randn(bsz, 256, device="cuda")
+    reset = torch.rand(bsz, device="cuda") < 0.3
+    noise = torch.rand(bsz, 4, device="cuda")
+    want = ac.actor_critic_step_reference(obs, h, c, reset, *packed.params[:8], noise)
+    tol = TOL if precision == "fp32" else LOW_TOL[precision]
+    for tiles in (ac.Tiles("split", 64, 64, 32, 4, 2), ac.Tiles("split", 128, 32, 64, 8, 3)):
+        out = [torch.empty_like(t) for t in want]
+        ac._launch_triton(obs, h, c, reset, packed, noise, out, tiles=tiles)
+        first = [t.clone() for t in out]
+        same = out[0] == want[0]
+        assert same.float().mean() > 0.99
+        torch.testing.assert_close(out[1][same], want[1][same], **tol)
+        for g, w in zip(out[2:], want[2:]):
+            torch.testing.assert_close(g, w, **tol)
+        for _ in range(50):
+            ac._launch_triton(obs, h, c, reset, packed, noise, out, tiles=tiles)
+        torch.cuda.synchronize()
+        assert all(torch.equal(x, y) for x, y in zip(first, out))
+    assert all(int(count.abs().sum()) == 0 for _, count in ac._WORKSPACE.values())
+
+
 def test_lstm_bf16_weights_on_gpu():
     """bf16 weights with fp32 accumulation: equal to torch's LSTM on the bf16-rounded weights
     and inputs (products exact, only the summation order differs)."""
