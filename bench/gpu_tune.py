@@ -48,7 +48,13 @@ SPLIT_GRID = {   # (BLOCK_B, BLOCK_N, BLOCK_K, warps, stages) for the split kern
 }
 
 
-def tune_actor_critic(bw, mm, mm16, bsz=4096, hid=256, obs_dim=16, acts=4):
+CAT_GRID = {   # the one-dot-per-chunk variant (split_cat)
+    "bf16": list(itertools.product((64, 128), (32, 64), (32, 128), (4, 8), (3,))),
+    "tf32": list(itertools.product((128,), (32, 64), (32,), (8,), (3,))),
+}
+
+
+def tune_actor_critic(bw, mm, mm16, bsz=4096, hid=256, obs_dim=16, acts=4, grids=None):
     """Both Triton step kernels (rows: all hidden units per program; split: hidden units across
     programs) over tiles x warps x stages for each gate-GEMM precision, the kernel alone, through
     the launcher ``_launch_triton(tiles=)``; error against the fp32 reference on the same rounded
@@ -73,7 +79,12 @@ def tune_actor_critic(bw, mm, mm16, bsz=4096, hid=256, obs_dim=16, acts=4):
         nbytes = step_bytes(bsz, hid, obs_dim, acts, packed.w_dot.element_size())
         mem_floor = nbytes / bw * 1e6
         flop_floor = flops / (mm16 if precision == "bf16" else mm) * 1e6
-        configs = [ac.CUDA_TILES[precision]] + [ac.Tiles("split", *t) for t in SPLIT_GRID[precision]]
+        if grids is None:
+            configs = [ac.CUDA_TILES[precision]] + [ac.Tiles("split", *t) for t in SPLIT_GRID[precision]]
+        elif precision in grids:
+            configs = [ac.CUDA_TILES[precision]] + [ac.Tiles(kernel, *t) for kernel, t in grids[precision]]
+        else:
+            continue
         best = {}
         for tiles in configs:
             def launch():
@@ -103,6 +114,59 @@ def tune_actor_critic(bw, mm, mm16, bsz=4096, hid=256, obs_dim=16, acts=4):
             top = min(best.values(), key=lambda r: r["us"])
             ac.CUDA_TILES[precision] = ac.Tiles(*(top[f] for f in ac.Tiles._fields))
     return rows
+
+
+def kernel_time_profiled(bsz=4096, hid=256, obs_dim=16, acts=4, precision="bf16", reps=30):
+    """The tuned kernel's device time alone (torch.profiler's CUDA kernel durations, L2 flushed
+    before each launch), beside do_bench's event-timed median and a plain copy of the same state
+    bytes (h, c in -> h', c' out: two torch copies), microseconds."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    w = [torch.randn(4 * hid, obs_dim, device="cuda") * 0.1, torch.randn(4 * hid, hid, device="cuda") * 0.1,
+         torch.zeros(4 * hid, device="cuda"), torch.zeros(4 * hid, device="cuda"),
+         torch.randn(acts, hid, device="cuda"), torch.zeros(acts, device="cuda"),
+         torch.randn(1, hid, device="cuda"), torch.zeros(1, device="cuda")]
+    packed = ac.pack_actor_critic(*w, precision=precision)
+    obs = torch.randn(bsz, obs_dim, device="cuda")
+    h, c = torch.randn(bsz, hid, device="cuda"), torch.randn(bsz, hid, device="cuda")
+    reset = (torch.arange(bsz, device="cuda") % 16) == 5
+    noise = torch.rand(bsz, acts, device="cuda")
+    out = (torch.empty(bsz, dtype=torch.int64, device="cuda"), torch.empty(bsz, device="cuda"),
+           torch.empty(bsz, device="cuda"), torch.empty(bsz, hid, device="cuda"), torch.empty(bsz, hid, device="cuda"))
+    flush = torch.empty(64 << 20, dtype=torch.int32, device="cuda")
+    tiles = ac.CUDA_TILES[precision]
+
+    def launch():
+        ac._launch_triton(obs, h, c, reset, packed, noise, out, tiles=tiles)
+
+    def copies():
+        out[3].copy_(h)
+        out[4].copy_(c)
+    launch()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            flush.zero_()
+            launch()
+        for _ in range(reps):
+            flush.zero_()
+            copies()
+        torch.cuda.synchronize()
+    dur = {}
+    for e in prof.events():
+        t = getattr(e, "device_time", None) or getattr(e, "cuda_time", 0.0)
+        name = "step" if "_step_" in e.name else "copy" if "copy" in e.name.lower() or "elementwise" in e.name else None
+        if name and t > 0:
+            dur.setdefault(name, []).append(t)
+    res = {"tiles": list(tiles), "do_bench_us": do_bench(launch, return_mode="median") * 1e3,
+           "copies_do_bench_us": do_bench(copies, return_mode="median") * 1e3}
+    for name, ts in dur.items():
+        ts = sorted(ts)
+        res[f"{name}_profiled_us"] = ts[len(ts) // 2]
+    res["copy_pair_profiled_us"] = 2 * res.get("copy_profiled_us", float("nan"))
+    print(f"  profiled {precision} {tiles}: {res}", flush=True)
+    return res
 
 
 def step_vs_unfused(bsz=4096, hid=256, obs_dim=16, acts=4, calls=300):
@@ -194,6 +258,15 @@ def main():
     res = {"device": torch.cuda.get_device_name(), "mm_flops": mm, "copy_bw": bw, "mm_bf16_flops": mm16}
     if "knn" in sys.argv[1:]:
         res["knn"] = bench_knn(mm, bw)
+    if "ac2" in sys.argv[1:]:   # session 6's second sweep: split_cat, more split tiles, kernel-only time
+        grids = {p: [("split_cat", t) for t in CAT_GRID[p]] for p in CAT_GRID}
+        res["actor_critic"] = tune_actor_critic(bw, mm, mm16, grids=grids)
+        res["profiled"] = []
+        for p in ("bf16",):
+            try:
+                res["profiled"].append(kernel_time_profiled(precision=p))
+            except Exception as e:  # noqa: BLE001 - a measurement aid; the sweep's numbers stand without it
+                print(f"  profiled {p}: failed {e!r}", flush=True)
     if "ac" in sys.argv[1:] or len(sys.argv) == 1:
         res["actor_critic"] = tune_actor_critic(bw, mm, mm16)
         res["step_vs_unfused"] = step_vs_unfused()

@@ -33,9 +33,11 @@ Three implementations, side by side:
   rounding there is ~5e-6);
 * Triton (``backend="triton"``, CUDA or ``TRITON_INTERPRET=1``), two kernels: :func:`_step_tl`, one
   program per block of rows, looping over blocks of hidden units (small batches, and the fused
-  rollout calls it as a device function); and :func:`_step_split_tl` for large batches on a GPU,
-  one program per block of rows x block of hidden units (each reads only its slice of the
-  weights), the heads' partial products summed by the last program of each row block. Both:
+  rollout calls it as a device function); and for large batches on a GPU :func:`_step_split_tl`
+  / :func:`_step_split_cat_tl`, one program per block of rows x block of hidden units (each reads
+  only its slice of the weights; the ``_cat`` twin computes the four gates in one ``tl.dot`` on
+  gate-interleaved weights), the heads' partial products summed by the last program of each row
+  block. All:
   ``tl.dot`` for the gate GEMM (IEEE fp32 by default; TF32, or bf16 weights with fp32
   accumulation, by ``pack_actor_critic``'s ``precision``), gates + cell + heads (``tl.dot``) +
   sampling fused. Kernel and tiles per precision tuned on an H200 (:data:`CUDA_TILES`); tested
@@ -115,6 +117,7 @@ class PackedActorCritic(NamedTuple):
     params: tuple            # the unpacked tensors (w_ih, w_hh, b_ih, b_hh, w_pi, b_pi, w_v, b_v, log_std)
     precision: str = "fp32"  # the gate GEMM's arithmetic in the Triton kernel (PRECISIONS)
     w_dot: torch.Tensor | None = None   # [4H, X + H] the copy of w that tl.dot reads (bf16 for "bf16")
+    cache: dict | None = None  # layouts derived from w_dot for the Triton kernels (see _interleave_gates)
 
     @property
     def obs_dim(self) -> int:
@@ -182,7 +185,7 @@ def pack_actor_critic(w_ih, w_hh, b_ih, b_hh, w_pi, b_pi, w_v, b_v, log_std=None
     params = tuple(p if p is None else p.detach() for p in params)
     if precision == "bf16":   # the reference (backend "torch") uses the rounded weights too
         params = (w[:, :x], w[:, x:]) + params[2:]
-    return PackedActorCritic(w, bias, w_head, b_head, ls, std, params, precision, w_dot)
+    return PackedActorCritic(w, bias, w_head, b_head, ls, std, params, precision, w_dot, {})
 
 
 # ----------------------------------------------------------------------------- numba
@@ -567,10 +570,101 @@ def _step_split_tl(
         tl.atomic_xchg(count_ptr + rb, 0)
 
 
+@lazy_jit
+def _step_split_cat_tl(
+    # outputs and inputs as _step_tl
+    action_ptr, log_prob_ptr, value_ptr, h_out_ptr, c_out_ptr,
+    obs_ptr, stride_obs, h_ptr, c_ptr, reset_ptr, noise_ptr,
+    # w_cat [cdiv(H, BLOCK_N) * 4 * BLOCK_N, X + H], bias_cat [same rows]: rows interleaved per unit
+    # block as (unit j, gate i f g o) (see _interleave_gates); then w_head, b_head, log_std as _step_tl
+    w_ptr, bias_ptr, w_head_ptr, b_head_ptr, log_std_ptr,
+    part_ptr, count_ptr,
+    n_rows, X, H, A,
+    DISCRETE: constexpr, BLOCK_B: constexpr, BLOCK_N: constexpr, BLOCK_K: constexpr, BLOCK_X: constexpr,
+    BLOCK_A: constexpr, PRECISION: constexpr = "ieee",
+):
+    """:func:`_step_split_tl` with the four gates of a unit block in ONE ``tl.dot`` per K chunk
+    (``[BLOCK_B, BLOCK_K] @ [BLOCK_K, 4 BLOCK_N]``, the weight rows interleaved unit-major so the
+    accumulator reshapes to ``[BLOCK_B, BLOCK_N, 2, 2]`` and splits into i, f, g, o)."""
+    pid = tl.program_id(0)
+    n_blocks = tl.cdiv(H, BLOCK_N)
+    rb = pid // n_blocks
+    nb = pid % n_blocks
+    rows = rb * BLOCK_B + tl.arange(0, BLOCK_B)
+    rm = rows < n_rows
+    r = tl.load(reset_ptr + rows, mask=rm, other=0).to(tl.int1)
+    keep = rm & ~r
+    ld = X + H
+    cols = nb * 4 * BLOCK_N + tl.arange(0, 4 * BLOCK_N)       # rows of w_cat this program reads
+    kx = tl.arange(0, BLOCK_X)
+    xa = tl.load(obs_ptr + rows[:, None] * stride_obs + kx[None, :], mask=rm[:, None] & (kx < X)[None, :],
+                 other=0.0).to(w_ptr.dtype.element_ty)
+    wx = tl.load(w_ptr + cols[None, :] * ld + kx[:, None], mask=(kx < X)[:, None], other=0.0)
+    acc = _gate_dot_tl(xa, wx, tl.zeros((BLOCK_B, 4 * BLOCK_N), dtype=tl.float32), PRECISION)
+    kk = tl.arange(0, BLOCK_K)
+    for k0 in range(0, H, BLOCK_K):
+        k = k0 + kk
+        km = k < H
+        ha = tl.load(h_ptr + rows[:, None] * H + k[None, :], mask=keep[:, None] & km[None, :],
+                     other=0.0).to(w_ptr.dtype.element_ty)
+        wt = tl.load(w_ptr + cols[None, :] * ld + X + k[:, None], mask=km[:, None], other=0.0)
+        acc = _gate_dot_tl(ha, wt, acc, PRECISION)
+    acc += tl.load(bias_ptr + cols)[None, :]
+    # column 4 j + 2 p + q holds gate 2 p + q (i = 0, f = 1, g = 2, o = 3) of unit j
+    q0, q1 = tl.split(tl.reshape(acc, (BLOCK_B, BLOCK_N, 2, 2)))
+    acc_i, acc_g = tl.split(q0)
+    acc_f, acc_o = tl.split(q1)
+    n = nb * BLOCK_N + tl.arange(0, BLOCK_N)
+    nm = n < H
+    hc_offs = rows[:, None] * H + n[None, :]
+    c = tl.load(c_ptr + hc_offs, mask=keep[:, None] & nm[None, :], other=0.0)
+    c_new = tl.sigmoid(acc_f) * c + tl.sigmoid(acc_i) * (2.0 * tl.sigmoid(2.0 * acc_g) - 1.0)
+    h_new = tl.sigmoid(acc_o) * (2.0 * tl.sigmoid(2.0 * c_new) - 1.0)
+    h_new = tl.where(nm[None, :], h_new, 0.0)
+    tl.store(h_out_ptr + hc_offs, h_new, mask=rm[:, None] & nm[None, :])
+    tl.store(c_out_ptr + hc_offs, c_new, mask=rm[:, None] & nm[None, :])
+    ka = tl.arange(0, BLOCK_A)
+    wh = tl.load(w_head_ptr + ka[None, :] * H + n[:, None], mask=nm[:, None] & (ka <= A)[None, :], other=0.0)
+    if PRECISION == "tf32":
+        out = tl.dot(h_new, wh, input_precision="tf32")
+    else:
+        out = tl.dot(h_new, wh, input_precision="ieee")
+    part_offs = rows[:, None] * BLOCK_A + ka[None, :]
+    tl.store(part_ptr + nb * n_rows * BLOCK_A + part_offs, out, mask=rm[:, None])
+    tl.debug_barrier()
+    done_before = tl.atomic_add(count_ptr + rb, 1, sem="acq_rel")
+    if done_before == n_blocks - 1:
+        total = tl.zeros((BLOCK_B, BLOCK_A), dtype=tl.float32)
+        for j in range(0, n_blocks):
+            total += tl.load(part_ptr + j * n_rows * BLOCK_A + part_offs, mask=rm[:, None], other=0.0,
+                             cache_modifier=".cg")
+        _finish_tl(total, rows, rm, action_ptr, log_prob_ptr, value_ptr, noise_ptr, b_head_ptr, log_std_ptr,
+                   A, DISCRETE, BLOCK_A)
+        tl.atomic_xchg(count_ptr + rb, 0)
+
+
+def _interleave_gates(packed: PackedActorCritic, block_n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(w_cat, bias_cat)`` for :func:`_step_split_cat_tl`: row ``4 (b BLOCK_N + j) + gate`` holds
+    gate ``gate`` of unit ``b BLOCK_N + j`` (zero past H), from ``w_dot`` and ``bias``; cached on
+    ``packed`` per ``block_n``."""
+    key = ("cat", block_n)
+    if key not in packed.cache:
+        hid = packed.hidden_size
+        units = -(-hid // block_n) * block_n
+        w = packed.w_dot.new_zeros((4, units, packed.w_dot.shape[1]))
+        w[:, :hid] = packed.w_dot.view(4, hid, -1)
+        b = packed.bias.new_zeros((4, units))
+        b[:, :hid] = packed.bias.view(4, hid)
+        packed.cache[key] = (w.transpose(0, 1).reshape(4 * units, -1).contiguous(),
+                             b.t().reshape(-1).contiguous())
+    return packed.cache[key]
+
+
 class Tiles(NamedTuple):
     """A Triton launch configuration of the step: ``kernel`` ``"rows"`` (:func:`_step_tl`, one
-    program per ``block_b`` rows, all hidden units) or ``"split"`` (:func:`_step_split_tl`, one
-    program per ``block_b`` rows x ``block_n`` hidden units)."""
+    program per ``block_b`` rows, all hidden units), ``"split"`` (:func:`_step_split_tl`, one
+    program per ``block_b`` rows x ``block_n`` hidden units) or ``"split_cat"``
+    (:func:`_step_split_cat_tl`: as split, the four gates in one ``tl.dot`` per K chunk)."""
 
     kernel: str
     block_b: int
@@ -580,11 +674,12 @@ class Tiles(NamedTuple):
     stages: int
 
 
-# Tiles for B > 1024 on a GPU, per precision: the best of bench/gpu_tune.py's sweep at B = 4096,
-# H = 256 on an H200 (bench/RESULTS.md, session 6; do_bench medians, the kernel alone): the split
-# kernel won in every precision: bf16 31.2 us (rows kernel 48.2), tf32 28.7 (53.3), fp32 206 (358).
-CUDA_TILES = {"fp32": Tiles("split", 128, 64, 32, 8, 2), "tf32": Tiles("split", 128, 32, 32, 8, 3),
-              "bf16": Tiles("split", 64, 64, 32, 4, 3)}
+# Tiles for B > 1024 on a GPU, per precision: the best of bench/gpu_tune.py's sweeps at B = 4096,
+# H = 256 on an H200 (bench/RESULTS.md, session 6; do_bench medians, the kernel alone): bf16
+# split_cat 28.8 us (split 31.3, rows 48.2), tf32 split_cat 25.8 (split 28.7-35.6, rows 53.3), fp32
+# split 206 (rows 358; split_cat not measured in fp32).
+CUDA_TILES = {"fp32": Tiles("split", 128, 64, 32, 8, 2), "tf32": Tiles("split_cat", 128, 64, 32, 8, 3),
+              "bf16": Tiles("split_cat", 128, 32, 32, 4, 3)}
 SMALL_TILES = Tiles("rows", 16, 32, 32, 4, 3)   # B <= 1024, or the interpreter
 
 
@@ -628,13 +723,16 @@ def _launch_triton(obs, h, c, reset, packed, noise, out, tiles: Tiles | None = N
                 num_stages=tiles.stages)
     if tiles.kernel == "rows":
         _step_tl[(row_blocks,)](*args, *sizes, **meta)
-    elif tiles.kernel == "split":
+    elif tiles.kernel in ("split", "split_cat"):
         n_blocks = -(-hid // block_n)
         part, count = _split_workspace(obs.device, n_blocks, bsz, block_a, row_blocks)
-        _step_split_tl[(row_blocks * n_blocks,)](*args, part, count, *sizes,
-                                                  BLOCK_X=_pow2(packed.obs_dim), **meta)
+        kernel = _step_split_tl
+        if tiles.kernel == "split_cat":
+            kernel = _step_split_cat_tl
+            args = args[:11] + _interleave_gates(packed, block_n) + args[13:]
+        kernel[(row_blocks * n_blocks,)](*args, part, count, *sizes, BLOCK_X=_pow2(packed.obs_dim), **meta)
     else:
-        raise ValueError(f"tiles.kernel must be 'rows' or 'split', got {tiles.kernel!r}")
+        raise ValueError(f"tiles.kernel must be 'rows', 'split' or 'split_cat', got {tiles.kernel!r}")
 
 
 # ----------------------------------------------------------------------------- public op

@@ -124,7 +124,9 @@ def test_step_precision_modes(backend, precision):
 
 
 SPLIT = [pytest.param(Tiles("split", 16, 16, 16, 4, 1), id="split16"),
-         pytest.param(Tiles("split", 32, 32, 32, 4, 1), id="split32")]
+         pytest.param(Tiles("split", 32, 32, 32, 4, 1), id="split32"),
+         pytest.param(Tiles("split_cat", 16, 16, 16, 4, 1), id="split_cat16"),
+         pytest.param(Tiles("split_cat", 32, 32, 32, 4, 1), id="split_cat32")]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -157,8 +159,9 @@ def test_split_kernel_matches_reference(kind, hidden, tiles):
     assert all(int(count.abs().sum()) == 0 for _, count in _WORKSPACE.values())
 
 
+@pytest.mark.parametrize("kernel", ["split", "split_cat"])
 @pytest.mark.parametrize("precision", ["tf32", "bf16"])
-def test_split_kernel_precision_modes(precision):
+def test_split_kernel_precision_modes(precision, kernel):
     """bf16-exact inputs and weights: the split kernel's reduced-precision products (emulated under
     the interpreter) equal the fp32 reference on the rounded weights."""
     pytest.importorskip("triton")
@@ -174,8 +177,13 @@ def test_split_kernel_precision_modes(precision):
     noise = torch.rand(bsz, NUM_ACTIONS, generator=g)
     want = actor_critic_step_reference(obs, h, c, reset, *packed.params[:8], noise)
     out = poisoned_outputs(packed, bsz)
-    _launch_triton(obs, h, c, reset, packed, noise, out, tiles=Tiles("split", 16, 16, 16, 4, 1))
+    _launch_triton(obs, h, c, reset, packed, noise, out, tiles=Tiles(kernel, 16, 16, 16, 4, 1))
     assert_step_close(out, want)
+    if kernel == "split_cat":   # the interleaved layout is derived from the packed (rounded) weights
+        w_cat, b_cat = packed.cache[("cat", 16)]
+        assert w_cat.dtype == packed.w_dot.dtype and w_cat.shape == (4 * 48, OBS_DIM + 45)
+        assert torch.equal(w_cat[4 * 7 + 2], packed.w_dot[2 * 45 + 7])   # unit 7, gate g
+        assert torch.equal(b_cat[4 * 7 + 2], packed.bias[2 * 45 + 7]) and not w_cat[4 * 46:].any()
 
 
 def test_bad_tiles_kernel():

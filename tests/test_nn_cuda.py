@@ -102,7 +102,7 @@ def test_actor_critic_step_reduced_precision(precision, batch):
 
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
 def test_actor_critic_split_kernel_on_gpu(precision):
-    """The split kernel (hidden units across programs; the last program of a row block sums the
+    """The split kernels (hidden units across programs; the last program of a row block sums the
     heads' partials) at the benchmark's size, against the reference, over many launches: the
     cross-program hand-off must give the same bits every time and leave its counters zero."""
     from metarl.kernels import actor_critic as ac
@@ -116,7 +116,8 @@ def test_actor_critic_split_kernel_on_gpu(precision):
     noise = torch.rand(bsz, 4, device="cuda")
     want = ac.actor_critic_step_reference(obs, h, c, reset, *packed.params[:8], noise)
     tol = TOL if precision == "fp32" else LOW_TOL[precision]
-    for tiles in (ac.Tiles("split", 64, 64, 32, 4, 2), ac.Tiles("split", 128, 32, 64, 8, 3)):
+    for tiles in (ac.Tiles("split", 64, 64, 32, 4, 2), ac.Tiles("split", 128, 32, 64, 8, 3),
+                  ac.Tiles("split_cat", 64, 64, 32, 4, 3), ac.Tiles("split_cat", 128, 32, 32, 8, 2)):
         out = [torch.empty_like(t) for t in want]
         ac._launch_triton(obs, h, c, reset, packed, noise, out, tiles=tiles)
         first = [t.clone() for t in out]
