@@ -314,7 +314,6 @@ def _step_discrete_nb(
         _discrete_row_nb(b, gates, c, reset, w_head, b_head, u, action, log_prob, value, h_out, c_out, head)
 
 
-
 @njit(parallel=True, cache=True, fastmath=_FM)
 def _step_gaussian_nb(
     # outputs
@@ -481,6 +480,43 @@ def _finish_tl(out, rows, rm, action_ptr, log_prob_ptr, value_ptr, noise_ptr, b_
 
 
 @lazy_jit
+def _split_tail_tl(acc_i, acc_f, acc_g, acc_o, rows, rm, keep, n, nm, rb, nb, n_blocks,
+                   action_ptr, log_prob_ptr, value_ptr, h_out_ptr, c_out_ptr, c_ptr, noise_ptr,
+                   w_head_ptr, b_head_ptr, log_std_ptr, part_ptr, count_ptr, n_rows, H, A,
+                   DISCRETE: constexpr, BLOCK_B: constexpr, BLOCK_A: constexpr, PRECISION: constexpr):
+    """The split kernels' common tail for row block ``rb`` x unit block ``nb``: the cell update
+    from the gate pre-activations (bias included), h' and c' stored, the heads' partial product
+    stored in ``part``; then the row block's counter is bumped and the program that bumps it
+    last sums the partials in unit-block order, samples (:func:`_finish_tl`) and re-zeroes it."""
+    hc_offs = rows[:, None] * H + n[None, :]
+    c = tl.load(c_ptr + hc_offs, mask=keep[:, None] & nm[None, :], other=0.0)
+    c_new = tl.sigmoid(acc_f) * c + tl.sigmoid(acc_i) * (2.0 * tl.sigmoid(2.0 * acc_g) - 1.0)
+    h_new = tl.sigmoid(acc_o) * (2.0 * tl.sigmoid(2.0 * c_new) - 1.0)
+    h_new = tl.where(nm[None, :], h_new, 0.0)
+    tl.store(h_out_ptr + hc_offs, h_new, mask=rm[:, None] & nm[None, :])
+    tl.store(c_out_ptr + hc_offs, c_new, mask=rm[:, None] & nm[None, :])
+    ka = tl.arange(0, BLOCK_A)
+    wh = tl.load(w_head_ptr + ka[None, :] * H + n[:, None], mask=nm[:, None] & (ka <= A)[None, :], other=0.0)
+    if PRECISION == "tf32":
+        out = tl.dot(h_new, wh, input_precision="tf32")
+    else:
+        out = tl.dot(h_new, wh, input_precision="ieee")
+    part_offs = rows[:, None] * BLOCK_A + ka[None, :]
+    tl.store(part_ptr + nb * n_rows * BLOCK_A + part_offs, out, mask=rm[:, None])
+    # every thread's partial is written before one thread publishes the count (release, GPU scope)
+    tl.debug_barrier()
+    done_before = tl.atomic_add(count_ptr + rb, 1, sem="acq_rel")
+    if done_before == n_blocks - 1:   # the last program of this row block: all partials are in
+        total = tl.zeros((BLOCK_B, BLOCK_A), dtype=tl.float32)
+        for j in range(0, n_blocks):   # fixed order: the sum does not depend on which program came last
+            total += tl.load(part_ptr + j * n_rows * BLOCK_A + part_offs, mask=rm[:, None], other=0.0,
+                             cache_modifier=".cg")
+        _finish_tl(total, rows, rm, action_ptr, log_prob_ptr, value_ptr, noise_ptr, b_head_ptr, log_std_ptr,
+                   A, DISCRETE, BLOCK_A)
+        tl.atomic_xchg(count_ptr + rb, 0)
+
+
+@lazy_jit
 def _step_split_tl(
     # outputs and inputs as _step_tl
     action_ptr, log_prob_ptr, value_ptr, h_out_ptr, c_out_ptr,
@@ -542,32 +578,10 @@ def _step_split_tl(
     acc_f += tl.load(bias_ptr + H + n, mask=nm, other=0.0)[None, :]
     acc_g += tl.load(bias_ptr + 2 * H + n, mask=nm, other=0.0)[None, :]
     acc_o += tl.load(bias_ptr + 3 * H + n, mask=nm, other=0.0)[None, :]
-    hc_offs = rows[:, None] * H + n[None, :]
-    c = tl.load(c_ptr + hc_offs, mask=keep[:, None] & nm[None, :], other=0.0)
-    c_new = tl.sigmoid(acc_f) * c + tl.sigmoid(acc_i) * (2.0 * tl.sigmoid(2.0 * acc_g) - 1.0)
-    h_new = tl.sigmoid(acc_o) * (2.0 * tl.sigmoid(2.0 * c_new) - 1.0)
-    h_new = tl.where(nm[None, :], h_new, 0.0)
-    tl.store(h_out_ptr + hc_offs, h_new, mask=rm[:, None] & nm[None, :])
-    tl.store(c_out_ptr + hc_offs, c_new, mask=rm[:, None] & nm[None, :])
-    ka = tl.arange(0, BLOCK_A)
-    wh = tl.load(w_head_ptr + ka[None, :] * H + n[:, None], mask=nm[:, None] & (ka <= A)[None, :], other=0.0)
-    if PRECISION == "tf32":
-        out = tl.dot(h_new, wh, input_precision="tf32")
-    else:
-        out = tl.dot(h_new, wh, input_precision="ieee")
-    part_offs = rows[:, None] * BLOCK_A + ka[None, :]
-    tl.store(part_ptr + nb * n_rows * BLOCK_A + part_offs, out, mask=rm[:, None])
-    # every thread's partial is written before one thread publishes the count (release, GPU scope)
-    tl.debug_barrier()
-    done_before = tl.atomic_add(count_ptr + rb, 1, sem="acq_rel")
-    if done_before == n_blocks - 1:   # the last program of this row block: all partials are in
-        total = tl.zeros((BLOCK_B, BLOCK_A), dtype=tl.float32)
-        for j in range(0, n_blocks):   # fixed order: the sum does not depend on which program came last
-            total += tl.load(part_ptr + j * n_rows * BLOCK_A + part_offs, mask=rm[:, None], other=0.0,
-                             cache_modifier=".cg")
-        _finish_tl(total, rows, rm, action_ptr, log_prob_ptr, value_ptr, noise_ptr, b_head_ptr, log_std_ptr,
-                   A, DISCRETE, BLOCK_A)
-        tl.atomic_xchg(count_ptr + rb, 0)
+    _split_tail_tl(acc_i, acc_f, acc_g, acc_o, rows, rm, keep, n, nm, rb, nb, n_blocks,
+                   action_ptr, log_prob_ptr, value_ptr, h_out_ptr, c_out_ptr, c_ptr, noise_ptr,
+                   w_head_ptr, b_head_ptr, log_std_ptr, part_ptr, count_ptr, n_rows, H, A,
+                   DISCRETE, BLOCK_B, BLOCK_A, PRECISION)
 
 
 @lazy_jit
@@ -616,31 +630,10 @@ def _step_split_cat_tl(
     acc_f, acc_o = tl.split(q1)
     n = nb * BLOCK_N + tl.arange(0, BLOCK_N)
     nm = n < H
-    hc_offs = rows[:, None] * H + n[None, :]
-    c = tl.load(c_ptr + hc_offs, mask=keep[:, None] & nm[None, :], other=0.0)
-    c_new = tl.sigmoid(acc_f) * c + tl.sigmoid(acc_i) * (2.0 * tl.sigmoid(2.0 * acc_g) - 1.0)
-    h_new = tl.sigmoid(acc_o) * (2.0 * tl.sigmoid(2.0 * c_new) - 1.0)
-    h_new = tl.where(nm[None, :], h_new, 0.0)
-    tl.store(h_out_ptr + hc_offs, h_new, mask=rm[:, None] & nm[None, :])
-    tl.store(c_out_ptr + hc_offs, c_new, mask=rm[:, None] & nm[None, :])
-    ka = tl.arange(0, BLOCK_A)
-    wh = tl.load(w_head_ptr + ka[None, :] * H + n[:, None], mask=nm[:, None] & (ka <= A)[None, :], other=0.0)
-    if PRECISION == "tf32":
-        out = tl.dot(h_new, wh, input_precision="tf32")
-    else:
-        out = tl.dot(h_new, wh, input_precision="ieee")
-    part_offs = rows[:, None] * BLOCK_A + ka[None, :]
-    tl.store(part_ptr + nb * n_rows * BLOCK_A + part_offs, out, mask=rm[:, None])
-    tl.debug_barrier()
-    done_before = tl.atomic_add(count_ptr + rb, 1, sem="acq_rel")
-    if done_before == n_blocks - 1:
-        total = tl.zeros((BLOCK_B, BLOCK_A), dtype=tl.float32)
-        for j in range(0, n_blocks):
-            total += tl.load(part_ptr + j * n_rows * BLOCK_A + part_offs, mask=rm[:, None], other=0.0,
-                             cache_modifier=".cg")
-        _finish_tl(total, rows, rm, action_ptr, log_prob_ptr, value_ptr, noise_ptr, b_head_ptr, log_std_ptr,
-                   A, DISCRETE, BLOCK_A)
-        tl.atomic_xchg(count_ptr + rb, 0)
+    _split_tail_tl(acc_i, acc_f, acc_g, acc_o, rows, rm, keep, n, nm, rb, nb, n_blocks,
+                   action_ptr, log_prob_ptr, value_ptr, h_out_ptr, c_out_ptr, c_ptr, noise_ptr,
+                   w_head_ptr, b_head_ptr, log_std_ptr, part_ptr, count_ptr, n_rows, H, A,
+                   DISCRETE, BLOCK_B, BLOCK_A, PRECISION)
 
 
 def _interleave_gates(packed: PackedActorCritic, block_n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -112,15 +112,21 @@ def test_step_precision_modes(backend, precision):
         assert torch.equal(packed.params[0], packed.w[:, :OBS_DIM])
     else:
         assert packed.w_dot is packed.w and torch.equal(packed.w, w)
-    g = torch.Generator().manual_seed(3)
-    bsz = 19
+    inputs, want = bf16_exact_inputs(packed)
+    assert_step_close(actor_critic_step(*inputs, backend=backend), want)
+
+
+def bf16_exact_inputs(packed, bsz=19, seed=3):
+    """``(obs, h, c, reset, packed, noise)`` with bf16-exact obs and h, and the reference's outputs."""
+    g = torch.Generator().manual_seed(seed)
+    hid = packed.hidden_size
     obs = torch.randn(bsz, OBS_DIM, generator=g).bfloat16().float()
-    h = torch.randn(bsz, 45, generator=g).bfloat16().float()
-    c = torch.randn(bsz, 45, generator=g)
+    h = torch.randn(bsz, hid, generator=g).bfloat16().float()
+    c = torch.randn(bsz, hid, generator=g)
     reset = torch.rand(bsz, generator=g) < 0.3
     noise = torch.rand(bsz, NUM_ACTIONS, generator=g)
     want = actor_critic_step_reference(obs, h, c, reset, *packed.params[:8], noise)
-    assert_step_close(actor_critic_step(obs, h, c, reset, packed, noise, backend=backend), want)
+    return (obs, h, c, reset, packed, noise), want
 
 
 SPLIT = [pytest.param(Tiles("split", 16, 16, 16, 4, 1), id="split16"),
@@ -168,16 +174,9 @@ def test_split_kernel_precision_modes(precision, kernel):
     policy = make_policy("discrete", 45)
     policy.precision = precision
     packed = policy.packed()
-    g = torch.Generator().manual_seed(4)
-    bsz = 19
-    obs = torch.randn(bsz, OBS_DIM, generator=g).bfloat16().float()
-    h = torch.randn(bsz, 45, generator=g).bfloat16().float()
-    c = torch.randn(bsz, 45, generator=g)
-    reset = torch.rand(bsz, generator=g) < 0.3
-    noise = torch.rand(bsz, NUM_ACTIONS, generator=g)
-    want = actor_critic_step_reference(obs, h, c, reset, *packed.params[:8], noise)
-    out = poisoned_outputs(packed, bsz)
-    _launch_triton(obs, h, c, reset, packed, noise, out, tiles=Tiles(kernel, 16, 16, 16, 4, 1))
+    inputs, want = bf16_exact_inputs(packed, seed=4)
+    out = poisoned_outputs(packed, 19)
+    _launch_triton(*inputs, out, tiles=Tiles(kernel, 16, 16, 16, 4, 1))
     assert_step_close(out, want)
     if kernel == "split_cat":   # the interleaved layout is derived from the packed (rounded) weights
         w_cat, b_cat = packed.cache[("cat", 16)]
