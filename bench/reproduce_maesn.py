@@ -48,8 +48,9 @@ def run_maml(seed: int, tasks: int, iterations: int, pretrained: bool) -> tuple[
                           trajectories_per_task=5, hidden_sizes=(64, 64), first_order=True, iterations=iterations,
                           inner_steps=0 if pretrained else 1, eval_tasks=0, seed=seed,
                           # as MAESN's evaluation: actions in the env's units, 5 episodes per step,
-                          # the same step size at every step (the table of session 3)
-                          normalize_actions=False, eval_trajectories=0, eval_lr_scales=(1.0,))
+                          # the same step size at every step, nn.Linear's init (the table of session 3)
+                          normalize_actions=False, eval_trajectories=0, eval_lr_scales=(1.0,),
+                          policy_init="torch")
     t = time.perf_counter()
     s = maml.train(cfg)
     secs = time.perf_counter() - t

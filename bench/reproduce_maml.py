@@ -13,8 +13,9 @@ Rows measured:
 
 Defaults follow the authors' code (``maml_examples/maml_trpo_point.py`` and
 ``test_maml_point.py`` of cbfinn/maml_rl) where it differs from the paper's text: the policy acts
-in ``[-1, 1]`` mapped onto the ±0.1 action box (rllab's ``normalize``), inner lr 0.5, 100 TRPO
-meta-updates of 20 tasks × 20 trajectories at H = 100, MLP 2×100; the test adapts on 40
+in ``[-1, 1]`` mapped onto the ±0.1 action box (rllab's ``normalize``), rllab's policy init
+(Glorot-uniform weights, zero biases; ``--policy-init torch`` for ``nn.Linear``'s), inner lr
+0.5, 100 TRPO meta-updates of 20 tasks × 20 trajectories at H = 100, MLP 2×100; the test adapts on 40
 trajectories per step (a 4,000-step batch), step 1 at lr 0.5 and later steps at 0.25. Numbers are
 comparable to the paper only with ``--horizon 100`` (returns are sums of −distance over the
 episode). Writes ``bench/results/maml.json``.
@@ -69,6 +70,10 @@ def main(argv=None) -> dict:
     p.add_argument("--raw-actions", action="store_true",
                    help="the policy acts in the env's units (no [-1, 1] normalisation)")
     p.add_argument("--first-order", action="store_true")
+    p.add_argument("--policy-init", choices=("torch", "xavier"), default=MAMLConfig.policy_init,
+                   help="policy MLP init: nn.Linear's default, or rllab's Glorot-uniform weights and zero biases")
+    p.add_argument("--mean-squash", choices=("none", "tanh"), default=MAMLConfig.mean_squash,
+                   help="'tanh' bounds the policy's mean to the normalised action box [-1, 1]")
     p.add_argument("--eval-tasks", type=int, default=40)
     p.add_argument("--eval-trajectories", type=int, default=40, help="trajectories per task and evaluation step")
     p.add_argument("--eval-lr-scales", type=float, nargs="+", default=[1.0, 0.5],
@@ -84,7 +89,8 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     cfg = MAMLConfig(meta_batch=args.meta_batch, trajectories_per_task=args.trajectories, horizon=args.horizon,
                      hidden_sizes=tuple(args.hidden), inner_lr=args.inner_lr, first_order=args.first_order,
-                     normalize_actions=not args.raw_actions, iterations=args.iterations, eval_tasks=0,
+                     normalize_actions=not args.raw_actions, policy_init=args.policy_init,
+                     mean_squash=args.mean_squash, iterations=args.iterations, eval_tasks=0,
                      eval_trajectories=args.eval_trajectories, eval_lr_scales=tuple(args.eval_lr_scales),
                      seed=args.seed, device=args.device)
     measured, seconds = {}, {}
@@ -111,7 +117,8 @@ def main(argv=None) -> dict:
     print(f"MAML Table 4, 2D navigation (paper: H=100, MLP 2x100, 20 tasks x 20 trajectories, TRPO). Here: "
           f"{args.iterations} meta-updates, H={args.horizon}, MLP {args.hidden}, {args.meta_batch} tasks x "
           f"{args.trajectories} trajectories, inner lr {args.inner_lr}, "
-          f"{'raw' if args.raw_actions else 'normalised'} actions; {args.eval_tasks} held-out tasks, "
+          f"{'raw' if args.raw_actions else 'normalised'} actions, policy init {args.policy_init}, "
+          f"mean squash {args.mean_squash}; {args.eval_tasks} held-out tasks, "
           f"{args.eval_trajectories} trajectories per step, step lr scales {args.eval_lr_scales}.")
     if args.horizon != 100:
         print("NOTE: horizon != 100, so returns are not on the paper's scale.")

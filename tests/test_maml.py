@@ -145,6 +145,59 @@ def test_batched_policy_application_equals_a_loop_over_tasks():
         torch.testing.assert_close(log_std[i], s_i)
 
 
+def test_the_default_init_is_rllabs_xavier_with_zero_biases():
+    """policy_init='xavier' (rllab's MLP, the default): Glorot-uniform weights and zero biases in
+    every layer, the output included, so the untrained mean is exactly 0 at the start position;
+    'torch' keeps nn.Linear's own init; anything else is refused."""
+    pol = make_policy(MAMLConfig(hidden_sizes=(16, 8)))
+    linears = [m for m in pol.mean if isinstance(m, nn.Linear)]
+    assert len(linears) == 3
+    for layer in linears:
+        fan_out, fan_in = layer.weight.shape
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        assert 0.5 * bound < layer.weight.abs().max() <= bound
+        assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
+    torch.testing.assert_close(pol(torch.zeros(1, 2))[0], torch.zeros(1, 2))
+    torch.testing.assert_close(pol.log_std, torch.zeros(2))                 # init_std 1
+    again = make_policy(MAMLConfig(hidden_sizes=(16, 8)))
+    assert all(torch.equal(a, b) for a, b in zip(pol.parameters(), again.parameters()))   # seeded
+    torch_init = make_policy(MAMLConfig(hidden_sizes=(16, 8), policy_init="torch"))
+    first = torch_init.mean[0]
+    assert not torch.equal(first.bias, torch.zeros(16))                     # nn.Linear's own init
+    assert first.weight.abs().max() <= 1 / math.sqrt(2) and first.bias.abs().max() <= 1 / math.sqrt(2)
+    assert MAMLConfig().policy_init == "xavier" and MAMLConfig().mean_squash == "none"
+    with pytest.raises(ValueError, match="policy_init"):
+        MAMLConfig(policy_init="he")
+    with pytest.raises(ValueError, match="policy_init"):
+        MAMLConfig(policy_init=None)
+    with pytest.raises(ValueError, match="init"):
+        M.GaussianMLPPolicy(2, 2, init="he")
+
+
+def test_the_tanh_mean_stays_in_the_box():
+    """mean_squash='tanh' keeps the mean in [-1, 1] however large the MLP's output (also on the
+    vmapped per-task path), leaves log_std alone; it needs normalize_actions; bad values refused."""
+    squashed = make_policy(MAMLConfig(hidden_sizes=(16, 8), mean_squash="tanh"))
+    plain = make_policy(MAMLConfig(hidden_sizes=(16, 8)))
+    with torch.no_grad():
+        for p in list(squashed.parameters()) + list(plain.parameters()):
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()))).mul_(20.0)
+    obs = torch.randn(256, 2) * 3
+    mean, log_std = squashed(obs)
+    assert mean.abs().max() <= 1.0 and plain(obs)[0].abs().max() > 10.0
+    torch.testing.assert_close(mean, torch.tanh(plain(obs)[0]))   # same seed, same MLP: tanh of its output
+    torch.testing.assert_close(log_std, plain(obs)[1])
+    stacked = {k: v.detach().unsqueeze(0).repeat(3, *([1] * v.dim())) for k, v in squashed.named_parameters()}
+    bm, _ = M._Batched(squashed).batched(stacked, obs[:12].view(3, 4, 2))
+    torch.testing.assert_close(bm.reshape(12, 2), mean[:12])
+    with pytest.raises(ValueError, match="mean_squash"):
+        MAMLConfig(mean_squash="sigmoid")
+    with pytest.raises(ValueError, match="mean_squash='tanh' needs normalize_actions"):
+        MAMLConfig(mean_squash="tanh", normalize_actions=False)
+    with pytest.raises(ValueError, match="mean_squash"):
+        M.GaussianMLPPolicy(2, 2, mean_squash="clip")
+
+
 # ----------------------------------------------------------------------------- TRPO pieces
 @pytest.mark.parametrize("n", [1, 7, 13])
 def test_conjugate_gradient_solves_an_spd_system(n):
@@ -202,7 +255,8 @@ def test_a_short_maml_run_on_navigation_learns_to_adapt():
 
 
 @pytest.mark.parametrize("options", [dict(outer="ppo"), dict(first_order=True, meta_sgd=True),
-                                     dict(inner_steps=2), dict(inner_steps=0)])
+                                     dict(inner_steps=2), dict(inner_steps=0),
+                                     dict(policy_init="torch", mean_squash="tanh")])
 def test_variants_run_and_write_their_files(tmp_path, options):
     cfg = MAMLConfig(meta_batch=3, trajectories_per_task=3, horizon=5, hidden_sizes=(8,), iterations=2,
                      eval_tasks=3, eval_steps=(0, 2), **options)

@@ -31,7 +31,8 @@ Use it from Python::
 Paper vs. code (Navigation2D-v0): the defaults follow the authors' code (cbfinn/maml_rl) where
 it differs from the paper's text: inner lr 0.5 (text: 0.1); the policy acts in ``[-1, 1]``
 mapped onto the env's ``[-0.1, 0.1]`` action box (rllab's ``normalize`` wrapper around the
-point env; ``normalize_actions=False`` acts in the env's units); and the test-time protocol of
+point env; ``normalize_actions=False`` acts in the env's units); rllab's initialisation of the
+policy MLP (Glorot-uniform weights, zero biases; ``policy_init``); and the test-time protocol of
 its test script: 40 trajectories per adaptation step, step 1 at the inner lr and later steps
 at half of it (``eval_trajectories``, ``eval_lr_scales``).
 """
@@ -263,9 +264,19 @@ def fit_linear_baseline(features: torch.Tensor, returns: torch.Tensor, mask: tor
 
 
 # ----------------------------------------------------------------------------- policy
+POLICY_INITS = ("torch", "xavier")
+MEAN_SQUASHES = ("none", "tanh")
+
+
 class GaussianMLPPolicy(nn.Module):
     """``π(a | s) = N(μ_θ(s), diag(exp(log_std))²)`` with an MLP mean (ReLU hidden layers) and a
     state-independent learned ``log_std`` (rllab's GaussianMLPPolicy, as the MAML code).
+
+    ``init``: ``"xavier"`` is rllab's and the MAML code's (Glorot-uniform weights and zero biases
+    in every layer, the output layer included); ``"torch"`` keeps ``nn.Linear``'s default
+    initialisation (kaiming-uniform weights with a = √5, uniform biases).
+    ``mean_squash``: ``"none"`` (an unbounded mean, as rllab) or ``"tanh"`` (``μ = tanh(MLP(s))``,
+    a mean inside ``[-1, 1]``: for policies whose actions are normalised onto a box).
 
     Example::
 
@@ -276,18 +287,32 @@ class GaussianMLPPolicy(nn.Module):
         (torch.Size([5, 2]), torch.Size([5, 2]))
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (100, 100), init_std: float = 1.0):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (100, 100), init_std: float = 1.0,
+                 init: str = "xavier", mean_squash: str = "none"):
         super().__init__()
+        if init not in POLICY_INITS:
+            raise ValueError(f"init must be one of {POLICY_INITS}, got {init!r}")
+        if mean_squash not in MEAN_SQUASHES:
+            raise ValueError(f"mean_squash must be one of {MEAN_SQUASHES}, got {mean_squash!r}")
         layers, d = [], obs_dim
         for h in hidden:
             layers += [nn.Linear(d, h), nn.ReLU()]
             d = h
         layers.append(nn.Linear(d, act_dim))
+        if init == "xavier":
+            for layer in layers:
+                if isinstance(layer, nn.Linear):
+                    nn.init.xavier_uniform_(layer.weight)
+                    nn.init.zeros_(layer.bias)
         self.mean = nn.Sequential(*layers)
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
+        self.squash = mean_squash == "tanh"
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.mean(obs), self.log_std.expand(obs.shape[:-1] + self.log_std.shape)
+        mean = self.mean(obs)
+        if self.squash:
+            mean = torch.tanh(mean)
+        return mean, self.log_std.expand(obs.shape[:-1] + self.log_std.shape)
 
 
 def _gauss_logp(mean, log_std, act):
@@ -312,8 +337,9 @@ def _lr_scales(name: str, scales) -> tuple:
 class MAMLConfig:
     """MAML-RL with a VPG inner loss and a TRPO (or PPO) outer step. Defaults: the paper's 2D
     navigation setup as in the authors' code (MLP 2×100 ReLU, 20 trajectories per task, meta-batch 20,
-    H = 100, actions normalised to [-1, 1], inner lr 0.5, one inner step, TRPO max KL 0.01, γ = 0.99;
-    evaluation on 40 trajectories per step, later steps at half the inner lr)."""
+    H = 100, actions normalised to [-1, 1], rllab's Glorot-uniform init, inner lr 0.5, one inner
+    step, TRPO max KL 0.01, γ = 0.99; evaluation on 40 trajectories per step, later steps at half
+    the inner lr)."""
 
     env: str = "Navigation2D-v0"
     """Task distribution: a metarl env id with a continuous (Box) action space."""
@@ -333,6 +359,19 @@ class MAMLConfig:
     (then clipped by the env): rllab's ``normalize`` wrapper, which the MAML code puts around its
     point env. False: the policy acts in the env's own units (for Navigation2D-v0 an initial std of
     1.0 is then ten times the ±0.1 action box)."""
+    policy_init: str = "xavier"
+    """Initialisation of the policy MLP: 'xavier' (Glorot-uniform weights and zero biases in every
+    layer, the output included: rllab's MLP, which the MAML code uses) or 'torch' (``nn.Linear``'s
+    default: kaiming-uniform weights with a = √5 and uniform biases). On 2D navigation (100 TRPO
+    updates, bench/RESULTS.md session 6) 'xavier' trained stably on seeds 0–4 on the CPU (3-step
+    return −4.4 to −5.5) where 'torch' diverged on seed 2 (the pre-update policy's mean drifted off
+    the action box); it is no cure for that drift, though: on a GPU 'xavier' diverged on 3 of
+    seeds 3–6 and 'torch' on 2."""
+    mean_squash: str = "none"
+    """'none': the policy's mean is the MLP's output (unbounded, as rllab's); 'tanh': the mean is
+    ``tanh`` of it, inside ``[-1, 1]``, the normalised action box (needs ``normalize_actions``).
+    Not a cure for the drift that 'torch' init showed on 2D navigation seed 2: with 'tanh' the
+    pre-update mean drifted to the box's edge instead (−216 at 0 steps after 28 updates)."""
     inner_lr: float = 0.5
     """α: inner SGD step size (the authors' code on 2D navigation, which the spec follows; the
     paper's text says 0.1)."""
@@ -421,6 +460,13 @@ class MAMLConfig:
         if self.train_reward == "dense" and self.env not in ("Navigation2D-v0", "SemicircleGoal-v0"):
             raise ValueError(f"train_reward='dense' needs a point-goal env (Navigation2D-v0, SemicircleGoal-v0), "
                              f"got {self.env!r}")
+        if self.policy_init not in POLICY_INITS:
+            raise ValueError(f"policy_init must be one of {POLICY_INITS}, got {self.policy_init!r}")
+        if self.mean_squash not in MEAN_SQUASHES:
+            raise ValueError(f"mean_squash must be one of {MEAN_SQUASHES}, got {self.mean_squash!r}")
+        if self.mean_squash != "none" and not self.normalize_actions:
+            raise ValueError(f"mean_squash={self.mean_squash!r} needs normalize_actions=True (the squashed mean "
+                             f"lies in [-1, 1], the normalised action box)")
         if self.meta_sgd and self.inner_steps == 0:
             raise ValueError("meta_sgd needs inner_steps >= 1 (there is no step size to learn)")
 
@@ -444,7 +490,8 @@ def make_policy(cfg: MAMLConfig, env=None) -> GaussianMLPPolicy:
     env = env or make_env(cfg, 1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        pol = GaussianMLPPolicy(env.obs_dim, int(env.single_action_space.shape[0]), cfg.hidden_sizes, cfg.init_std)
+        pol = GaussianMLPPolicy(env.obs_dim, int(env.single_action_space.shape[0]), cfg.hidden_sizes, cfg.init_std,
+                                cfg.policy_init, cfg.mean_squash)
     return pol.to(cfg.device)
 
 
