@@ -8,6 +8,9 @@ Rows measured:
 - ``pretrained``: the same training with ``inner_steps=0`` (one policy trained jointly on all
   tasks, then fine-tuned with the inner rule at test time), as the paper's baseline;
 - ``random init``: the untrained policy adapted with the inner rule;
+- with ``--extra-rows``: ``first-order MAML`` (the same config with ``first_order=True``) and
+  ``Reptile`` (:mod:`metarl.algos.reptile`'s defaults, adapted by its own rule: 3 Adam steps on 10
+  trajectories per task, so its row's protocol differs from the others');
 - ``oracle``: NOT the paper's trained goal-conditioned policy but a goal-aware controller
   (``a = clip(goal − pos, ±0.1)`` per axis), an upper reference for the same horizon.
 
@@ -32,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from metarl.algos import reptile
 from metarl.algos.maml import MAMLConfig, evaluate, make_env, make_policy, train
 
 PAPER = {
@@ -79,6 +83,12 @@ def main(argv=None) -> dict:
     p.add_argument("--eval-lr-scales", type=float, nargs="+", default=[1.0, 0.5],
                    help="step size of evaluation steps 1, 2, ... as multiples of the inner lr (last repeats)")
     p.add_argument("--skip-pretrained", action="store_true", help="skip the pretrained baseline's training")
+    p.add_argument("--extra-rows", nargs="*", choices=("first-order", "reptile"), default=[],
+                   help="also train and evaluate first-order MAML (this config, first_order=True) and/or "
+                        "Reptile (ReptileConfig's defaults on Navigation2D-v0, evaluated with its own "
+                        "adaptation rule: 3 Adam steps on 10 trajectories per task)")
+    p.add_argument("--reptile-iterations", type=int, default=reptile.ReptileConfig.iterations,
+                   help="Reptile's outer updates (default: %(default)s)")
     p.add_argument("--pretrained-test-lrs", type=float, nargs="*", default=[0.1, 0.02],
                    help="also adapt the pretrained policy with these step sizes (extra rows)")
     p.add_argument("--seed", type=int, default=0)
@@ -111,6 +121,19 @@ def main(argv=None) -> dict:
         for lr in args.pretrained_test_lrs:
             lr_cfg = MAMLConfig(**{**cfg.__dict__, "inner_lr": lr})
             measured[f"pretrained, test lr {lr}"] = evaluate(pre["policy"], lr_cfg, args.eval_tasks, STEPS)
+    if "first-order" in args.extra_rows:
+        fo_cfg = MAMLConfig(**{**cfg.__dict__, "first_order": True})
+        t = time.perf_counter()
+        fo = train(fo_cfg, max_seconds=budget["MAML"])
+        seconds["first-order MAML"], iters["first-order MAML"] = time.perf_counter() - t, fo["iterations"]
+        measured["first-order MAML"] = evaluate(fo["policy"], fo_cfg, args.eval_tasks, STEPS)
+    if "reptile" in args.extra_rows:
+        r_cfg = reptile.ReptileConfig(env="Navigation2D-v0", seed=args.seed, iterations=args.reptile_iterations)
+        t = time.perf_counter()
+        rs = reptile.train(r_cfg)
+        seconds["Reptile"], iters["Reptile"] = time.perf_counter() - t, rs["iterations"]
+        ev = reptile.evaluate(rs["params"], r_cfg, args.eval_tasks, max(STEPS))
+        measured["Reptile"] = dict(enumerate(ev["returns"]))
     measured["random init"] = evaluate(make_policy(cfg), cfg, args.eval_tasks, STEPS)
     measured["oracle"] = {0: oracle_return(cfg, args.eval_tasks)}
 
