@@ -363,10 +363,10 @@ class MAMLConfig:
     """Initialisation of the policy MLP: 'xavier' (Glorot-uniform weights and zero biases in every
     layer, the output included: rllab's MLP, which the MAML code uses) or 'torch' (``nn.Linear``'s
     default: kaiming-uniform weights with a = √5 and uniform biases). On 2D navigation (100 TRPO
-    updates, bench/RESULTS.md session 6) 'xavier' trained stably on seeds 0–4 on the CPU (3-step
+    updates, bench/RESULTS.md session 6) 'xavier' trained stably on CPU seeds 0–4 and 6 (3-step
     return −4.4 to −5.5) where 'torch' diverged on seed 2 (the pre-update policy's mean drifted off
-    the action box); it is no cure for that drift, though: on a GPU 'xavier' diverged on 3 of
-    seeds 3–6 and 'torch' on 2."""
+    the action box); it is no cure for that drift, though: 'xavier' diverged on CPU seed 5 and on
+    3 of GPU seeds 3–6, 'torch' on 2 of those."""
     mean_squash: str = "none"
     """'none': the policy's mean is the MLP's output (unbounded, as rllab's); 'tanh': the mean is
     ``tanh`` of it, inside ``[-1, 1]``, the normalised action box (needs ``normalize_actions``).
