@@ -41,6 +41,24 @@ def step_bytes(bsz, hid, obs_dim, acts, w_bytes):
     return state + weights
 
 
+def step_inputs(bsz, hid, obs_dim, acts):
+    """Seeded weights (``pack_actor_critic``'s argument order), inputs and output buffers of one
+    step on the GPU: ``(weights, obs, h, c, reset, noise, out)``; reset on one row in 16."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    b = torch.zeros(4 * hid, device="cuda")
+    weights = (torch.randn(4 * hid, obs_dim, device="cuda", generator=g) * 0.1,
+               torch.randn(4 * hid, hid, device="cuda", generator=g) * 0.1, b, b,
+               torch.randn(acts, hid, device="cuda", generator=g), torch.zeros(acts, device="cuda"),
+               torch.randn(1, hid, device="cuda", generator=g), torch.zeros(1, device="cuda"))
+    obs = torch.randn(bsz, obs_dim, device="cuda", generator=g)
+    h, c = torch.randn(bsz, hid, device="cuda"), torch.randn(bsz, hid, device="cuda")
+    reset = (torch.arange(bsz, device="cuda") % 16) == 5
+    noise = torch.rand(bsz, acts, device="cuda", generator=g)
+    out = (torch.empty(bsz, dtype=torch.int64, device="cuda"), torch.empty(bsz, device="cuda"),
+           torch.empty(bsz, device="cuda"), torch.empty(bsz, hid, device="cuda"), torch.empty(bsz, hid, device="cuda"))
+    return weights, obs, h, c, reset, noise, out
+
+
 SPLIT_GRID = {   # (BLOCK_B, BLOCK_N, BLOCK_K, warps, stages) for the split kernel
     "fp32": list(itertools.product((64, 128), (32, 64), (32,), (8,), (2,))),
     "tf32": list(itertools.product((64, 128), (32, 64), (32,), (4, 8), (2, 3))),
@@ -59,22 +77,11 @@ def tune_actor_critic(bw, mm, mm16, bsz=4096, hid=256, obs_dim=16, acts=4, grids
     programs) over tiles x warps x stages for each gate-GEMM precision, the kernel alone, through
     the launcher ``_launch_triton(tiles=)``; error against the fp32 reference on the same rounded
     weights; floors from the measured copy bandwidth and GEMM rates."""
-    g = torch.Generator(device="cuda").manual_seed(0)
-    w_ih = torch.randn(4 * hid, obs_dim, device="cuda", generator=g) * 0.1
-    w_hh = torch.randn(4 * hid, hid, device="cuda", generator=g) * 0.1
-    b = torch.zeros(4 * hid, device="cuda")
-    w_pi, b_pi = torch.randn(acts, hid, device="cuda", generator=g), torch.zeros(acts, device="cuda")
-    w_v, b_v = torch.randn(1, hid, device="cuda", generator=g), torch.zeros(1, device="cuda")
-    obs = torch.randn(bsz, obs_dim, device="cuda", generator=g)
-    h, c = torch.randn(bsz, hid, device="cuda"), torch.randn(bsz, hid, device="cuda")
-    reset = (torch.arange(bsz, device="cuda") % 16) == 5
-    noise = torch.rand(bsz, acts, device="cuda", generator=g)
-    out = (torch.empty(bsz, dtype=torch.int64, device="cuda"), torch.empty(bsz, device="cuda"),
-           torch.empty(bsz, device="cuda"), torch.empty(bsz, hid, device="cuda"), torch.empty(bsz, hid, device="cuda"))
+    weights, obs, h, c, reset, noise, out = step_inputs(bsz, hid, obs_dim, acts)
     flops = 2 * bsz * (obs_dim + hid) * 4 * hid
     rows = []
     for precision in ("bf16", "tf32", "fp32"):   # the one the GPU target is about first
-        packed = ac.pack_actor_critic(w_ih, w_hh, b, b, w_pi, b_pi, w_v, b_v, precision=precision)
+        packed = ac.pack_actor_critic(*weights, precision=precision)
         ref = ac.actor_critic_step_reference(obs, h, c, reset, *packed.params[:8], noise)
         nbytes = step_bytes(bsz, hid, obs_dim, acts, packed.w_dot.element_size())
         mem_floor = nbytes / bw * 1e6
@@ -122,18 +129,8 @@ def kernel_time_profiled(bsz=4096, hid=256, obs_dim=16, acts=4, precision="bf16"
     bytes (h, c in -> h', c' out: two torch copies), microseconds."""
     from torch.profiler import ProfilerActivity, profile
 
-    torch.manual_seed(0)
-    w = [torch.randn(4 * hid, obs_dim, device="cuda") * 0.1, torch.randn(4 * hid, hid, device="cuda") * 0.1,
-         torch.zeros(4 * hid, device="cuda"), torch.zeros(4 * hid, device="cuda"),
-         torch.randn(acts, hid, device="cuda"), torch.zeros(acts, device="cuda"),
-         torch.randn(1, hid, device="cuda"), torch.zeros(1, device="cuda")]
-    packed = ac.pack_actor_critic(*w, precision=precision)
-    obs = torch.randn(bsz, obs_dim, device="cuda")
-    h, c = torch.randn(bsz, hid, device="cuda"), torch.randn(bsz, hid, device="cuda")
-    reset = (torch.arange(bsz, device="cuda") % 16) == 5
-    noise = torch.rand(bsz, acts, device="cuda")
-    out = (torch.empty(bsz, dtype=torch.int64, device="cuda"), torch.empty(bsz, device="cuda"),
-           torch.empty(bsz, device="cuda"), torch.empty(bsz, hid, device="cuda"), torch.empty(bsz, hid, device="cuda"))
+    weights, obs, h, c, reset, noise, out = step_inputs(bsz, hid, obs_dim, acts)
+    packed = ac.pack_actor_critic(*weights, precision=precision)
     flush = torch.empty(64 << 20, dtype=torch.int32, device="cuda")
     tiles = ac.CUDA_TILES[precision]
 
@@ -156,7 +153,7 @@ def kernel_time_profiled(bsz=4096, hid=256, obs_dim=16, acts=4, precision="bf16"
     dur = {}
     for e in prof.events():
         t = getattr(e, "device_time", None) or getattr(e, "cuda_time", 0.0)
-        name = "step" if "_step_" in e.name else "copy" if "copy" in e.name.lower() or "elementwise" in e.name else None
+        name = "step" if "_step_" in e.name else "copy" if "copy" in e.name.lower() else None
         if name and t > 0:
             dur.setdefault(name, []).append(t)
     res = {"tiles": list(tiles), "do_bench_us": do_bench(launch, return_mode="median") * 1e3,

@@ -707,8 +707,10 @@ def _launch_triton(obs, h, c, reset, packed, noise, out, tiles: Tiles | None = N
     block_n = min(tiles.block_n, _pow2(hid))
     block_a = _pow2(packed.num_outputs + 1)
     log_std = packed.log_std if packed.log_std is not None else packed.b_head  # unused when discrete
+    # split_cat reads the gate rows interleaved per unit block
+    w, bias = _interleave_gates(packed, block_n) if tiles.kernel == "split_cat" else (packed.w_dot, packed.bias)
     args = (action, log_prob, value, h_out, c_out, obs, obs.stride(0), h, c, reset, noise,
-            packed.w_dot, packed.bias, packed.w_head, packed.b_head, log_std)
+            w, bias, packed.w_head, packed.b_head, log_std)
     sizes = (bsz, packed.obs_dim, hid, packed.num_outputs)
     row_blocks = -(-bsz // tiles.block_b)
     meta = dict(DISCRETE=packed.discrete, BLOCK_B=tiles.block_b, BLOCK_N=block_n, BLOCK_K=tiles.block_k,
@@ -719,10 +721,7 @@ def _launch_triton(obs, h, c, reset, packed, noise, out, tiles: Tiles | None = N
     elif tiles.kernel in ("split", "split_cat"):
         n_blocks = -(-hid // block_n)
         part, count = _split_workspace(obs.device, n_blocks, bsz, block_a, row_blocks)
-        kernel = _step_split_tl
-        if tiles.kernel == "split_cat":
-            kernel = _step_split_cat_tl
-            args = args[:11] + _interleave_gates(packed, block_n) + args[13:]
+        kernel = _step_split_cat_tl if tiles.kernel == "split_cat" else _step_split_tl
         kernel[(row_blocks * n_blocks,)](*args, part, count, *sizes, BLOCK_X=_pow2(packed.obs_dim), **meta)
     else:
         raise ValueError(f"tiles.kernel must be 'rows', 'split' or 'split_cat', got {tiles.kernel!r}")
