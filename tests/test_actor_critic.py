@@ -62,6 +62,18 @@ def poisoned_outputs(packed, bsz):
             torch.full((bsz, hid), float("nan")), torch.full((bsz, hid), float("nan")))
 
 
+def random_inputs(packed, bsz, seed):
+    """``(obs, h, c, reset, noise)`` for one step: normals, reset on ~30 % of rows, uniforms
+    (categorical) or normals (Gaussian) as the noise."""
+    g = torch.Generator().manual_seed(seed)
+    hid, a = packed.hidden_size, packed.num_outputs
+    obs = torch.randn(bsz, OBS_DIM, generator=g)
+    h, c = torch.randn(bsz, hid, generator=g), torch.randn(bsz, hid, generator=g)
+    reset = torch.rand(bsz, generator=g) < 0.3
+    noise = torch.rand(bsz, a, generator=g) if packed.discrete else torch.randn(bsz, a, generator=g)
+    return obs, h, c, reset, noise
+
+
 def assert_step_close(got, want):
     action, log_prob, value, h, c = got
     if action.dtype == torch.int64:
@@ -79,12 +91,7 @@ def assert_step_close(got, want):
 def test_step_matches_reference(backend, kind, hidden, bsz):
     policy = make_policy(kind, hidden)
     packed = policy.packed()
-    g = torch.Generator().manual_seed(bsz * 100 + hidden)
-    obs = torch.randn(bsz, OBS_DIM, generator=g)
-    h, c = torch.randn(bsz, hidden, generator=g), torch.randn(bsz, hidden, generator=g)
-    reset = torch.rand(bsz, generator=g) < 0.3
-    a = packed.num_outputs
-    noise = torch.rand(bsz, a, generator=g) if kind == "discrete" else torch.randn(bsz, a, generator=g)
+    obs, h, c, reset, noise = random_inputs(packed, bsz, seed=bsz * 100 + hidden)
     inputs = [t.clone() for t in (obs, h, c, reset, noise)]
     want = actor_critic_step_reference(obs, h, c, reset, *packed.params[:8], noise, log_std=packed.params[8])
     out = poisoned_outputs(packed, bsz)
@@ -146,12 +153,7 @@ def test_split_kernel_matches_reference(kind, hidden, tiles):
     policy = make_policy(kind, hidden)
     packed = policy.packed()
     bsz = 37
-    g = torch.Generator().manual_seed(hidden)
-    obs = torch.randn(bsz, OBS_DIM, generator=g)
-    h, c = torch.randn(bsz, hidden, generator=g), torch.randn(bsz, hidden, generator=g)
-    reset = torch.rand(bsz, generator=g) < 0.3
-    a = packed.num_outputs
-    noise = torch.rand(bsz, a, generator=g) if kind == "discrete" else torch.randn(bsz, a, generator=g)
+    obs, h, c, reset, noise = random_inputs(packed, bsz, seed=hidden)
     want = actor_critic_step_reference(obs, h, c, reset, *packed.params[:8], noise, log_std=packed.params[8])
     first = None
     for _ in range(2):
