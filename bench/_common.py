@@ -69,3 +69,27 @@ def warn_if_loaded(load: tuple[float, float, float], threshold: float = 1.0) -> 
     """Print a warning when the 1-minute load average ``load[0]`` (``os.getloadavg()``) exceeds ``threshold``."""
     if load[0] > threshold:
         print(f"Warning: load average {load[0]:.1f} before the run; other processes share the cores.\n", flush=True)
+
+
+def parse_value(text: str):
+    """A command-line config value: ``True``/``False``, an int, a float, else the string itself."""
+    if text in ("True", "False"):
+        return text == "True"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_fields(items: list[str], where: str) -> dict:
+    """``["field=value", ...]`` -> ``{field: parse_value(value)}``; exits with a message naming
+    ``where`` on an item without ``=``."""
+    fields = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"{where}: expected field=value, got {item!r}")
+        fields[key] = parse_value(value)
+    return fields

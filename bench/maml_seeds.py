@@ -20,29 +20,14 @@ import sys
 import time
 from pathlib import Path
 
+from _common import parse_fields
+
 STEPS = (0, 1, 2, 3)
-
-
-def parse_value(v: str):
-    if v in ("True", "False"):
-        return v == "True"
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return v
 
 
 def parse_setting(text: str) -> tuple[str, dict]:
     name, _, fields = text.partition(":")
-    extra = {}
-    for item in filter(None, fields.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"setting {text!r}: expected field=value, got {item!r}")
-        extra[key] = parse_value(value)
-    return name, extra
+    return name, parse_fields(list(filter(None, fields.split(","))), f"setting {text!r}")
 
 
 def worker(spec: dict) -> dict:
