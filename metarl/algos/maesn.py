@@ -8,13 +8,17 @@ temporally coherent.
 
 * **inner** (:func:`inner_update`): policy-gradient steps on the latent parameters
   ``(μ_i, log σ_i)`` ONLY, with per-parameter step sizes ``α`` (meta-learned, bounded by
-  ``max_inner_lr``, when ``learn_inner_lr``; fixed by default, see the config); the
-  gradient flows through the reparameterised ``z`` into ``log π(a | s, z)``;
+  ``max_inner_lr``, when ``learn_inner_lr``; fixed by default, see the config). Two gradients
+  (``latent_gradient``): "reparam" (default) flows through the reparameterised ``z`` into
+  ``log π(a | s, z)``; "score" is the likelihood ratio of the latent distribution itself,
+  ``∇ log N(z | μ_i, σ_i) · A`` with each episode's z held fixed (:func:`latent_score_losses`, the
+  authors' code, which also draws the initial ``μ_i`` from N(0, I): ``latent_init="normal"``);
 * **outer**: the VPG loss (linear baseline, per-task normalised advantages) of the trajectories
   sampled with the post-update latents, differentiated through the inner step (second order)
   w.r.t. θ, the pre-update ``(μ_i, log σ_i)`` and α, plus ``kl_coef · KL(N(μ_i, σ_i) ‖ N(0, I))``
-  (:func:`kl_standard_normal`). The paper uses TRPO for the outer step; here it is Adam on
-  the VPG surrogate (simpler; a documented departure);
+  (:func:`kl_standard_normal`). ``outer="adam"`` (default): Adam on the VPG surrogate (a
+  departure from the paper: 3-5× cheaper per update here and measured no worse);
+  ``outer="trpo"``: the paper's TRPO step (:func:`trpo_outer_step`);
 * **test time** (:func:`evaluate`): a new task starts from ``N(0, I)`` and only the latent
   parameters are adapted with the inner rule; returns after 0, 1, ..., ``eval_steps`` steps.
 
@@ -25,25 +29,21 @@ Evaluation always uses the env's reward (sparse on SemicircleGoal-v0).
 
 Tasks of a batch run in ONE vector env (env j on task ``j // trajectories_per_task``).
 
-What short CPU runs show (SemicircleGoal-v0, 20 held-out tasks, K = 5 episodes of 200 steps per
-task and stage, env reward = steps spent within 0.8 of the goal; "untrained" = the same policy
-class at its initialisation adapted by the same latent rule, i.e. random exploration). Defaults
-(60 updates, 20 train tasks, kl_coef 1, fixed α = 20; ~10 s on one idle core), return after
-0 / 1 / 2 / 3 latent steps:
+What it shows (``bench/reproduce_maesn.py``, SemicircleGoal-v0, seeds 0-2, 40 held-out goals,
+K = 5 episodes of 200 steps per adaptation step; bench/RESULTS.md, session 7): with the defaults
+(60 updates, ~15 s per seed on one core) the goal region is reached in 44 / 51 / 58 / 65 % of
+episodes after 0 / 1 / 2 / 3 latent steps, against 43 / 54 / 50 / 50 % for first-order MAML and
+35-39 % for a pretrained policy with Gaussian noise trained and adapted the same way: MAESN is
+level with MAML before adaptation and after one step, and ahead after three, on every seed.
 
-* seed 0: MAESN 34.4 / 40.8 / 44.6 / 50.3 (se 14-18), untrained 9.8 / 9.0 / 7.8 / 6.0 (se ~2);
-  goal region reached in 31-36 % of episodes vs 21-29 %;
-* seeds 1-4: MAESN 18.0 -> 25.5, 11.5 -> 25.0, 34.9 -> 42.8, 30.8 -> 48.1 (step 0 -> 3);
-  untrained 7.1 -> 3.0, 3.1 -> 1.5, 12.8 -> 8.6, 4.4 -> 2.7.
-
-So in every seed MAESN's prior exploration earns 2.5-5x the reward of random exploration and
-sparse-reward latent adaptation raises it, while it does not help the untrained policy. Caveats:
-one short run per seed, wide standard errors per run; the learned latents stay close to N(0, I)
-(KL ≈ 0.003 per task), so the gain is mostly prior exploration that heads for the semicircle
-rather than task-specific latents. With kl_coef 0.01 the runs were unstable (100 updates on 40
-tasks, K = 10: step-0 return 4.3, below random), and a learned α grew to 65-95 and collapsed the
-post-update returns. The comparison with MAML and a pretrained policy over three seeds is
-``bench/reproduce_maesn.py`` (bench/RESULTS.md).
+What the defaults owe to measurement (RESULTS, session 7): θ learns a goal-reaching policy in 60
+updates when z is handed to it as a goal code, so the hard part is making the learned latents one.
+With every ``μ_i`` at 0 and σ = 1 (the earlier defaults) z carries no task information, the policy
+learns to ignore it and heads for the goals' centroid (41 % reached after 3 steps). Drawing
+``μ_i ~ N(0, I)`` with σ = 0.1 gives each task a distinct code from the first update; a small KL
+weight (0.1) then widens σ and pulls the codes toward the prior without erasing them. The authors'
+latent rule (``latent_gradient="score"``) and their TRPO step (``outer="trpo"``) are available and
+measured no better here.
 """
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ import torch
 
 import metarl
 from metarl import checkpoint
+from metarl.algos import maml
 from metarl.algos._run import (
     CHECKPOINT,
     CONFIG_JSON,
@@ -84,7 +85,7 @@ from metarl.algos.reptile import (
 @dataclasses.dataclass
 class MAESNConfig:
     """MAESN on a goal-reaching family. Defaults: the small CPU run measured on SemicircleGoal-v0
-    (module docstring: ~10 s on one idle core)."""
+    (module docstring: ~15 s on one core)."""
 
     env: str = "SemicircleGoal-v0"
     """Task distribution: a metarl env id with Box actions (SemicircleGoal-v0, Navigation2D-v0)."""
@@ -100,19 +101,42 @@ class MAESNConfig:
     """Hidden units of each of the two tanh layers of the policy mean."""
     inner_steps: int = 1
     """Inner latent updates per task during meta-training."""
+    latent_gradient: str = "reparam"
+    """Gradient of the inner (latent) policy-gradient step: "reparam" (through ``z = μ + σ ⊙ ε`` into
+    ``log π(a | s, z)``) or "score" (the likelihood ratio of the latent distribution,
+    ``∇ log N(z | μ, σ) · A`` with the episode's z held fixed: the authors' code)."""
+    latent_init: str = "normal"
+    """Initial per-task latent means: "normal" (``μ_i ~ N(0, I)``, the authors' code) or "zeros";
+    ``log σ_i`` starts at ``latent_init_log_sigma``."""
+    latent_init_log_sigma: float = -2.3
+    """Initial ``log σ_i`` of every training task's latent distribution. Default σ = 0.1 (the authors'
+    code: 1): each task's z starts as a distinct code, which θ can learn to use before the KL term
+    widens σ (to ~0.3 after the default 60 updates). With σ = 1 the per-task codes drown in their
+    own noise and the policy learns to ignore z (bench/RESULTS.md, session 7)."""
     inner_lr: float = 20.0
     """Initial inner step size α of μ and log σ (meta-learned per parameter when ``learn_inner_lr``)."""
     learn_inner_lr: bool = False
     """Meta-learn the per-parameter inner step sizes α (as the paper). Off by default: in short CPU
-    runs on SemicircleGoal-v0 the learned α grew (20 -> 65-95) and the post-update returns collapsed."""
+    runs on SemicircleGoal-v0 (session 3's defaults) the learned α grew (20 -> 65-95) and the post-update
+    returns collapsed."""
     max_inner_lr: float = 40.0
     """Upper bound of the learned α (when ``learn_inner_lr``)."""
+    outer: str = "adam"
+    """Outer optimiser: "adam" (Adam on the VPG surrogate, ``outer_lr`` / ``latent_lr``) or "trpo" (the
+    paper's: one natural-gradient step of θ, the batch's latents and α on the likelihood-ratio
+    surrogate plus the KL penalty, constrained by the mean KL of the post-update policy ≤ ``max_kl``;
+    conjugate gradient + backtracking line search, :func:`metarl.algos.maml.trpo_step`)."""
+    max_kl: float = 0.01
+    """Trust region of the "trpo" outer step (mean KL between the sampling and the updated
+    post-update policies; the authors' step size 0.01)."""
     outer_lr: float = 3e-3
-    """Adam learning rate of the policy weights θ."""
+    """Adam learning rate of the policy weights θ (``outer="adam"``)."""
     latent_lr: float = 0.03
-    """Adam learning rate of the per-task latent initialisations (μ_i, log σ_i) and of log α."""
-    kl_coef: float = 1.0
-    """Weight of KL(N(μ_i, σ_i) ‖ N(0, I)) in the outer loss (per task, averaged over the batch)."""
+    """Adam learning rate of the per-task latent initialisations (μ_i, log σ_i) and of log α
+    (``outer="adam"``)."""
+    kl_coef: float = 0.1
+    """Weight of KL(N(μ_i, σ_i) ‖ N(0, I)) in the outer loss (per task, averaged over the batch; the
+    authors used 0.1 and 0.5)."""
     init_log_std: float = -1.6
     """Initial log standard deviation of the actions (learned)."""
     gamma: float = 0.99
@@ -149,6 +173,13 @@ class MAESNConfig:
         check_unit_interval(self, "gamma")
         if self.train_reward not in ("dense", "env"):
             raise ValueError(f"train_reward must be 'dense' or 'env', got {self.train_reward!r}")
+        if self.outer not in ("adam", "trpo"):
+            raise ValueError(f"outer must be 'adam' or 'trpo', got {self.outer!r}")
+        check_positive(self, "max_kl")
+        if self.latent_gradient not in ("reparam", "score"):
+            raise ValueError(f"latent_gradient must be 'reparam' or 'score', got {self.latent_gradient!r}")
+        if self.latent_init not in ("zeros", "normal"):
+            raise ValueError(f"latent_init must be 'zeros' or 'normal', got {self.latent_init!r}")
         if self.inner_reward not in ("same", "dense", "env"):
             raise ValueError(f"inner_reward must be 'same', 'dense' or 'env', got {self.inner_reward!r}")
         dense = "dense" in (self.train_reward, self.inner_reward)
@@ -166,12 +197,15 @@ def init_model(cfg: MAESNConfig, env, generator: torch.Generator) -> dict:
     o, a, d = env.obs_dim, env.single_action_space.shape[0], cfg.latent_dim
     policy = init_mlp((o + d, cfg.hidden, cfg.hidden, a), generator, out_scale=0.1)
     policy["log_std"] = torch.full((a,), float(cfg.init_log_std))
+    mu = torch.zeros((cfg.num_train_tasks, d))
+    if cfg.latent_init == "normal":
+        mu = torch.randn((cfg.num_train_tasks, d), generator=generator)
     model = {"policy": {k: v.requires_grad_(True) for k, v in policy.items()},
-             "mu": torch.zeros((cfg.num_train_tasks, d), requires_grad=True),
-             "log_sigma": torch.zeros((cfg.num_train_tasks, d), requires_grad=True),
+             "mu": mu.requires_grad_(True),
+             "log_sigma": torch.full((cfg.num_train_tasks, d), float(cfg.latent_init_log_sigma), requires_grad=True),
              "log_alpha_mu": torch.full((d,), math.log(cfg.inner_lr), requires_grad=True),
              "log_alpha_sigma": torch.full((d,), math.log(cfg.inner_lr), requires_grad=True),
-             "max_inner_lr": float(cfg.max_inner_lr)}
+             "max_inner_lr": float(cfg.max_inner_lr), "latent_gradient": cfg.latent_gradient}
     return model
 
 
@@ -236,12 +270,29 @@ def pg_losses(theta: Params, mu, log_sigma, batch: Batch, eps: torch.Tensor, adv
     return -per_task_mean(lp * adv * m, b) / per_task_mean(m, b).clamp_min(1e-8)
 
 
+def latent_score_losses(mu, log_sigma, batch: Batch, eps: torch.Tensor, adv: torch.Tensor, b: int,
+                        k: int) -> torch.Tensor:
+    """Per-task likelihood-ratio loss of the latent distribution ``-mean log N(z | μ_i, σ_i) · A`` over
+    valid steps -> ``[b]``, with each episode's ``z = μ_i + σ_i ⊙ ε`` held fixed (data): its gradient
+    moves ``(μ_i, σ_i)`` toward the latents of the better-than-baseline episodes. Independent of θ."""
+    mu_env, ls_env = _per_env(mu, k), _per_env(log_sigma, k)
+    z = (mu_env + ls_env.exp() * eps).detach()
+    log_q = (-0.5 * ((z - mu_env) / ls_env.exp()) ** 2 - ls_env - 0.5 * math.log(2 * math.pi)).sum(-1)
+    m = batch.mask
+    return -per_task_mean(log_q * adv * m, b) / per_task_mean(m, b).clamp_min(1e-8)
+
+
 def inner_update(model: dict, mu, log_sigma, batch: Batch, eps, adv, b: int, k: int,
                  create_graph: bool = False):
     """One inner step on the latent parameters only:
     ``μ' = μ − α_μ ⊙ ∇_μ L``, ``log σ' = log σ − α_σ ⊙ ∇_{log σ} L`` (θ is read, never changed).
-    With ``create_graph`` the result stays differentiable w.r.t. θ, μ, log σ and α (outer step)."""
-    losses = pg_losses(model["policy"], mu, log_sigma, batch, eps, adv, b, k)
+    ``L`` is :func:`pg_losses` (``model["latent_gradient"]`` "reparam", the default) or
+    :func:`latent_score_losses` ("score"). With ``create_graph`` the result stays differentiable
+    w.r.t. θ, μ, log σ and α (outer step)."""
+    if model.get("latent_gradient", "reparam") == "score":
+        losses = latent_score_losses(mu, log_sigma, batch, eps, adv, b, k)
+    else:
+        losses = pg_losses(model["policy"], mu, log_sigma, batch, eps, adv, b, k)
     g_mu, g_ls = torch.autograd.grad(losses.sum(), [mu, log_sigma], create_graph=create_graph)
     hi = model.get("max_inner_lr", math.inf)
     a_mu, a_ls = model["log_alpha_mu"].exp().clamp(max=hi), model["log_alpha_sigma"].exp().clamp(max=hi)
@@ -257,6 +308,51 @@ def _advantages(cfg: MAESNConfig, batch: Batch, env_tasks, b: int, reward: str) 
     if reward == "dense":
         batch = dataclasses.replace(batch, rewards=dense_rewards(batch, env_tasks.goal))
     return task_advantages(batch, b, cfg.gamma)
+
+
+def trpo_outer_step(model: dict, cfg: MAESNConfig, idx: torch.Tensor, inner_data: list, batch: Batch,
+                    eps: torch.Tensor, adv: torch.Tensor, sampled: tuple) -> dict:
+    """The paper's outer step, in place: TRPO on θ, the batch's latent initialisations and (when
+    learned) α. Objective: the likelihood-ratio surrogate ``-mean r_t A_t`` of the post-update
+    trajectories (``r_t = π_new / π_sampling``, the post-update latents recomputed through the inner
+    steps ``inner_data = [(batch, eps, adv), ...]`` at every evaluation) ``+ kl_coef · KL(N(μ_i, σ_i) ‖
+    N(0, I))``; constraint: mean KL(π_sampling ‖ π_new) over the post-update steps ≤ ``max_kl``.
+    ``sampled``: the post-update latents ``(μ', log σ')`` the trajectories were drawn with."""
+    b, k = len(idx), cfg.trajectories_per_task
+    theta = model["policy"]
+    m = batch.mask
+    count = per_task_mean(m, b).clamp_min(1e-8)
+    with torch.no_grad():
+        z_old = _per_env(sampled[0], k) + _per_env(sampled[1].exp(), k) * eps
+        old_mean, old_log_std = policy_dist(theta, batch.obs, z_old)
+        old_logp = gaussian_log_prob(old_mean, old_log_std, batch.actions)
+
+    def objective():
+        with torch.enable_grad():   # the line search evaluates under no_grad; the inner step needs a gradient
+            mu, ls = model["mu"][idx], model["log_sigma"][idx]
+            for pre_batch, pre_eps, pre_adv in inner_data:
+                mu, ls = inner_update(model, mu, ls, pre_batch, pre_eps, pre_adv, b, k, create_graph=True)
+        mean, log_std = policy_dist(theta, batch.obs, _per_env(mu, k) + _per_env(ls.exp(), k) * eps)
+        ratio = torch.exp(gaussian_log_prob(mean, log_std, batch.actions) - old_logp)
+        surr = -(per_task_mean(ratio * adv * m, b) / count).mean()
+        prior_kl = kl_standard_normal(model["mu"][idx], model["log_sigma"][idx]).mean()
+        step_kl = maml.gaussian_kl(old_mean, old_log_std, mean, log_std)
+        return surr + cfg.kl_coef * prior_kl, (per_task_mean(step_kl * m, b) / count).mean()
+
+    params = list(theta.values()) + [model["mu"], model["log_sigma"]]
+    if cfg.learn_inner_lr:
+        params += [model["log_alpha_mu"], model["log_alpha_sigma"]]
+    return maml.trpo_step(objective, params, _TRPO(max_kl=cfg.max_kl))
+
+
+@dataclasses.dataclass
+class _TRPO:
+    """The line-search constants of :func:`metarl.algos.maml.trpo_step` (MAML's defaults)."""
+    max_kl: float
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    backtrack_ratio: float = 0.8
+    max_backtracks: int = 15
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -316,7 +412,8 @@ def report(model: dict, cfg: MAESNConfig, num_tasks: int | None = None, seed: in
 def load_model(run_dir) -> tuple[dict, MAESNConfig]:
     """The learned tensors and config of a run directory (from its checkpoint)."""
     ck = checkpoint.load(Path(run_dir) / CHECKPOINT, kind="maesn")
-    return ck["model"], MAESNConfig(**ck["config"])
+    cfg = MAESNConfig(**ck["config"])
+    return {**ck["model"], "latent_gradient": cfg.latent_gradient}, cfg
 
 
 # ----------------------------------------------------------------------------- training
@@ -363,7 +460,7 @@ def train(cfg: MAESNConfig, run_dir=None, progress: bool = False, max_iterations
                 "generator": g.get_state(), "env": env.state_dict(),
                 "model": {"policy": {n: v.detach() for n, v in model["policy"].items()},
                           **{n: model[n].detach() for n in ("mu", "log_sigma", "log_alpha_mu", "log_alpha_sigma")},
-                          "max_inner_lr": model["max_inner_lr"]}}
+                          "max_inner_lr": model["max_inner_lr"], "latent_gradient": model["latent_gradient"]}}
 
     interrupted, last = False, None
     try:
@@ -376,22 +473,26 @@ def train(cfg: MAESNConfig, run_dir=None, progress: bool = False, max_iterations
             mu0, ls0 = model["mu"][idx], model["log_sigma"][idx]
             # inner: collect with N(μ_i, σ_i), policy-gradient steps on (μ_i, log σ_i) only
             mu, ls = mu0, ls0
-            pre = None
+            pre, inner_data = None, []
             for _ in range(cfg.inner_steps):
                 batch, eps = rollout(model["policy"], mu, ls, env, env_tasks, k, g)
                 pre = float(batch.episode_returns().mean()) if pre is None else pre
                 adv = _advantages(cfg, batch, env_tasks, b,
                                   cfg.train_reward if cfg.inner_reward == "same" else cfg.inner_reward)
-                mu, ls = inner_update(model, mu, ls, batch, eps, adv, b, k, create_graph=True)
-            # outer: VPG on the post-update trajectories, through the inner steps, + KL to N(0, I)
+                inner_data.append((batch, eps, adv))
+                mu, ls = inner_update(model, mu, ls, batch, eps, adv, b, k, create_graph=cfg.outer == "adam")
+            # outer: the post-update trajectories' surrogate, through the inner steps, + KL to N(0, I)
             batch, eps = rollout(model["policy"], mu, ls, env, env_tasks, k, g)
             adv = _advantages(cfg, batch, env_tasks, b, cfg.train_reward)
             kl = kl_standard_normal(mu0, ls0).mean()
-            loss = pg_losses(model["policy"], mu, ls, batch, eps, adv, b, k).mean() + cfg.kl_coef * kl
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
+            if cfg.outer == "trpo":
+                trpo_outer_step(model, cfg, idx, inner_data, batch, eps, adv, (mu.detach(), ls.detach()))
+            else:
+                loss = pg_losses(model["policy"], mu, ls, batch, eps, adv, b, k).mean() + cfg.kl_coef * kl
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
             it += 1
             # log
             post = float(batch.episode_returns().mean())
@@ -422,4 +523,4 @@ def train(cfg: MAESNConfig, run_dir=None, progress: bool = False, max_iterations
 
 
 __all__ = ["MAESNConfig", "train", "evaluate", "adapt", "inner_update", "kl_standard_normal", "rollout",
-           "pg_losses", "init_model", "policy_dist", "dense_rewards", "report", "load_model"]
+           "pg_losses", "latent_score_losses", "init_model", "policy_dist", "dense_rewards", "report", "load_model"]

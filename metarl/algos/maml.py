@@ -319,8 +319,8 @@ def _gauss_logp(mean, log_std, act):
     return (-0.5 * ((act - mean) / log_std.exp()) ** 2 - log_std - 0.5 * LOG_2PI).sum(-1)
 
 
-def _gauss_kl(m0, s0, m1, s1):
-    """KL(N(m0, e^{s0}) ‖ N(m1, e^{s1})), summed over the last dim."""
+def gaussian_kl(m0, s0, m1, s1):
+    """KL(N(m0, e^{s0}) ‖ N(m1, e^{s1})) of diagonal Gaussians (means, log-stds), summed over the last dim."""
     return (s1 - s0 + (torch.exp(2 * s0) + (m0 - m1) ** 2) / (2 * torch.exp(2 * s1)) - 0.5).sum(-1)
 
 
@@ -639,7 +639,7 @@ def _outer_terms(apply, theta, lrs, pre, post, cfg, ppo: bool = False):
             surr = -(torch.min(ratio * tb["adv"], clipped * tb["adv"]) * m).sum() / cnt
         else:
             surr = -(ratio * tb["adv"] * m).sum() / cnt
-        kl = (_gauss_kl(tb["old_mean"], tb["old_log_std"], mean, log_std) * m).sum() / cnt
+        kl = (gaussian_kl(tb["old_mean"], tb["old_log_std"], mean, log_std) * m).sum() / cnt
         return surr, kl
 
     if pre:
