@@ -270,8 +270,53 @@ def test_variants_run_and_write_their_files(tmp_path, options):
         assert torch.equal(v, summary["policy"][k])
 
 
+def _trpo_batches(cfg):
+    """The pre-update batch (with its behaviour stats) and the post-update batch of one meta-batch,
+    collected as :func:`train` does."""
+    b, k, h = cfg.meta_batch, cfg.trajectories_per_task, cfg.horizon
+    env = M.make_env(cfg, cfg.num_envs)
+    policy = M.make_policy(cfg, env)
+    apply = M._Batched(policy)
+    theta = dict(policy.named_parameters())
+    g = torch.Generator().manual_seed(0)
+    tasks = env.sample_tasks(b, generator=torch.Generator().manual_seed(1))
+    affine = M.action_map(env, cfg.normalize_actions)
+    params = {n: v.detach() for n, v in theta.items()}
+    pre = M._with_old(apply, params, False, M.process(M.collect(env, apply, params, False, tasks, k, h, g, affine),
+                                                      cfg, b, k))
+    adapted = {n: v.detach() for n, v in M._adapted(apply, params, None, [pre], cfg, True).items()}
+    post = M._with_old(apply, adapted, True, M.process(M.collect(env, apply, adapted, True, tasks, k, h, g, affine),
+                                                       cfg, b, k))
+    return apply, theta, pre, post
+
+
+def test_trust_region_both_adds_and_bounds_the_pre_update_kl():
+    """``trust_region="both"``: the constrained KL is the post-update policies' plus the pre-update
+    policy's on its own samples, and one TRPO step keeps that sum (so the pre-update policy's move)
+    within ``max_kl``."""
+    cfg = MAMLConfig(meta_batch=3, trajectories_per_task=4, horizon=10, hidden_sizes=(16,), trust_region="both")
+    apply, theta, pre, post = _trpo_batches(cfg)
+
+    def pre_kl():
+        with torch.no_grad():
+            mean, log_std = torch.vmap(apply, in_dims=(None, 0))(theta, pre["obs"])
+            kl = M.gaussian_kl(pre["old_mean"], pre["old_log_std"], mean, log_std)
+            return float(((kl * pre["mask"]).flatten(1).sum(1) / pre["mask"].flatten(1).sum(1)).mean())
+
+    with torch.no_grad():
+        theta["mean.0.weight"].add_(0.05)
+        _, kl_post = M._outer_terms(apply, theta, None, [pre], post, dataclasses.replace(cfg, trust_region="post"))
+        _, kl_both = M._outer_terms(apply, theta, None, [pre], post, cfg)
+        assert pre_kl() > 0
+        torch.testing.assert_close(float(kl_both - kl_post), pre_kl(), rtol=1e-4, atol=1e-7)
+        theta["mean.0.weight"].sub_(0.05)
+    stats = M.trpo_step(lambda: M._outer_terms(apply, theta, None, [pre], post, cfg), list(theta.values()), cfg)
+    assert stats["accepted"] == 1 and stats["kl"] <= cfg.max_kl
+    assert 0 < pre_kl() <= cfg.max_kl
+
+
 @pytest.mark.parametrize("field,value", [
-    ("meta_batch", 0), ("trajectories_per_task", -1), ("horizon", 0), ("inner_lr", 0.0), ("inner_steps", -1),
+    ("trust_region", "pre"), ("meta_batch", 0), ("trajectories_per_task", -1), ("horizon", 0), ("inner_lr", 0.0), ("inner_steps", -1),
     ("max_kl", -0.1), ("gamma", 1.5), ("outer", "sgd"), ("hidden_sizes", (0,)), ("env", "Nope-v0"),
     ("backtrack_ratio", 1.0), ("init_std", 0.0), ("eval_steps", (-1,))])
 def test_bad_configs_raise_naming_the_field(field, value):

@@ -386,6 +386,12 @@ class MAMLConfig:
     """Outer optimiser: 'trpo' (the paper) or 'ppo' (clipped surrogate with Adam)."""
     max_kl: float = 0.01
     """TRPO: KL trust region (mean KL of the post-adaptation policies)."""
+    trust_region: str = "post"
+    """TRPO: which policies the trust region bounds: "post" (the adapted policies, the authors' code)
+    or "both" (the sum of the adapted policies' mean KL and the pre-update policy's, on the
+    pre-update samples, ≤ ``max_kl``), which bounds how far each update moves θ itself. Measured:
+    it did not stop the divergence of seed 5 (the pre-update policy still drifts off over 100
+    updates; bench/RESULTS.md, session 7)."""
     cg_iters: int = 10
     """TRPO: conjugate gradient iterations."""
     cg_damping: float = 1e-5
@@ -455,6 +461,8 @@ class MAMLConfig:
             raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
         if self.outer not in ("trpo", "ppo"):
             raise ValueError(f"outer must be 'trpo' or 'ppo', got {self.outer!r}")
+        if self.trust_region not in ("post", "both"):
+            raise ValueError(f"trust_region must be 'post' or 'both', got {self.trust_region!r}")
         if self.train_reward not in ("env", "dense"):
             raise ValueError(f"train_reward must be 'env' or 'dense', got {self.train_reward!r}")
         if self.train_reward == "dense" and self.env not in ("Navigation2D-v0", "SemicircleGoal-v0"):
@@ -642,12 +650,20 @@ def _outer_terms(apply, theta, lrs, pre, post, cfg, ppo: bool = False):
         kl = (gaussian_kl(tb["old_mean"], tb["old_log_std"], mean, log_std) * m).sum() / cnt
         return surr, kl
 
+    def pre_kl(p, tb):
+        mean, log_std = apply(p, tb["obs"])
+        m = tb["mask"]
+        return (gaussian_kl(tb["old_mean"], tb["old_log_std"], mean, log_std) * m).sum() / m.sum().clamp_min(1)
+
     if pre:
         adapted = _adapted(apply, theta, lrs, pre, cfg, cfg.first_order)
         surr, kl = vmap(task_terms)(adapted, post)
     else:
         surr, kl = vmap(task_terms, in_dims=(None, 0))(theta, post)
-    return surr.mean(), kl.mean()
+    kl = kl.mean()
+    if cfg.trust_region == "both" and pre:
+        kl = kl + vmap(pre_kl, in_dims=(None, 0))(theta, pre[0]).mean()
+    return surr.mean(), kl
 
 
 def _flat(ts):
@@ -841,6 +857,8 @@ def train(cfg: MAMLConfig, run_dir=None, progress: bool = False, max_iterations:
                 if s == cfg.inner_steps:
                     post = _with_old(apply, params, batched, tb)
                     break
+                if s == 0 and cfg.trust_region == "both":
+                    tb = _with_old(apply, params, batched, tb)
                 pre.append(tb)
                 params = {n: v.detach() for n, v in
                           _adapted(apply, {n: v.detach() for n, v in theta.items()}, lr_now, pre, cfg, True).items()}
