@@ -316,9 +316,9 @@ def test_trust_region_both_adds_and_bounds_the_pre_update_kl():
 
 
 @pytest.mark.parametrize("field,value", [
-    ("trust_region", "pre"), ("meta_batch", 0), ("trajectories_per_task", -1), ("horizon", 0), ("inner_lr", 0.0), ("inner_steps", -1),
+    ("meta_batch", 0), ("trajectories_per_task", -1), ("horizon", 0), ("inner_lr", 0.0), ("inner_steps", -1),
     ("max_kl", -0.1), ("gamma", 1.5), ("outer", "sgd"), ("hidden_sizes", (0,)), ("env", "Nope-v0"),
-    ("backtrack_ratio", 1.0), ("init_std", 0.0), ("eval_steps", (-1,))])
+    ("backtrack_ratio", 1.0), ("init_std", 0.0), ("eval_steps", (-1,)), ("trust_region", "pre")])
 def test_bad_configs_raise_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         MAMLConfig(**{field: value})
