@@ -52,6 +52,7 @@ import dataclasses
 import json
 import math
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -342,17 +343,12 @@ def trpo_outer_step(model: dict, cfg: MAESNConfig, idx: torch.Tensor, inner_data
     params = list(theta.values()) + [model["mu"], model["log_sigma"]]
     if cfg.learn_inner_lr:
         params += [model["log_alpha_mu"], model["log_alpha_sigma"]]
-    return maml.trpo_step(objective, params, _TRPO(max_kl=cfg.max_kl))
+    return maml.trpo_step(objective, params, types.SimpleNamespace(max_kl=cfg.max_kl, **_TRPO_CONSTANTS))
 
 
-@dataclasses.dataclass
-class _TRPO:
-    """The line-search constants of :func:`metarl.algos.maml.trpo_step` (MAML's defaults)."""
-    max_kl: float
-    cg_iters: int = 10
-    cg_damping: float = 1e-5
-    backtrack_ratio: float = 0.8
-    max_backtracks: int = 15
+# conjugate-gradient and line-search constants of the TRPO step: MAMLConfig's defaults
+_TRPO_CONSTANTS = {f.name: f.default for f in dataclasses.fields(maml.MAMLConfig)
+                   if f.name in ("cg_iters", "cg_damping", "backtrack_ratio", "max_backtracks")}
 
 
 # ----------------------------------------------------------------------------- evaluation
