@@ -54,6 +54,12 @@ def check_unit_interval(cfg, *names: str) -> None:
             raise ValueError(f"{name} must lie in [0, 1], got {v!r}")
 
 
+def check_choice(cfg, name: str, choices: tuple) -> None:
+    v = getattr(cfg, name)
+    if v not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {v!r}")
+
+
 # ----------------------------------------------------------------------------- run directory
 def load_for_resume(run_dir, kind: str, cfg) -> dict:
     """``run_dir``'s checkpoint of ``kind``, after checking it was written with this config."""

@@ -64,6 +64,7 @@ from metarl.algos._run import (
     CHECKPOINT,
     CONFIG_JSON,
     ProgressLog,
+    check_choice,
     check_nonnegative,
     check_positive,
     check_positive_ints,
@@ -162,27 +163,20 @@ class MAESNConfig:
     """Minutes between checkpoints (one is also written at the end)."""
 
     def __post_init__(self):
-        if self.env not in metarl.envs.ENV_CLASSES:
-            raise ValueError(f"env must be one of {sorted(metarl.envs.ENV_CLASSES)}, got {self.env!r}")
+        check_choice(self, "env", tuple(sorted(metarl.envs.ENV_CLASSES)))
         check_positive_ints(self, "num_train_tasks", "meta_batch_size", "trajectories_per_task", "latent_dim", "hidden",
                             "inner_steps", "iterations", "eval_tasks", "eval_steps")
         if self.meta_batch_size > self.num_train_tasks:
             raise ValueError(f"meta_batch_size ({self.meta_batch_size}) must not exceed num_train_tasks "
                              f"({self.num_train_tasks})")
-        check_positive(self, "inner_lr", "outer_lr", "latent_lr", "max_grad_norm", "max_inner_lr")
+        check_positive(self, "inner_lr", "outer_lr", "latent_lr", "max_grad_norm", "max_inner_lr", "max_kl")
         check_nonnegative(self, "kl_coef")
         check_unit_interval(self, "gamma")
-        if self.train_reward not in ("dense", "env"):
-            raise ValueError(f"train_reward must be 'dense' or 'env', got {self.train_reward!r}")
-        if self.outer not in ("adam", "trpo"):
-            raise ValueError(f"outer must be 'adam' or 'trpo', got {self.outer!r}")
-        check_positive(self, "max_kl")
-        if self.latent_gradient not in ("reparam", "score"):
-            raise ValueError(f"latent_gradient must be 'reparam' or 'score', got {self.latent_gradient!r}")
-        if self.latent_init not in ("zeros", "normal"):
-            raise ValueError(f"latent_init must be 'zeros' or 'normal', got {self.latent_init!r}")
-        if self.inner_reward not in ("same", "dense", "env"):
-            raise ValueError(f"inner_reward must be 'same', 'dense' or 'env', got {self.inner_reward!r}")
+        check_choice(self, "train_reward", ("dense", "env"))
+        check_choice(self, "inner_reward", ("same", "dense", "env"))
+        check_choice(self, "outer", ("adam", "trpo"))
+        check_choice(self, "latent_gradient", ("reparam", "score"))
+        check_choice(self, "latent_init", ("normal", "zeros"))
         dense = "dense" in (self.train_reward, self.inner_reward)
         if dense and self.env not in ("SemicircleGoal-v0", "Navigation2D-v0"):
             raise ValueError(f"train_reward='dense' (or inner_reward='dense') needs a goal env (SemicircleGoal-v0, "

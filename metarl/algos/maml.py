@@ -56,6 +56,7 @@ from metarl.algos._run import (
     CHECKPOINT,
     CONFIG_JSON,
     ProgressLog,
+    check_choice,
     check_nonnegative_ints,
     check_positive_ints,
     load_for_resume,
@@ -439,8 +440,7 @@ class MAMLConfig:
     def __post_init__(self):
         self.hidden_sizes = tuple(self.hidden_sizes)
         self.eval_steps = tuple(self.eval_steps)
-        if self.env not in metarl.envs.ENV_CLASSES:
-            raise ValueError(f"env must be one of {sorted(metarl.envs.ENV_CLASSES)}, got {self.env!r}")
+        check_choice(self, "env", tuple(sorted(metarl.envs.ENV_CLASSES)))
         check_positive_ints(self, "meta_batch", "trajectories_per_task", "horizon", "cg_iters", "max_backtracks",
                             "ppo_epochs", "iterations")
         check_nonnegative_ints(self, "inner_steps", "eval_tasks", "eval_trajectories")
@@ -459,19 +459,14 @@ class MAMLConfig:
             raise ValueError(f"backtrack_ratio must lie in (0, 1), got {self.backtrack_ratio}")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
-        if self.outer not in ("trpo", "ppo"):
-            raise ValueError(f"outer must be 'trpo' or 'ppo', got {self.outer!r}")
-        if self.trust_region not in ("post", "both"):
-            raise ValueError(f"trust_region must be 'post' or 'both', got {self.trust_region!r}")
-        if self.train_reward not in ("env", "dense"):
-            raise ValueError(f"train_reward must be 'env' or 'dense', got {self.train_reward!r}")
+        check_choice(self, "outer", ("trpo", "ppo"))
+        check_choice(self, "trust_region", ("post", "both"))
+        check_choice(self, "train_reward", ("env", "dense"))
         if self.train_reward == "dense" and self.env not in ("Navigation2D-v0", "SemicircleGoal-v0"):
             raise ValueError(f"train_reward='dense' needs a point-goal env (Navigation2D-v0, SemicircleGoal-v0), "
                              f"got {self.env!r}")
-        if self.policy_init not in POLICY_INITS:
-            raise ValueError(f"policy_init must be one of {POLICY_INITS}, got {self.policy_init!r}")
-        if self.mean_squash not in MEAN_SQUASHES:
-            raise ValueError(f"mean_squash must be one of {MEAN_SQUASHES}, got {self.mean_squash!r}")
+        check_choice(self, "policy_init", POLICY_INITS)
+        check_choice(self, "mean_squash", MEAN_SQUASHES)
         if self.mean_squash != "none" and not self.normalize_actions:
             raise ValueError(f"mean_squash={self.mean_squash!r} needs normalize_actions=True (the squashed mean "
                              f"lies in [-1, 1], the normalised action box)")

@@ -65,6 +65,7 @@ from metarl.algos._run import (
     CHECKPOINT,
     CONFIG_JSON,
     ProgressLog,
+    check_choice,
     check_nonnegative_ints,
     check_positive_ints,
     load_for_resume,
@@ -148,8 +149,7 @@ class MetaGradConfig:
     """Minutes between checkpoints (one is also written at the end and on Ctrl-C)."""
 
     def __post_init__(self):
-        if self.env not in metarl.envs.ENV_CLASSES:
-            raise ValueError(f"env must be one of {sorted(metarl.envs.ENV_CLASSES)}, got {self.env!r}")
+        check_choice(self, "env", tuple(sorted(metarl.envs.ENV_CLASSES)))
         check_positive_ints(self, "num_envs", "rollout_steps", "total_env_steps", "hidden_size", "eval_tasks")
         check_nonnegative_ints(self, "reward_delay", "eta_embedding")
         if self.total_env_steps < self.num_envs * self.rollout_steps:
@@ -173,8 +173,7 @@ class MetaGradConfig:
         for name in ("meta_lr", "vf_coef", "meta_vf_coef", "ent_coef", "checkpoint_minutes"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.returns_backend not in RETURNS_BACKENDS:
-            raise ValueError(f"returns_backend must be one of {RETURNS_BACKENDS}, got {self.returns_backend!r}")
+        check_choice(self, "returns_backend", RETURNS_BACKENDS)
         if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={self.device!r} but CUDA is not available here")
         space = metarl.make_vec(self.env, 1, seed=0).single_action_space

@@ -41,6 +41,7 @@ from metarl.algos._run import (
     CHECKPOINT,
     CONFIG_JSON,
     ProgressLog,
+    check_choice,
     check_nonnegative_ints,
     check_positive,
     check_positive_ints,
@@ -366,8 +367,7 @@ class ReptileConfig:
     """Minutes between checkpoints (one is also written at the end)."""
 
     def __post_init__(self):
-        if self.env not in metarl.envs.ENV_CLASSES:
-            raise ValueError(f"env must be one of {sorted(metarl.envs.ENV_CLASSES)}, got {self.env!r}")
+        check_choice(self, "env", tuple(sorted(metarl.envs.ENV_CLASSES)))
         check_positive_ints(self, "meta_batch_size", "trajectories_per_task", "inner_steps", "iterations", "hidden",
                             "eval_tasks", "eval_steps")
         check_nonnegative_ints(self, "num_train_tasks")

@@ -30,7 +30,7 @@ import torch
 
 import metarl
 from metarl import checkpoint
-from metarl.algos._run import ProgressLog, check_nonnegative_ints, check_positive_ints, load_for_resume
+from metarl.algos._run import ProgressLog, check_choice, check_nonnegative_ints, check_positive_ints, load_for_resume
 from metarl.envs import TrialWrapper
 from metarl.kernels.returns import gae
 from metarl.kernels.rollout import episode_length
@@ -99,8 +99,7 @@ class RL2Config:
     """Minutes between checkpoints (one is also written at the end and on Ctrl-C)."""
 
     def __post_init__(self):
-        if self.env not in metarl.envs.ENV_CLASSES:
-            raise ValueError(f"env must be one of {sorted(metarl.envs.ENV_CLASSES)}, got {self.env!r}")
+        check_choice(self, "env", tuple(sorted(metarl.envs.ENV_CLASSES)))
         check_positive_ints(self, "arms", "num_states", "num_actions", "horizon", "episodes_per_trial", "num_envs",
                             "total_env_steps", "hidden_size", "epochs", "minibatches", "eval_tasks")
         check_nonnegative_ints(self, "rollout_steps")
