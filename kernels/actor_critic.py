@@ -405,7 +405,6 @@ def _step_tl(
     keep = rm & ~r
     kk = tl.arange(0, BLOCK_K)
     nn_ = tl.arange(0, BLOCK_N)
-    ka = tl.arange(0, BLOCK_A)
     ld = X + H
     out = tl.zeros((BLOCK_B, BLOCK_A), dtype=tl.float32)
     for n0 in range(0, H, BLOCK_N):
@@ -433,22 +432,33 @@ def _step_tl(
         acc_f += tl.load(bias_ptr + H + n, mask=nm, other=0.0)[None, :]
         acc_g += tl.load(bias_ptr + 2 * H + n, mask=nm, other=0.0)[None, :]
         acc_o += tl.load(bias_ptr + 3 * H + n, mask=nm, other=0.0)[None, :]
-        hc_offs = rows[:, None] * H + n[None, :]
-        c = tl.load(c_ptr + hc_offs, mask=keep[:, None] & nm[None, :], other=0.0)
-        # tanh(z) = 2 sigmoid(2z) - 1
-        c_new = tl.sigmoid(acc_f) * c + tl.sigmoid(acc_i) * (2.0 * tl.sigmoid(2.0 * acc_g) - 1.0)
-        h_new = tl.sigmoid(acc_o) * (2.0 * tl.sigmoid(2.0 * c_new) - 1.0)
-        h_new = tl.where(nm[None, :], h_new, 0.0)
-        tl.store(h_out_ptr + hc_offs, h_new, mask=rm[:, None] & nm[None, :])
-        tl.store(c_out_ptr + hc_offs, c_new, mask=rm[:, None] & nm[None, :])
-        # heads: out[b, j] += h_new[b, n] . w_head[j, n]   (j < A policy, j == A value)
-        wh = tl.load(w_head_ptr + ka[None, :] * H + n[:, None], mask=nm[:, None] & (ka <= A)[None, :], other=0.0)
-        if PRECISION == "tf32":
-            out += tl.dot(h_new, wh, input_precision="tf32")
-        else:
-            out += tl.dot(h_new, wh, input_precision="ieee")
+        out += _cell_heads_tl(acc_i, acc_f, acc_g, acc_o, rows, rm, keep, n, nm, h_out_ptr, c_out_ptr, c_ptr,
+                              w_head_ptr, H, A, BLOCK_A, PRECISION)
     _finish_tl(out, rows, rm, action_ptr, log_prob_ptr, value_ptr, noise_ptr, b_head_ptr, log_std_ptr, A,
                DISCRETE, BLOCK_A)
+
+
+@lazy_jit
+def _cell_heads_tl(acc_i, acc_f, acc_g, acc_o, rows, rm, keep, n, nm, h_out_ptr, c_out_ptr, c_ptr, w_head_ptr,
+                   H, A, BLOCK_A: constexpr, PRECISION: constexpr):
+    """The LSTM cell update of one tile (rows x units ``n``) from its gate pre-activations (bias
+    included): loads c (zero where ``keep`` is off), stores h' and c', and returns the heads'
+    product over these units ``h'[:, n] @ W_head[:, n]^T`` ``[BLOCK_B, BLOCK_A]`` (policy columns
+    < A, value column A). Shared by the row-block and the split step kernels."""
+    hc_offs = rows[:, None] * H + n[None, :]
+    c = tl.load(c_ptr + hc_offs, mask=keep[:, None] & nm[None, :], other=0.0)
+    # tanh(z) = 2 sigmoid(2z) - 1
+    c_new = tl.sigmoid(acc_f) * c + tl.sigmoid(acc_i) * (2.0 * tl.sigmoid(2.0 * acc_g) - 1.0)
+    h_new = tl.sigmoid(acc_o) * (2.0 * tl.sigmoid(2.0 * c_new) - 1.0)
+    h_new = tl.where(nm[None, :], h_new, 0.0)
+    tl.store(h_out_ptr + hc_offs, h_new, mask=rm[:, None] & nm[None, :])
+    tl.store(c_out_ptr + hc_offs, c_new, mask=rm[:, None] & nm[None, :])
+    ka = tl.arange(0, BLOCK_A)
+    wh = tl.load(w_head_ptr + ka[None, :] * H + n[:, None], mask=nm[:, None] & (ka <= A)[None, :], other=0.0)
+    if PRECISION == "tf32":
+        return tl.dot(h_new, wh, input_precision="tf32")
+    else:
+        return tl.dot(h_new, wh, input_precision="ieee")
 
 
 @lazy_jit
@@ -488,19 +498,9 @@ def _split_tail_tl(acc_i, acc_f, acc_g, acc_o, rows, rm, keep, n, nm, rb, nb, n_
     from the gate pre-activations (bias included), h' and c' stored, the heads' partial product
     stored in ``part``; then the row block's counter is bumped and the program that bumps it
     last sums the partials in unit-block order, samples (:func:`_finish_tl`) and re-zeroes it."""
-    hc_offs = rows[:, None] * H + n[None, :]
-    c = tl.load(c_ptr + hc_offs, mask=keep[:, None] & nm[None, :], other=0.0)
-    c_new = tl.sigmoid(acc_f) * c + tl.sigmoid(acc_i) * (2.0 * tl.sigmoid(2.0 * acc_g) - 1.0)
-    h_new = tl.sigmoid(acc_o) * (2.0 * tl.sigmoid(2.0 * c_new) - 1.0)
-    h_new = tl.where(nm[None, :], h_new, 0.0)
-    tl.store(h_out_ptr + hc_offs, h_new, mask=rm[:, None] & nm[None, :])
-    tl.store(c_out_ptr + hc_offs, c_new, mask=rm[:, None] & nm[None, :])
+    out = _cell_heads_tl(acc_i, acc_f, acc_g, acc_o, rows, rm, keep, n, nm, h_out_ptr, c_out_ptr, c_ptr,
+                         w_head_ptr, H, A, BLOCK_A, PRECISION)
     ka = tl.arange(0, BLOCK_A)
-    wh = tl.load(w_head_ptr + ka[None, :] * H + n[:, None], mask=nm[:, None] & (ka <= A)[None, :], other=0.0)
-    if PRECISION == "tf32":
-        out = tl.dot(h_new, wh, input_precision="tf32")
-    else:
-        out = tl.dot(h_new, wh, input_precision="ieee")
     part_offs = rows[:, None] * BLOCK_A + ka[None, :]
     tl.store(part_ptr + nb * n_rows * BLOCK_A + part_offs, out, mask=rm[:, None])
     # every thread's partial is written before one thread publishes the count (release, GPU scope)
