@@ -1,16 +1,33 @@
-"""Batched task-distribution environments (gymnasium 1.x vector envs on torch tensors)."""
-from metarl.envs.base import TaskVectorEnv
+"""Batched task-distribution environments (gymnasium 1.x vector envs on torch tensors).
+
+Names are imported on first use (``metarl.envs.TrialWrapper`` loads ``metarl.envs.trial``), so
+``import metarl`` and the ids in :data:`ENV_CLASSES` stay light (no torch) until an env is made.
+"""
+from __future__ import annotations
+
+import importlib
+
 from metarl.envs.registry import ENV_CLASSES, env_class, make_vec
-from metarl.envs.tasks import Tasks
 
-__all__ = ["TaskVectorEnv", "Tasks", "ENV_CLASSES", "env_class", "make_vec"]
-from metarl.envs.numpy_adapter import to_numpy  # noqa: E402
-from metarl.envs.trial import TrialWrapper  # noqa: E402
+_LAZY = {
+    "TaskVectorEnv": "metarl.envs.base",
+    "Tasks": "metarl.envs.tasks",
+    "to_numpy": "metarl.envs.numpy_adapter",
+    "TrialWrapper": "metarl.envs.trial",
+    "SingleEnv": "metarl.envs.single",
+    "GymnasiumTaskVecEnv": "metarl.envs.gym_adapter",
+}
 
-__all__ += ["TrialWrapper", "to_numpy"]
-from metarl.envs.single import SingleEnv  # noqa: E402
+__all__ = ["ENV_CLASSES", "env_class", "make_vec", *_LAZY]
 
-__all__ += ["SingleEnv"]
-from metarl.envs.gym_adapter import GymnasiumTaskVecEnv  # noqa: E402
 
-__all__ += ["GymnasiumTaskVecEnv"]
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'metarl.envs' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
