@@ -485,6 +485,16 @@ int thread_id() {
 #endif
 }
 
+// The threads of the current team: inside a parallel region, the number OpenMP actually granted,
+// which may be fewer than num_threads() asked for (OMP_THREAD_LIMIT, OMP_DYNAMIC, nesting).
+int team_size() {
+#ifdef _OPENMP
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+
 // One memory on up to `threads` threads (1: no parallel region; the batched op's case).
 //
 // Work is split into chunks taken dynamically (schedule(dynamic, 1)): on this shared
@@ -543,9 +553,17 @@ void search(const Problem& p, int threads) {
     const int64_t per = ((p.M + n_chunks - 1) / n_chunks + align - 1) / align * align;
     n_chunks = per > 0 ? (p.M + per - 1) / per : 1;
     const int nt = static_cast<int>(std::min<int64_t>(threads, n_chunks));
-    std::vector<Selection> parts(static_cast<size_t>(nt));
+    // One selection per thread of the team, sized once the team exists: OpenMP may grant fewer
+    // threads than nt, and every part merged below must have been reset by a running thread.
+    std::vector<Selection> parts;
+    int n_parts = 0;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
+#pragma omp single
+      {
+        n_parts = team_size();
+        parts.resize(static_cast<size_t>(n_parts));
+      }  // implicit barrier: parts exists before any thread takes its own
       Selection& sel = parts[thread_id()];
       sel.reset(p.Q, n_sel, p.k, p.tb);
       Scratch s;
@@ -555,7 +573,7 @@ void search(const Problem& p, int threads) {
 #pragma omp for schedule(static)
       for (int64_t i = 0; i < p.Q; ++i) {
         thread_local std::vector<Entry> tmp_t;
-        finish_query(p, i, parts.data(), nt, 0, tmp_t);
+        finish_query(p, i, parts.data(), n_parts, 0, tmp_t);
       }
     }
   };
