@@ -2,6 +2,9 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
+#include <string>
+
 #include "buffers.h"
 #include "rng.h"
 
@@ -14,25 +17,34 @@ namespace py = pybind11;
 namespace metarl {
 void cartpole_step(py::array, py::array, py::array, py::array, py::array, py::array, py::array, py::array,
                    py::array, py::array, py::array, py::array, py::array, py::array, py::array, py::array,
-                   py::array, int64_t, int);
+                   py::array, int64_t, int64_t);
 void knn_l2(py::array, py::array, py::array, py::array, py::array, int64_t, py::array, py::array);
 void batched_knn_l2(py::array, py::array, py::array, py::array, py::array, int64_t, py::array, py::array);
 
 // uniform(key[N] i64, counter[N] i64, lane) -> out[N] f32; the reference for csrc/rng.h.
-void uniform_into(py::array key_a, py::array counter_a, uint32_t lane, py::array out_a) {
+void uniform_into(py::array key_a, py::array counter_a, int64_t lane, py::array out_a) {
   const py::ssize_t n = key_a.ndim() == 1 ? key_a.shape(0) : -1;
   if (n < 0) throw py::value_error("key: expected a 1-D array");
+  if (lane < 0 || lane > int64_t{UINT32_MAX})
+    throw py::value_error("lane: expected an integer in [0, 2**32), got " + std::to_string(lane));
   const int64_t* key = buffer<int64_t>(key_a, "key", n);
   const int64_t* counter = buffer<int64_t>(counter_a, "counter", n);
   float* out = buffer<float>(out_a, "out", n);
-  for (py::ssize_t i = 0; i < n; ++i) out[i] = uniform(key[i], counter[i], lane);
+  for (py::ssize_t i = 0; i < n; ++i) out[i] = uniform(key[i], counter[i], static_cast<uint32_t>(lane));
 }
 }  // namespace metarl
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "metarl CPU kernels (C++/OpenMP over NumPy buffers)";
-  m.def("cartpole_step", &metarl::cartpole_step,
-        "CartPole-v1 batched step with autoreset; argument order as kernels/envs/_launch.py");
+  m.def("cartpole_step", &metarl::cartpole_step, py::arg("state"), py::arg("elapsed"), py::arg("needs_reset"),
+        py::arg("counter"), py::arg("gravity"), py::arg("masscart"), py::arg("masspole"), py::arg("length"),
+        py::arg("force_mag"), py::arg("tau"), py::arg("action"), py::arg("key"), py::arg("obs"), py::arg("reward"),
+        py::arg("terminated"), py::arg("truncated"), py::arg("final_obs"), py::arg("max_steps"), py::arg("mode"),
+        "CartPole-v1 batched step with autoreset (csrc/cartpole.cpp), in place: state f32[4,N], elapsed i32[N], "
+        "needs_reset bool[N], counter i64[N], the task params f32[N] each, action i64[N] in {0, 1}, key i64[N] -> "
+        "obs f32[N,4], reward f32[N], terminated, truncated bool[N], final_obs f32[N,4] (mode 1) or f32[0,4]; "
+        "max_steps (<= 0: no truncation), mode 0 next_step / 1 same_step / 2 disabled. Argument order as "
+        "kernels/envs/_launch.py");
   m.def("uniform_into", &metarl::uniform_into, py::arg("key"), py::arg("counter"), py::arg("lane"), py::arg("out"),
         "Counter-based uniforms in [0, 1) (csrc/rng.h), written into out");
   m.def("knn_l2", &metarl::knn_l2, py::arg("queries"), py::arg("keys"), py::arg("key_norms"), py::arg("valid"),

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 
 #include "buffers.h"
 #include "rng.h"
@@ -113,6 +114,17 @@ static void step_range(const CartPoleBuffers& b, int64_t n, int64_t begin, int64
   }
 }
 
+// The first i with action[i] outside {0, 1}, or n (one vectorized pass when all are valid).
+static int64_t first_bad_action(const int64_t* action, int64_t n) {
+  uint64_t bad = 0;
+#pragma omp simd reduction(| : bad)
+  for (int64_t i = 0; i < n; ++i) bad |= static_cast<uint64_t>(action[i]) > 1u;
+  if (!bad) return n;
+  int64_t i = 0;
+  while (action[i] == 0 || action[i] == 1) ++i;
+  return i;
+}
+
 template <int kMode>
 static void step_all(const CartPoleBuffers& b, int64_t n, int64_t max_steps) {
   const int64_t chunks = (n + kChunk - 1) / kChunk;
@@ -126,7 +138,7 @@ void cartpole_step(py::array state_a, py::array elapsed_a, py::array needs_reset
                    py::array gravity_a, py::array masscart_a, py::array masspole_a, py::array length_a,
                    py::array force_mag_a, py::array tau_a, py::array action_a, py::array key_a, py::array obs_a,
                    py::array reward_a, py::array terminated_a, py::array truncated_a, py::array final_obs_a,
-                   int64_t max_steps, int mode) {
+                   int64_t max_steps, int64_t mode) {
   const int64_t n = state_a.ndim() == 2 ? state_a.shape(1) : -1;
   if (n < 0 || state_a.shape(0) != 4) throw py::value_error("state: expected shape [4, N]");
   if (mode < 0 || mode > 2) throw py::value_error("mode: expected 0 (next_step), 1 (same_step) or 2 (disabled)");
@@ -149,6 +161,12 @@ void cartpole_step(py::array state_a, py::array elapsed_a, py::array needs_reset
       bool_buffer(truncated_a, "truncated", n),
       buffer<float>(final_obs_a, "final_obs", mode == kSameStep ? n : 0, 4),
   };
+  // The step maps any action but 1 to a push left: refuse the others here, since the extension is public.
+  const int64_t bad = first_bad_action(b.action, n);
+  if (bad < n) {
+    throw py::value_error("action: expected 0 (push left) or 1 (push right), got " + std::to_string(b.action[bad]) +
+                          " at env " + std::to_string(bad));
+  }
   py::gil_scoped_release release;
   if (mode == kNextStep) {
     step_all<kNextStep>(b, n, max_steps);
