@@ -31,8 +31,8 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     a = checkpoint.load(tmp_path / "whole" / "checkpoint.pt", kind="rl2")
     b = checkpoint.load(tmp_path / "split" / "checkpoint.pt", kind="rl2")
     assert a["iteration"] == b["iteration"] == 6
-    for k in a["policy"]:
-        assert torch.equal(a["policy"][k], b["policy"][k]), k
+    for k in a["learner"]["policy"]:
+        assert torch.equal(a["learner"]["policy"][k], b["learner"]["policy"][k]), k
     whole = (tmp_path / "whole" / "progress.csv").read_text().splitlines()
     split = (tmp_path / "split" / "progress.csv").read_text().splitlines()
     assert [r.split(",")[:3] for r in whole] == [r.split(",")[:3] for r in split]
@@ -75,6 +75,14 @@ def test_cli_train_eval_plot(tmp_path, capsys):
     (dict(hidden_size=True), "hidden_size must be a positive int"),
     (dict(epochs=2.0), "epochs must be a positive int"),
     (dict(rollout_steps=-1), "rollout_steps must be a non-negative int"),
+    (dict(lr=float("nan")), "lr must be a positive finite number"),
+    (dict(clip=float("inf")), "clip"),
+    (dict(max_grad_norm=-1), "max_grad_norm"),
+    (dict(ent_coef="str"), "ent_coef"),
+    (dict(seed=1.5), "seed"),
+    (dict(seed=-1), "seed"),
+    (dict(normalize_returns="yes"), "normalize_returns must be a bool"),
+    (dict(checkpoint_minutes=float("nan")), "checkpoint_minutes"),
 ])
 def test_bad_configs_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):

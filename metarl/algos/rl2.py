@@ -20,96 +20,79 @@ or the command line: ``metarl train rl2 --arms 5 --episodes-per-trial 10``.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import os
-import time
-from pathlib import Path
 
 import torch
 
 import metarl
-from metarl import checkpoint
-from metarl.algos._run import ProgressLog, check_choice, check_nonnegative_ints, check_positive_ints, load_for_resume
+from metarl.algos import harness
+from metarl.algos.pg import mean_se
+from metarl.config import Config, env_ids, field
 from metarl.envs import TrialWrapper
 from metarl.kernels.returns import gae
 from metarl.kernels.rollout import episode_length
 from metarl.nn import RecurrentActorCritic
 from metarl.rollout import Carry, collect
 
-CHECKPOINT = "checkpoint.pt"
-LOG_CSV = "progress.csv"
-CONFIG_JSON = "config.json"
-
 
 @dataclasses.dataclass
-class RL2Config:
+class RL2Config(Config):
     """RL^2 with PPO as the outer optimiser. Defaults: the README's small run (bandits, k = 5,
     n = 10) that reaches the Bayes-optimal return in a few minutes on a 2-core CPU."""
 
-    env: str = "Bandit-v0"
+    env: str = field("Bandit-v0", choices=env_ids)
     """Task distribution: a metarl env id (Bandit-v0, TabularMDP-v0, CartPole-v1, ...)."""
-    arms: int = 5
+    arms: int = field(5, ge=1)
     """Bandit-v0: number of arms k."""
-    num_states: int = 10
+    num_states: int = field(10, ge=1)
     """TabularMDP-v0: number of states."""
-    num_actions: int = 5
+    num_actions: int = field(5, ge=1)
     """TabularMDP-v0: number of actions."""
-    horizon: int = 10
+    horizon: int = field(10, ge=1)
     """TabularMDP-v0: steps per episode."""
-    episodes_per_trial: int = 10
+    episodes_per_trial: int = field(10, ge=1)
     """n: episodes per trial (a bandit pull is one episode), all on one task."""
-    num_envs: int = 1024
+    num_envs: int = field(1024, ge=1)
     """Env copies (tasks) stepped together."""
-    rollout_steps: int = 0
+    rollout_steps: int = field(0, ge=0)
     """Steps per rollout; 0 = one trial where trials have a fixed length, else 128."""
-    total_env_steps: int = 3_000_000
+    total_env_steps: int = field(3_000_000, ge=1)
     """Training budget in env steps (all envs together)."""
-    hidden_size: int = 64
+    hidden_size: int = field(64, ge=1)
     """LSTM hidden units."""
-    lr: float = 3e-3
+    lr: float = field(3e-3, gt=0)
     """Adam learning rate."""
-    gamma: float = 0.99
+    gamma: float = field(0.99, ge=0, le=1)
     """Discount (within a trial)."""
-    gae_lambda: float = 0.3
+    gae_lambda: float = field(0.3, ge=0, le=1)
     """GAE lambda (RL^2 used 0.3)."""
-    clip: float = 0.2
+    clip: float = field(0.2, gt=0)
     """PPO ratio clip."""
-    epochs: int = 4
+    epochs: int = field(4, ge=1)
     """PPO epochs per rollout."""
-    minibatches: int = 4
+    minibatches: int = field(4, ge=1)
     """Minibatches per epoch (split over envs: each keeps whole sequences)."""
-    ent_coef: float = 0.003
+    ent_coef: float = field(0.003, ge=0)
     """Entropy bonus at the start, annealed linearly to 0 by the end."""
-    vf_coef: float = 0.5
+    vf_coef: float = field(0.5, ge=0)
     """Value-loss weight."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = field(1.0, gt=0)
     """Gradient clipping (global norm)."""
     normalize_returns: bool = False
     """Train the value head on normalised returns (running mean/std). Needed where trial returns
     are large (TabularMDP: 113.8 vs 98.3 = Random after 30M steps); off by default because it
     measured worse on bandits n = 10 (6.41 vs 6.53 after 3M steps)."""
-    seed: int = 0
+    seed: int = field(0, ge=0)
     """Seed of the envs, tasks, policy init and sampling."""
     device: str = "cpu"
     """Torch device of envs and policy (cuda: Triton kernels)."""
-    eval_tasks: int = 1000
+    eval_tasks: int = field(1000, ge=1)
     """Held-out tasks evaluated at the end (and by ``metarl eval``)."""
-    checkpoint_minutes: float = 5.0
+    checkpoint_minutes: float = field(5.0, gt=0)
     """Minutes between checkpoints (one is also written at the end and on Ctrl-C)."""
 
-    def __post_init__(self):
-        check_choice(self, "env", tuple(sorted(metarl.envs.ENV_CLASSES)))
-        check_positive_ints(self, "arms", "num_states", "num_actions", "horizon", "episodes_per_trial", "num_envs",
-                            "total_env_steps", "hidden_size", "epochs", "minibatches", "eval_tasks")
-        check_nonnegative_ints(self, "rollout_steps")
+    def check(self):
         if self.minibatches > self.num_envs:
             raise ValueError(f"minibatches ({self.minibatches}) must not exceed num_envs ({self.num_envs})")
-        for name in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
-        if self.lr <= 0 or self.clip <= 0:
-            raise ValueError("lr and clip must be positive")
 
     def env_kwargs(self) -> dict:
         if self.env == "Bandit-v0":
@@ -286,116 +269,93 @@ def baselines(cfg: RL2Config, num_tasks: int | None = None, seed: int = 12345) -
     return out
 
 
-def mean_se(x: torch.Tensor) -> tuple[float, float]:
-    x = x.double()
-    return float(x.mean()), float(x.std() / math.sqrt(max(1, x.numel())))
+# ----------------------------------------------------------------------------- the learner
+class RL2Learner:
+    """RL^2 as the run harness drives it (:mod:`metarl.algos.harness`): each :meth:`step` collects
+    one rollout of ``rollout_steps`` × ``num_envs`` env steps and makes one PPO update on it."""
+
+    kind = "rl2"
+
+    def __init__(self, cfg: RL2Config):
+        self.config = cfg
+        self.env = make_env(cfg)
+        self.policy = make_policy(cfg, self.env)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr, eps=1e-5)
+        self.generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)        # policy sampling
+        self.perm_generator = torch.Generator().manual_seed(cfg.seed + 1)                  # minibatch permutations
+        self.rollout_steps = _rollout_steps(cfg, self.env)
+        self.steps_per_iteration = self.rollout_steps * cfg.num_envs
+        self.iterations = max(1, cfg.total_env_steps // self.steps_per_iteration)
+        self.iteration = 0
+        self.normalizer = ReturnNormalizer()
+        self.trial_acc = torch.zeros(cfg.num_envs, device=cfg.device)     # running return of each env's trial
+        self.recent: list[float] = []                                      # returns of the last finished trials
+        obs, info = self.env.reset(seed=cfg.seed)
+        self.carry = Carry(obs, info["trial_start"], self.policy.initial_state(cfg.num_envs))
+
+    @property
+    def env_steps(self) -> int:
+        return self.iteration * self.steps_per_iteration
+
+    def step(self) -> dict:
+        cfg = self.config
+        # collect
+        ro = collect(self.env, self.policy, self.rollout_steps, carry=self.carry, generator=self.generator)
+        self.carry = ro.carry
+        self.recent = (self.recent + _trial_returns(ro, self.trial_acc))[-4 * cfg.num_envs:]
+        # update
+        ent_coef = cfg.ent_coef * (1.0 - self.iteration / self.iterations)
+        stats = ppo_update(self.policy, self.optimizer, ro, cfg, ent_coef, self.perm_generator,
+                           self.normalizer if cfg.normalize_returns else None)
+        self.iteration += 1
+        # log
+        trial_return = sum(self.recent) / len(self.recent) if self.recent else float("nan")
+        return {"trial_return": trial_return, **stats}
+
+    def state_dict(self) -> dict:
+        c = self.carry
+        return {"iteration": self.iteration, "policy": self.policy.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "env": self.env.state_dict(),
+                "generator": self.generator.get_state(), "perm_generator": self.perm_generator.get_state(),
+                "trial_acc": self.trial_acc.cpu(), "recent": list(self.recent),
+                "normalizer": self.normalizer.state_dict(),
+                "carry": {"obs": c.obs.cpu(), "reset": c.reset.cpu(), "state": tuple(s.cpu() for s in c.state)}}
+
+    def load_state_dict(self, sd: dict) -> None:
+        dev = self.config.device
+        self.iteration = int(sd["iteration"])
+        self.policy.load_state_dict(sd["policy"])
+        self.optimizer.load_state_dict(sd["optimizer"])
+        self.env.load_state_dict(sd["env"])
+        self.generator.set_state(sd["generator"])
+        self.perm_generator.set_state(sd["perm_generator"])
+        self.trial_acc.copy_(sd["trial_acc"])
+        self.recent = list(sd["recent"])
+        self.normalizer.load_state_dict(sd["normalizer"])
+        c = sd["carry"]
+        self.carry = Carry(c["obs"].to(dev), c["reset"].to(dev), tuple(s.to(dev) for s in c["state"]))
+
+    def report(self, num_tasks: int | None = None) -> dict:
+        return report(self.policy, self.config, num_tasks)
 
 
-# ----------------------------------------------------------------------------- training
-def _save(run_dir: Path, state: dict) -> None:
-    checkpoint.save(run_dir / CHECKPOINT, state, kind="rl2")
-
-
-def train(cfg: RL2Config, run_dir=None, *, resume: bool = False, progress: bool = True,
+def train(cfg: RL2Config, run_dir=None, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
           max_iterations: int | None = None) -> dict:
-    """Train RL^2; returns a summary dict (mean ± se of the final evaluation, baselines, speed).
+    """Train RL^2 through the run harness (:func:`metarl.algos.harness.run`); returns its summary with
+    ``eval``: ``{name: (mean, standard error)}`` of RL^2 and the baselines on held-out tasks.
 
-    ``run_dir`` (or None: no files) receives ``config.json``, ``progress.csv`` (one row per
-    update), TensorBoard events when ``tensorboard`` is installed, and ``checkpoint.pt``
-    (atomic; every ``checkpoint_minutes``, at the end and on Ctrl-C). ``resume=True`` continues
-    from ``run_dir``'s checkpoint with the results of an uninterrupted run (same machine and
-    backend). ``max_iterations`` stops early (tests; the run can be resumed).
+    ``run_dir`` (or None: no files) receives ``config.json``, ``progress.csv`` (one row per update),
+    TensorBoard events when ``tensorboard`` is installed, ``checkpoint.pt`` (every
+    ``checkpoint_minutes``, at the end and on Ctrl-C) and ``summary.json``. ``resume=True`` continues
+    from ``run_dir``'s checkpoint with the results of an uninterrupted run (same machine and backend);
+    ``overwrite=True`` starts over in a directory that holds a run. ``max_iterations`` stops early.
     """
-    run_dir = Path(run_dir) if run_dir is not None else None
-    env = make_env(cfg)
-    policy = make_policy(cfg, env)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=1e-5)
-    g = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
-    g_cpu = torch.Generator().manual_seed(cfg.seed + 1)   # minibatch permutations
-    steps = _rollout_steps(cfg, env)
-    per_update = steps * cfg.num_envs
-    iterations = max(1, cfg.total_env_steps // per_update)
-    acc = torch.zeros(cfg.num_envs, device=cfg.device)
-    normalizer = ReturnNormalizer()
-    it, carry, recent = 0, None, []
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            ck = load_for_resume(run_dir, "rl2", cfg)
-            policy.load_state_dict(ck["policy"])
-            optimizer.load_state_dict(ck["optimizer"])
-            env.load_state_dict(ck["env"])
-            g.set_state(ck["generator"])
-            g_cpu.set_state(ck["generator_cpu"])
-            acc.copy_(ck["trial_acc"])
-            normalizer.load_state_dict(ck["normalizer"])
-            it, recent = ck["iteration"], list(ck["recent"])
-            carry = Carry(ck["carry"]["obs"].to(cfg.device), ck["carry"]["reset"].to(cfg.device),
-                          tuple(s.to(cfg.device) for s in ck["carry"]["state"]))
-        (run_dir / CONFIG_JSON).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-    writer = _tensorboard(run_dir)
-    log = ProgressLog(run_dir, ["iteration", "env_steps", "trial_return", "policy_loss", "value_loss", "entropy",
-                                "approx_kl", "env_steps_per_s"], keep_through=it if resume else None)
-    bar = _progress(progress, iterations, it)
-    if carry is None:
-        obs, info = env.reset(seed=cfg.seed)
-        carry = Carry(obs, info["trial_start"], policy.initial_state(cfg.num_envs))
-
-    def snapshot():
-        return {"config": dataclasses.asdict(cfg), "iteration": it, "policy": policy.state_dict(),
-                "optimizer": optimizer.state_dict(), "env": env.state_dict(), "generator": g.get_state(),
-                "generator_cpu": g_cpu.get_state(), "trial_acc": acc.cpu(), "recent": recent,
-                "normalizer": normalizer.state_dict(),
-                "carry": {"obs": carry.obs.cpu(), "reset": carry.reset.cpu(),
-                          "state": tuple(s.cpu() for s in carry.state)}}
-
-    start = last_ckpt = time.perf_counter()
-    steps_done = 0
-    interrupted = False
-    try:
-        while it < iterations and (max_iterations is None or it < max_iterations):
-            ro = collect(env, policy, steps, carry=carry, generator=g)
-            carry = ro.carry
-            recent = (recent + _trial_returns(ro, acc))[-4 * cfg.num_envs:]
-            ent_coef = cfg.ent_coef * (1.0 - it / iterations)
-            stats = ppo_update(policy, optimizer, ro, cfg, ent_coef, g_cpu,
-                               normalizer if cfg.normalize_returns else None)
-            it += 1
-            steps_done += per_update
-            rate = steps_done / (time.perf_counter() - start)
-            mean_ret = sum(recent) / len(recent) if recent else float("nan")
-            row = [it, it * per_update, mean_ret, *stats.values(), rate]
-            log.write(row)
-            if writer is not None:
-                for name, val in zip(("trial_return", *stats, "env_steps_per_s"), row[2:]):
-                    writer.add_scalar(name, val, it * per_update)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(trial_return=f"{mean_ret:.2f}", steps_per_s=f"{rate:.3g}")
-            if run_dir is not None and time.perf_counter() - last_ckpt > 60 * cfg.checkpoint_minutes:
-                _save(run_dir, snapshot())
-                last_ckpt = time.perf_counter()
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        if run_dir is not None:
-            _save(run_dir, snapshot())
-        if bar is not None:
-            bar.close()
-        log.close()
-        if writer is not None:
-            writer.close()
-    summary = {"iterations": it, "env_steps": it * per_update, "train_seconds": time.perf_counter() - start,
-               "env_steps_per_s": steps_done / max(1e-9, time.perf_counter() - start), "interrupted": interrupted}
-    if not interrupted and it >= iterations:
-        summary.update(report(policy, cfg))
-    if run_dir is not None:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    return summary
+    return harness.run(RL2Learner(cfg), run_dir, resume=resume, overwrite=overwrite, progress=progress,
+                       max_iterations=max_iterations, progress_keys=("trial_return", "env_steps_per_s"))
 
 
 def report(policy, cfg: RL2Config, num_tasks: int | None = None) -> dict:
-    """RL^2 and the baselines on held-out tasks: ``{name: (mean, standard error)}``."""
+    """RL^2 and the baselines on held-out tasks: ``{"eval": {name: (mean, standard error)}}``."""
     out = {"rl2": mean_se(evaluate(policy, cfg, num_tasks))}
     for name, vals in baselines(cfg, num_tasks).items():
         out[name] = mean_se(vals)
@@ -404,33 +364,12 @@ def report(policy, cfg: RL2Config, num_tasks: int | None = None) -> dict:
 
 def load_policy(run_dir) -> tuple[RecurrentActorCritic, RL2Config]:
     """The policy and config of a run directory (from its checkpoint)."""
-    run_dir = Path(run_dir)
-    ck = checkpoint.load(run_dir / CHECKPOINT, kind="rl2")
+    ck = harness.load_checkpoint(run_dir, RL2Learner.kind)
     cfg = RL2Config(**ck["config"])
-    env = make_env(cfg, 1)
-    policy = make_policy(cfg, env)
-    policy.load_state_dict(ck["policy"])
+    policy = make_policy(cfg, make_env(cfg, 1))
+    policy.load_state_dict(ck["learner"]["policy"])
     return policy, cfg
 
 
-def _tensorboard(run_dir):
-    if run_dir is None:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:   # tensorboard not installed: the CSV log only
-        return None
-    return SummaryWriter(str(run_dir))
-
-
-def _progress(enabled: bool, total: int, initial: int):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="update", dynamic_ncols=True,
-                disable=None if os.environ.get("METARL_PROGRESS") is None else False)
-
-
-__all__ = ["RL2Config", "train", "evaluate", "baselines", "report", "load_policy", "make_env", "make_policy",
-           "ppo_update"]
+__all__ = ["RL2Config", "RL2Learner", "train", "evaluate", "baselines", "report", "load_policy", "make_env", "make_policy",
+           "ppo_update", "ReturnNormalizer"]
