@@ -68,7 +68,8 @@ TRITON_WARPS = 4
 def gae_reference(rewards, values, dones, last_value, gamma, lam):
     """GAE in plain PyTorch (the oracle): ``rewards, values [T, N]``, ``dones [T, N]`` bool,
     ``last_value [N]``, ``gamma, lam`` floats or tensors broadcastable to ``[N]``.
-    Returns ``(advantages, returns)``, each ``[T, N]`` in the inputs' dtype.
+    Returns ``(advantages, returns)``, each ``[T, N]`` in the inputs' dtype. No input checks: the
+    oracle computes whatever it is given (NaN and inf propagate); :func:`gae` validates.
 
     Bytes (float32): read rewards 4·T·N, values 4·T·N, dones T·N, last_value, γ, λ 12·N;
     write advantages 4·T·N, returns 4·T·N: 17·T·N + 12·N in all, the floor of the kernels.
@@ -343,19 +344,26 @@ def _validate(rewards, values, dones, last_value, gamma, lam):
     _check_tensor("last_value", last_value, (n,), dtype, dev)
     gamma = _check_coef("gamma", gamma, n, dtype, dev)
     lam = _check_coef("lam", lam, n, dtype, dev)
-    # one host sync for every data-dependent check
+    _check_values(rewards, values, last_value, gamma, lam)
+    return gamma, lam
+
+
+def _check_values(rewards, values, last_value, gamma, lam):
+    """The data checks, in one host sync: rewards, values and last_value finite (an inf, like a
+    NaN, turns every advantage before it into inf or NaN); gamma and lam in [0, 1] (which
+    refuses NaN and ±inf too)."""
     with torch.no_grad():
-        flags = [torch.isnan(rewards).any(), torch.isnan(values).any(), torch.isnan(last_value).any()]
+        flags = [~torch.isfinite(t).all() for t in (rewards, values, last_value)]
         flags += [~((c >= 0) & (c <= 1)).all() for c in (gamma, lam)]   # NaN fails both comparisons
         bad = torch.stack(flags).tolist()
-    for name, b in zip(("rewards", "values", "last_value"), bad[:3]):
+    for name, b, t in zip(("rewards", "values", "last_value"), bad[:3], (rewards, values, last_value)):
         if b:
-            raise ValueError(f"{name} contains NaN")
+            found = "NaN" if bool(torch.isnan(t).any()) else "inf"
+            raise ValueError(f"{name} contains {found}: {name} must be finite")
     for name, b, c in zip(("gamma", "lam"), bad[3:], (gamma, lam)):
         if b:
             lo, hi = c.detach().min().item(), c.detach().max().item()
             raise ValueError(f"{name} must be in [0, 1], got values in [{lo}, {hi}]")
-    return gamma, lam
 
 
 def gae(rewards, values, dones, last_value, gamma, lam, *, backend=None):
@@ -364,7 +372,8 @@ def gae(rewards, values, dones, last_value, gamma, lam, *, backend=None):
     ``rewards, values [T, N]`` float32 (``values[t] = V(s_t)``); ``dones [T, N]`` bool (the
     transition at t ends the bootstrapping segment: ``V(s_{t+1})`` is not used and the
     recursion restarts); ``last_value [N] = V(s_T)``; ``gamma, lam``: python floats in [0, 1]
-    or per-env tensors ``[N]`` (or 0-dim) in [0, 1], which may require grad. float64 works on
+    or per-env tensors ``[N]`` (or 0-dim) in [0, 1], which may require grad. Rewards and values
+    must be finite (NaN or ±inf raise ``ValueError``). float64 works on
     the ``"torch"`` and ``"numba"`` backends. ``backend``: None picks ``"triton"`` on CUDA
     (``"torch"`` for float64) and ``"numba"`` on the CPU; ``"torch"``, ``"numba"`` (or
     ``"cpu"``), ``"triton"`` force one.
