@@ -275,7 +275,10 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-def _cmd_plot(args) -> int:
+def plot_run(run_dir):
+    """The learning curve of a run directory as a matplotlib Figure: the logged returns (or rewards,
+    success rates) against env steps, the baselines of its final evaluation as dashed lines, and the
+    legend below the axes (nothing overlaps the labels)."""
     import csv
 
     import matplotlib
@@ -283,7 +286,7 @@ def _cmd_plot(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    run_dir = Path(args.run_dir)
+    run_dir = Path(run_dir)
     log = run_dir / "progress.csv"
     if not log.is_file():
         raise UsageError(f"{run_dir}: no progress.csv (not a metarl run directory?)")
@@ -316,8 +319,16 @@ def _cmd_plot(args) -> int:
     ax.set_ylabel("return" if any("return" in c for c in curves) else "reward")
     ax.set_title(run_dir.name, fontsize=10)
     fig.legend(handles, labels, loc="outside lower center", ncols=min(4, max(1, len(labels))), fontsize=8)
-    out = Path(args.out or run_dir / "learning_curve.png")
+    return fig
+
+
+def _cmd_plot(args) -> int:
+    fig = plot_run(args.run_dir)
+    out = Path(args.out or Path(args.run_dir) / "learning_curve.png")
     fig.savefig(out, dpi=120)
+
+    import matplotlib.pyplot as plt
+
     plt.close(fig)
     print(out)
     return 0

@@ -118,3 +118,88 @@ def test_return_normalizer_matches_the_pooled_mean_and_std():
     fresh = ReturnNormalizer()
     fresh.load_state_dict(norm.state_dict())
     assert float(fresh.mean) == float(norm.mean) and float(fresh.std) == float(norm.std)
+
+
+# ----------------------------------------------------------------------------- the CLI as a new user meets it
+TINY = ["--num-envs", "8", "--hidden-size", "8", "--total-env-steps", "320", "--eval-tasks", "10", "--quiet"]
+
+
+def test_cli_refuses_to_overwrite_a_run_unless_told(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "rl2", *TINY, "--run-dir", str(run)]) == 0
+    log = (run / "progress.csv").read_text()
+    ck = (run / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "rl2", *TINY, "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err and "--overwrite" in err and len(err.splitlines()) == 1
+    assert (run / "progress.csv").read_text() == log and (run / "checkpoint.pt").read_bytes() == ck
+    assert main(["train", "rl2", *TINY, "--seed", "3", "--run-dir", str(run), "--overwrite"]) == 0
+    assert json.loads((run / "config.json").read_text())["seed"] == 3
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["train", "rl2", "--lr", "nan"], "lr must be a positive finite number, got nan"),
+    (["train", "rl2", "--clip", "inf"], "clip must be a positive finite number"),
+    (["train", "rl2", "--seed", "-1"], "seed must be a non-negative int"),
+    (["train", "rl2", "--device", "cuda:0"], "cuda"),
+    (["eval", "{file}"], "no checkpoint.pt"),
+    (["plot", "{file}"], "no progress.csv"),
+    (["train", "rl2", "--run-dir", "{file}"], "is a file, not a directory"),
+    (["train", "rl2", "--resume", "{tmp}/nothing"], "no checkpoint.pt"),
+])
+def test_cli_errors_are_one_line(tmp_path, capsys, argv, match):
+    if any("cuda" in a for a in argv) and torch.cuda.is_available():
+        pytest.skip("CUDA is available here: the run would start")
+    f = tmp_path / "file"
+    f.write_text("not a run")
+    argv = [a.format(file=f, tmp=tmp_path) for a in argv]
+    assert main([*argv, "--quiet"] if argv[0] == "train" else argv) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.startswith("metarl ") and len(err.strip().splitlines()) == 1, err
+
+
+def test_cli_resume_of_another_learners_run_is_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "rl2", *TINY, "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["train", "maml", "--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is a 'rl2' run, not 'maml'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_counts_take_scientific_notation(capsys):
+    from metarl.cli import parse_int
+
+    assert parse_int("1e5") == 100_000 and parse_int("2_000") == 2000 and parse_int("3") == 3
+    with pytest.raises(SystemExit):
+        main(["train", "rl2", "--total-env-steps", "1.5e0"])
+    assert "expected an integer" in capsys.readouterr().err
+
+
+def test_cli_help_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, contextlib, io\nfrom metarl.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_plot_keeps_the_legend_off_the_labels(tmp_path):
+    from metarl.cli import plot_run
+
+    run = tmp_path / "run"
+    assert main(["train", "rl2", *TINY, "--run-dir", str(run)]) == 0
+    fig = plot_run(run)
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    axes_box = ax.get_tightbbox(r)            # the axes with tick labels, axis labels and title
+    legend_box = fig.legends[0].get_window_extent(r)
+    assert not axes_box.overlaps(legend_box)
+    fig_box = fig.bbox
+    assert fig_box.contains(legend_box.x0, legend_box.y0) and fig_box.contains(legend_box.x1, legend_box.y1)
