@@ -76,7 +76,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         self.device = _canonical_device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={device!r} but CUDA is not available here")
-        self.backend = _backend.resolve_env_backend(backend, self.device, self.kernels)
+        self.backend = self._resolve_backend(backend)
         if max_episode_steps is not None:
             if max_episode_steps < 0:
                 raise ValueError(f"max_episode_steps must be >= 0 (0: no limit), got {max_episode_steps}")
@@ -95,9 +95,8 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         self._act_shape = self.single_action_space.shape
         self.obs_dim = int(np.prod(self._obs_shape))
 
-        n, k = num_envs, self.kernels
-        dev = self.device
-        self._state = torch.zeros((k.STATE_DIM, n), dtype=torch.float32, device=dev)
+        n, dev = num_envs, self.device
+        self._state = self._new_state()
         self._elapsed = torch.zeros(n, dtype=torch.int32, device=dev)
         self._needs_reset = torch.zeros(n, dtype=torch.bool, device=dev)
         self._counter = torch.zeros(n, dtype=torch.int64, device=dev)
@@ -107,11 +106,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         self._empty_final = torch.zeros((0, self.obs_dim), dtype=torch.float32, device=dev)
         self._was_reset = False
         self._reseed(seed)
-
-        self._step_fn = _launch.STEP[self.backend]
-        self._reset_fn = _launch.RESET[self.backend]
-        self._numpy = self.backend in ("numba", "cpp")
-        self._bind_buffers()
+        self._init_kernels()
 
     # ------------------------------------------------------------------ family hooks
     def _make_spaces(self) -> tuple[gym.Space, gym.Space]:
@@ -130,6 +125,22 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ buffers
+    # Four hooks a family that does not step through metarl's own kernels (the MuJoCo
+    # families) overrides: the backend choice, the state buffer, the kernel set-up, and
+    # the two kernel calls of step() and reset().
+    def _resolve_backend(self, backend: str | None) -> str:
+        return _backend.resolve_env_backend(backend, self.device, self.kernels)
+
+    def _new_state(self) -> torch.Tensor:
+        """The state buffer ``[STATE_DIM, N]`` the kernels update in place."""
+        return torch.zeros((self.kernels.STATE_DIM, self.num_envs), dtype=torch.float32, device=self.device)
+
+    def _init_kernels(self) -> None:
+        self._step_fn = _launch.STEP[self.backend]
+        self._reset_fn = _launch.RESET[self.backend]
+        self._numpy = self.backend in ("numba", "cpp")
+        self._bind_buffers()
+
     def _kernel_params(self) -> tuple[torch.Tensor, ...]:
         """The per-env parameters the kernels read: the task fields, plus any family
         option the kernels need per env (e.g. TabularMDP's horizon). Called once."""
@@ -301,13 +312,18 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         else:
             mask = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
             mask[ids.to(self.device)] = True
+        obs = self._reset_kernel(mask)
+        self._was_reset = True
+        return obs, {}
+
+    def _reset_kernel(self, mask: torch.Tensor) -> torch.Tensor:
+        """Reset the envs where ``mask`` (bool ``[N]``); return the observation ``[N, obs_dim]`` of all."""
         obs = self._new_obs()
         if self._numpy:
             self._reset_fn(self.kernels, *self._args, self._key_arg, mask.numpy(), obs.numpy())
         else:
             self._reset_fn(self.kernels, *self._args, self._key_arg, mask, obs)
-        self._was_reset = True
-        return obs, {}
+        return obs
 
     def _new_obs(self) -> torch.Tensor:
         if self.device.type == "cpu":
@@ -330,6 +346,21 @@ class TaskVectorEnv(gym.vector.VectorEnv):
             bad = self._needs_reset.nonzero().flatten()[:8].tolist()
             raise RuntimeError(f"autoreset_mode='disabled' and envs {bad} ended: reset them with "
                                "env.reset(options={'reset_mask': mask}) before stepping")
+        obs, reward, terminated, truncated, final_obs = self._step_kernel(a, same_step)
+        if self._obs_shape != (self.obs_dim,):
+            obs = obs.view(n, *self._obs_shape)
+            final_obs = final_obs.view(-1, *self._obs_shape)
+        if not same_step:
+            return obs, reward, terminated, truncated, {}
+        done = terminated | truncated
+        info = {"final_obs": final_obs, "_final_obs": done,
+                "final_info": {}, "_final_info": done}
+        return obs, reward, terminated, truncated, info
+
+    def _step_kernel(self, a: torch.Tensor, same_step: bool):
+        """One kernel step of every env with autoreset: ``(obs [N, obs_dim], reward, terminated,
+        truncated, final_obs)``, ``final_obs`` ``[N, obs_dim]`` in same-step mode, else ``[0, obs_dim]``."""
+        n = self.num_envs
         if self._numpy:
             obs_np = np.empty((n, self.obs_dim), dtype=np.float32)
             rew_np = np.empty(n, dtype=np.float32)
@@ -351,15 +382,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
                 else self._empty_final
             self._step_fn(self.kernels, *self._args, a, self._key_arg,
                           obs, reward, terminated, truncated, final_obs, self.max_episode_steps, self._mode)
-        if self._obs_shape != (self.obs_dim,):
-            obs = obs.view(n, *self._obs_shape)
-            final_obs = final_obs.view(-1, *self._obs_shape)
-        if not same_step:
-            return obs, reward, terminated, truncated, {}
-        done = terminated | truncated
-        info = {"final_obs": final_obs, "_final_obs": done,
-                "final_info": {}, "_final_info": done}
-        return obs, reward, terminated, truncated, info
+        return obs, reward, terminated, truncated, final_obs
 
     # ------------------------------------------------------------------ validation
     def _check_actions(self, actions) -> torch.Tensor:
