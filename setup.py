@@ -30,7 +30,7 @@ def get_extensions():
 
 setup(
     packages=["metarl", "metarl.envs", "metarl.nn", "metarl.memory", "metarl.algos", "metarl.baselines",
-              "metarl.kernels", "metarl.kernels.envs"],
+              "metarl.envs.mujoco", "metarl.kernels", "metarl.kernels.envs"],
     package_dir={"metarl": "metarl", "metarl.kernels": "kernels"},
     ext_modules=get_extensions(),
     cmdclass={"build_ext": build_ext},

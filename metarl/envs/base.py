@@ -271,17 +271,23 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         if not bool(torch.isfinite(state).all()):
             raise ValueError("state contains NaN or inf")
         self.check_state(state)
-        s = state.to(device=self.device, dtype=torch.float32).t()
+        self._write_state(state, ids)
         if ids is None:
-            self._state.copy_(s)
             self._elapsed.zero_()
             self._needs_reset.zero_()
         else:
             d = ids.to(self.device)
-            self._state[:, d] = s
             self._elapsed[d] = 0
             self._needs_reset[d] = False
         self._was_reset = True
+
+    def _write_state(self, state: torch.Tensor, ids: torch.Tensor | None) -> None:
+        """Store the validated ``state`` ``[n, STATE_DIM]`` for all envs (``ids`` None) or ``ids``."""
+        s = state.to(device=self.device, dtype=torch.float32).t()
+        if ids is None:
+            self._state.copy_(s)
+        else:
+            self._state[:, ids.to(self.device)] = s
 
     def check_state(self, state: torch.Tensor) -> None:
         """Family hook: raise ``ValueError`` for states outside the family's domain."""

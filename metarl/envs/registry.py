@@ -16,6 +16,13 @@ ENV_CLASSES = {
     "MountainCar-v0": "metarl.envs.mountain_car:MountainCarVecEnv",
     "MountainCarContinuous-v0": "metarl.envs.mountain_car_continuous:MountainCarContinuousVecEnv",
     "Acrobot-v1": "metarl.envs.acrobot:AcrobotVecEnv",
+    # MuJoCo families (optional extra: pip install -e ".[mujoco]")
+    "HalfCheetahVel-v0": "metarl.envs.mujoco.half_cheetah_vel:HalfCheetahVelVecEnv",
+    "HalfCheetahDir-v0": "metarl.envs.mujoco.half_cheetah_dir:HalfCheetahDirVecEnv",
+    "AntDir-v0": "metarl.envs.mujoco.ant_dir:AntDirVecEnv",
+    "AntGoal-v0": "metarl.envs.mujoco.ant_goal:AntGoalVecEnv",
+    "HopperRandParams-v0": "metarl.envs.mujoco.hopper_rand_params:HopperRandParamsVecEnv",
+    "Walker2dRandParams-v0": "metarl.envs.mujoco.walker2d_rand_params:Walker2dRandParamsVecEnv",
 }
 
 
