@@ -24,7 +24,8 @@ def _actions(env, g):
 
 
 @pytest.mark.parametrize("mode", ["next_step", "same_step"])
-@pytest.mark.parametrize("env_id", sorted(ENV_CLASSES))
+@pytest.mark.parametrize("env_id", sorted(e for e, path in ENV_CLASSES.items()  # MuJoCo families: no Triton kernel
+                                    if not path.startswith("metarl.envs.mujoco.")))
 def test_triton_on_gpu_matches_reference(env_id, mode):
     gpu = metarl.make_vec(env_id, N, device="cuda", seed=0, autoreset_mode=mode)
     ref = metarl.make_vec(env_id, N, device="cpu", seed=0, autoreset_mode=mode, backend="torch")
