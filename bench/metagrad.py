@@ -34,7 +34,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -58,7 +57,7 @@ def _run(job: tuple) -> dict:
     env, setting, seed, kwargs = job
     cfg = MetaGradConfig(seed=seed, **kwargs)
     s = train(cfg, None, progress=False)
-    hist = s["history"]
+    hist = [[row["env_steps"], row["gamma"], row["lambda"]] for row in s["history"]]
     stride = max(1, len(hist) // 200)
     return {"env": env, "setting": setting, "seed": seed, "eval": s["eval"]["metagrad"][0],
             "eval_se": s["eval"]["metagrad"][1], "random": s["eval"]["random"][0], "tail": s["final_return"],
@@ -66,18 +65,17 @@ def _run(job: tuple) -> dict:
             "seconds": s["train_seconds"], "env_steps": s["env_steps"]}
 
 
-def mean_se(xs: list[float]) -> tuple[float, float]:
-    m = statistics.fmean(xs)
-    return m, (statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else 0.0)
-
-
 def table(env: str, runs: list[dict], key: str) -> tuple[str, dict]:
     """The Markdown table of one env by ``key`` ("eval" or "tail") and the check's numbers."""
+    import torch  # here, not at the top: the worker processes fork before the parent loads torch
+
+    from metarl.algos.pg import mean_se
+
     by = {}
     for r in runs:
         by.setdefault(r["setting"], []).append(r[key])
-    grid = {s: mean_se(v) for s, v in by.items() if s != "meta"}
-    meta = mean_se(by["meta"])
+    grid = {s: mean_se(torch.tensor(v)) for s, v in by.items() if s != "meta"}
+    meta = mean_se(torch.tensor(by["meta"]))
     ranked = sorted(grid.items(), key=lambda kv: kv[1][0])
     median = statistics.median(m for m, _ in grid.values())
     best_name, (best, _) = ranked[-1]

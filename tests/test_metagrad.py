@@ -3,8 +3,8 @@ in float64, through the sigmoid parametrisation and the γ-dependent truncation 
 ``tests/test_returns.py`` does not cover); the meta-gradient by the returns kernel equals autograd
 through the reference; the explicit trace (μ = 0) equals autograd through the functional update;
 the meta-update moves γ toward the reference γ̄ on a chain where that is the answer; the
-delayed-reward wrapper; a short CartPole run beats random clearly; files, exact resume; bad
-configs raise naming the field."""
+delayed-reward wrapper; a short CartPole run beats random clearly; files, exact resume through the
+run harness; bad configs raise naming the field (tests/test_config.py walks every field)."""
 import csv
 import json
 
@@ -13,8 +13,10 @@ import torch
 
 import metarl
 from metarl import checkpoint
+from metarl.algos import harness
 from metarl.algos import metagrad as M
 from metarl.algos.metagrad import MetaGradConfig
+from metarl.envs.delayed_reward import DelayedRewardVecEnv
 from metarl.kernels.returns import lambda_returns
 
 
@@ -174,7 +176,7 @@ def test_delayed_reward_pays_every_k_steps_and_at_episode_end():
     k, n = 4, 16
     base = metarl.make_vec("CartPole-v1", n, seed=1, autoreset_mode="same_step")
     ref = metarl.make_vec("CartPole-v1", n, seed=1, autoreset_mode="same_step")
-    env = M.DelayedRewardVecEnv(base, k)
+    env = DelayedRewardVecEnv(base, k)
     env.reset(seed=1)
     ref.reset(seed=1)
     g = torch.Generator().manual_seed(0)
@@ -197,9 +199,10 @@ def test_delayed_reward_pays_every_k_steps_and_at_episode_end():
         paid[done], true[done] = 0.0, 0.0
     assert ended > n                                  # random CartPole episodes are short
     with pytest.raises(ValueError, match="same_step"):
-        M.DelayedRewardVecEnv(metarl.make_vec("CartPole-v1", 2, seed=0), 3)
-    with pytest.raises(ValueError, match="delay"):
-        M.DelayedRewardVecEnv(metarl.make_vec("CartPole-v1", 2, seed=0, autoreset_mode="same_step"), 0)
+        DelayedRewardVecEnv(metarl.make_vec("CartPole-v1", 2, seed=0), 3)
+    for delay in (0, True, 2.0):
+        with pytest.raises(ValueError, match="delay"):
+            DelayedRewardVecEnv(metarl.make_vec("CartPole-v1", 2, seed=0, autoreset_mode="same_step"), delay)
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -237,6 +240,11 @@ def test_files_and_exact_resume(tmp_path):
     assert rows["full"][-1]["env_steps"] == str(cfg.total_env_steps)
     assert json.loads((tmp_path / "full" / "config.json").read_text()) == cfg.__dict__
     assert checkpoint.read_kind(tmp_path / "full" / "checkpoint.pt") == "metagrad"
+    ck = harness.load_checkpoint(tmp_path / "part", "metagrad")
+    assert ck["iteration"] == 6 and ck["learner"]["iteration"] == 6
+    assert ck["learner"]["trace"] is not None and set(ck["learner"]["env"]) == {"env", "acc", "t"}
+    for a, b in zip(full["model"].state_dict().values(), ck["learner"]["model"].values()):
+        assert torch.equal(a, b)
     model, cfg2 = M.load_model(tmp_path / "full")
     assert cfg2 == cfg
     assert torch.allclose(model.eta, torch.tensor([full["gamma"], full["lambda"]]))
@@ -251,7 +259,8 @@ def test_fixed_eta_is_plain_a2c():
     cfg = MetaGradConfig(num_envs=4, rollout_steps=5, total_env_steps=60, hidden_size=8, gamma=0.9, lam=0.0,
                          meta_gamma=False, meta_lambda=False, eval_tasks=3)
     s = M.train(cfg, None, progress=False)
-    assert all(h[1:] == [pytest.approx(0.9), 0.0] for h in s["history"])
+    assert s["history"] and all((h["gamma"], h["lambda"]) == (pytest.approx(0.9), 0.0) for h in s["history"])
+    assert all(h["meta_grad_gamma"] == h["meta_grad_lambda"] == 0.0 for h in s["history"])
 
 
 # ----------------------------------------------------------------------------- validation
@@ -262,14 +271,15 @@ def test_fixed_eta_is_plain_a2c():
     ({"rollout_steps": 2.5}, "rollout_steps must be a positive int"),
     ({"reward_delay": -1}, "reward_delay must be a non-negative int"),
     ({"total_env_steps": 10}, "at least one rollout"),
-    ({"gamma": 1.2}, "gamma must lie in \\[0, 1\\]"),
+    ({"gamma": 1.2}, "gamma must be a finite number in \\[0, 1\\]"),
     ({"lam": 0.0}, "lam = 0.0 cannot be meta-learned"),
     ({"gamma": 1.0}, "gamma = 1.0 cannot be meta-learned.*meta_gamma=False"),
-    ({"ref_lambda": -0.1}, "ref_lambda must lie in"),
-    ({"trace_decay": 1.0}, "trace_decay"),
-    ({"lr": 0.0}, "lr and max_grad_norm must be positive"),
-    ({"meta_lr": -1.0}, "meta_lr must be >= 0"),
-    ({"meta_vf_coef": -0.5}, "meta_vf_coef must be >= 0"),
+    ({"ref_lambda": -0.1}, "ref_lambda must be a finite number in"),
+    ({"trace_decay": 1.0}, "trace_decay must be a finite number in \\[0, 1\\)"),
+    ({"lr": 0.0}, "lr must be a positive finite number"),
+    ({"max_grad_norm": float("inf")}, "max_grad_norm must be a positive finite number"),
+    ({"meta_lr": -1.0}, "meta_lr must be a finite number >= 0"),
+    ({"meta_vf_coef": -0.5}, "meta_vf_coef must be a finite number >= 0"),
     ({"returns_backend": "cuda"}, "returns_backend must be one of"),
 ])
 def test_bad_configs_raise(kwargs, match):
@@ -281,8 +291,10 @@ def test_fixed_extremes_are_valid():
     MetaGradConfig(gamma=1.0, lam=0.0, meta_gamma=False, meta_lambda=False)
 
 
-def test_docstring_examples():
+@pytest.mark.parametrize("name", ["metarl.algos.metagrad_update", "metarl.envs.delayed_reward"])
+def test_docstring_examples(name):
     import doctest
+    import importlib
 
-    result = doctest.testmod(M, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
