@@ -82,7 +82,8 @@ class MujocoTaskVecEnv(TaskVectorEnv):
         if not isinstance(num_threads, int) or isinstance(num_threads, bool) or num_threads < 1:
             raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
         self.num_threads = num_threads
-        self.model = mujoco.MjModel.from_xml_path(gymnasium_asset(self.xml_file))
+        self.model_path = gymnasium_asset(self.xml_file)
+        self.model = mujoco.MjModel.from_xml_path(self.model_path)
         self.layout = make_layout(self.model, self.tracked_body, self.contact_forces)
         self.kernels = self.layout  # STATE_DIM etc. for the generic env API
         self.dt = float(self.model.opt.timestep * self.frame_skip)
