@@ -49,39 +49,54 @@ def save(path, obj, *, kind: str = "checkpoint") -> None:
 
 
 def load(path, *, kind: str = "checkpoint"):
-    """Read a file written by :func:`save`; ``ValueError`` if it is truncated, corrupt or of
-    another kind or format version."""
+    """Read a file written by :func:`save`; ``ValueError`` naming the file if it is truncated,
+    corrupt (header or payload), or of another kind or format version."""
     path = Path(path)
     data = path.read_bytes()
-    if not data.startswith(MAGIC):
-        raise ValueError(f"{path}: not a metarl checkpoint (bad magic)")
-    end = data.find(b"\n", len(MAGIC))
-    try:
-        header = json.loads(data[len(MAGIC):end])
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: corrupt checkpoint header") from e
-    if header.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {header.get('format_version')}, this metarl reads "
-                         f"{FORMAT_VERSION}")
-    if header.get("kind") != kind:
-        raise ValueError(f"{path}: a {header.get('kind')!r} file, expected {kind!r}")
+    header, end = _header(path, data)
+    if header["format_version"] != FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format {header['format_version']}, this metarl reads {FORMAT_VERSION}")
+    if header["kind"] != kind:
+        raise ValueError(f"{path}: a {header['kind']!r} file, expected {kind!r}")
     payload = data[end + 1:]
-    if len(payload) != header.get("length"):
-        raise ValueError(f"{path}: truncated checkpoint ({len(payload)} of {header.get('length')} bytes)")
-    if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+    if len(payload) != header["length"]:
+        raise ValueError(f"{path}: truncated checkpoint ({len(payload)} of {header['length']} bytes)")
+    if hashlib.sha256(payload).hexdigest() != header["sha256"]:
         raise ValueError(f"{path}: checkpoint checksum mismatch (corrupt file)")
-    return torch.load(io.BytesIO(payload), weights_only=True)
+    try:
+        return torch.load(io.BytesIO(payload), weights_only=True)
+    except Exception as e:   # a payload that matches its checksum but does not unpickle (or is not weights-only)
+        raise ValueError(f"{path}: unreadable checkpoint payload ({type(e).__name__}: {e})") from None
 
 
 def read_kind(path) -> str:
     """The ``kind`` a checkpoint was saved with (which learner wrote it), from its header alone."""
     path = Path(path)
     with open(path, "rb") as f:
-        head = f.read(len(MAGIC) + 4096)
-    if not head.startswith(MAGIC):
+        head = f.read(len(MAGIC) + _MAX_HEADER)
+    return _header(path, head)[0]["kind"]
+
+
+_MAX_HEADER = 4096     # bytes: save writes ~150
+_FIELDS = {"format_version": int, "kind": str, "length": int, "sha256": str}
+
+
+def _header(path: Path, data: bytes) -> tuple[dict, int]:
+    """The checked header at the start of ``data`` and the position of its closing newline;
+    ``ValueError`` naming ``path`` unless it is a JSON object with every field of the right type."""
+    if not data.startswith(MAGIC):
         raise ValueError(f"{path}: not a metarl checkpoint (bad magic)")
-    end = head.find(b"\n", len(MAGIC))
+    end = data.find(b"\n", len(MAGIC), len(MAGIC) + _MAX_HEADER)
+    if end < 0:
+        raise ValueError(f"{path}: corrupt checkpoint header (no end of line in its first {_MAX_HEADER} bytes)")
     try:
-        return str(json.loads(head[len(MAGIC):end])["kind"])
-    except (ValueError, KeyError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: corrupt checkpoint header") from e
+        header = json.loads(data[len(MAGIC):end])
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ValueError(f"{path}: corrupt checkpoint header ({type(e).__name__}: {e})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: corrupt checkpoint header (a JSON {type(header).__name__}, expected an object)")
+    for name, typ in _FIELDS.items():
+        value = header.get(name)
+        if not isinstance(value, typ) or isinstance(value, bool) or (typ is int and value < 0):
+            raise ValueError(f"{path}: corrupt checkpoint header ({name!r} is {value!r})")
+    return header, end

@@ -21,6 +21,7 @@ from metarl.memory._validate import (
     check_device,
     check_k,
     check_pos_int,
+    meta_int,
     out_kind,
 )
 
@@ -212,22 +213,29 @@ class BatchedIndex:
     def _load_new(cls, path, *, device="cpu", backend=None) -> BatchedIndex:
         meta, t = _io.load(path, "BatchedIndex")
         try:
-            index = cls(int(meta["num_memories"]), int(meta["dim"]), int(meta["capacity"]), device=device,
-                        backend=backend)
-            B, C, d = index.num_memories, index.capacity, index.d
+            B, d, C = (meta_int(meta, name, lo=1) for name in ("num_memories", "dim", "capacity"))
+            clock = meta_int(meta, "clock")
             shapes = {"keys": (B, C, d), "norms": (B, C), "ids": (B, C), "valid": (B, C), "last_use": (B, C),
                       "fills": (B, C)}
-            for name, shape in shapes.items():
-                want = getattr(index, "_" + name).dtype
+            if set(t) != set(shapes):
+                raise ValueError(f"it holds tensors {sorted(t)}, expected {sorted(shapes)}")
+            for name, shape in shapes.items():       # checked before anything of that size is allocated
+                want = torch.float32 if name in ("keys", "norms") else torch.bool if name == "valid" else torch.int64
                 if tuple(t[name].shape) != shape or t[name].dtype != want:
                     raise ValueError(f"{name} is {t[name].dtype} {tuple(t[name].shape)}, expected {want} {shape}")
             valid, ids = t["valid"], t["ids"]
             slot = torch.arange(C).expand(B, C)
             if bool((valid & ((ids < 0) | (ids % C != slot))).any()):
                 raise ValueError("stored ids do not match their slots")
+            # a slot's next id is fills * C + slot: a fill count not above a stored id's generation
+            # would make the next add reuse that id
+            if bool((t["fills"] < 0).any()) or bool((valid & (ids // C >= t["fills"])).any()):
+                raise ValueError("fill counts do not exceed the stored ids' generations")
             if not (bool(torch.isfinite(t["keys"][valid]).all()) and bool(torch.isfinite(t["norms"][valid]).all())):
                 raise ValueError("stored keys are not finite")
-            clock = int(meta["clock"])
+            if bool(valid.any()) and clock <= int(t["last_use"][valid].max()):
+                raise ValueError(f"clock {clock} is not above the latest stored use {int(t['last_use'][valid].max())}")
+            index = cls(B, d, C, device=device, backend=backend)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path!r} is not a valid metarl BatchedIndex file: {e}") from None
         for name in cls._TENSORS:

@@ -15,6 +15,7 @@ that episodic meta-RL stores and reinstates): the same weights then average whol
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -23,9 +24,13 @@ from torch import nn
 from metarl.kernels.knn import batched_knn
 from metarl.memory import _io
 from metarl.memory._lru import pick_slots, stamp
-from metarl.memory._validate import check_backend, check_device, check_pos_int
+from metarl.memory._validate import check_backend, check_device, check_pos_int, finite_rows, meta_int
 
 _MATCH_CANDIDATES = 8   # nearest keys checked for a bitwise-equal one on write
+
+
+def _shapes(t: dict) -> dict:
+    return {name: tuple(v.shape) for name, v in t.items()}
 
 
 def _route(actions: torch.Tensor, num: int) -> tuple[torch.Tensor, int]:
@@ -91,8 +96,8 @@ class DND(nn.Module):
         self.key_dim = check_pos_int("key_dim", key_dim)
         self.capacity = check_pos_int("capacity", capacity)
         self.k = check_pos_int("k", k)
-        if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not delta > 0:
-            raise ValueError(f"delta must be a positive float, got {delta!r}")
+        if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not 0 < delta < math.inf:
+            raise ValueError(f"delta must be a positive finite float, got {delta!r}")
         self.delta = float(delta)
         self.value_dim = None if value_dim is None else check_pos_int("value_dim", value_dim)
         self._value_shape = () if value_dim is None else (self.value_dim,)
@@ -162,8 +167,10 @@ class DND(nn.Module):
             raise ValueError(f"{name} must be on {self.keys.device}, got {h.device}")
         if h.dim() != 2 or h.shape[1] != self.key_dim:
             raise ValueError(f"{name} must have shape [N, {self.key_dim}], got {tuple(h.shape)}")
-        if h.numel() and not bool(torch.isfinite(h.detach()).all()):
-            raise ValueError(f"{name} contains NaN or inf")
+        if h.numel() and not finite_rows(h):     # the search runs in float32: norms must fit there
+            if not bool(torch.isfinite(h.detach()).all()):
+                raise ValueError(f"{name} contains NaN or inf")
+            raise ValueError(f"{name} has a row whose float32 squared norm overflows (||h||^2 >= 3.4e38)")
         return h
 
     def _check_actions(self, actions, n: int) -> torch.Tensor:
@@ -329,10 +336,17 @@ class DND(nn.Module):
         meta, t = _io.load(path, "DND")
         try:
             dtype = {"float32": torch.float32, "float64": torch.float64}[meta["dtype"]]
-            value_dim = meta.get("value_dim")     # files written before vector values have none
-            dnd = cls(int(meta["num_actions"]), int(meta["key_dim"]), int(meta["capacity"]), k=int(meta["k"]),
-                      delta=float(meta["delta"]), value_dim=None if value_dim is None else int(value_dim),
-                      device=device, dtype=dtype, backend=backend)
+            A, key_dim, C, k = (meta_int(meta, name, lo=1) for name in ("num_actions", "key_dim", "capacity", "k"))
+            # files written before vector values have no value_dim
+            value_dim = meta_int(meta, "value_dim", lo=1, allow_none=True) if "value_dim" in meta else None
+            vshape = () if value_dim is None else (value_dim,)
+            shapes = {"keys": (A, C, key_dim), "values": (A, C, *vshape), "valid": (A, C), "last_use": (A, C),
+                      "clock": ()}
+            # checked before the DND of that size is allocated
+            if set(t) != set(shapes) or any(tuple(t[name].shape) != shape for name, shape in shapes.items()):
+                raise ValueError(f"its tensors {_shapes(t)} do not fit its settings {meta}")
+            dnd = cls(A, key_dim, C, k=k, delta=meta["delta"], value_dim=value_dim, device=device, dtype=dtype,
+                      backend=backend)
             dnd._check_state(t)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path!r} is not a valid metarl DND file: {e}") from None
@@ -349,6 +363,10 @@ class DND(nn.Module):
                                  f"{v.dtype} {tuple(v.shape)}")
         if not (bool(torch.isfinite(t["keys"]).all()) and bool(torch.isfinite(t["values"]).all())):
             raise ValueError("stored keys or values are not finite")
+        valid = t["valid"]
+        if bool(valid.any()) and int(t["clock"]) <= int(t["last_use"][valid].max()):
+            raise ValueError(f"clock {int(t['clock'])} is not above the latest stored use "
+                             f"{int(t['last_use'][valid].max())} (the LRU order would tie)")
 
     def _load_into(self, path) -> None:
         meta, t = _io.load(path, "DND")

@@ -25,11 +25,13 @@ from metarl.memory._validate import (
     check_device,
     check_k,
     check_pos_int,
+    meta_int,
     out_kind,
 )
 
 _INITIAL_SLOTS = 1024
 _NEVER = np.iinfo(np.int64).max   # last_use of a freed slot
+_ID_END = 2**63                   # ids are int64: the automatic counter stops below this
 
 
 class FlatIndex:
@@ -144,10 +146,16 @@ class FlatIndex:
 
     # ------------------------------------------------------------------ add
     def add(self, x):
-        """Add ``x [n, d]``; returns their ids ``[n]`` int64 (consecutive from the id counter)."""
+        """Add ``x [n, d]``; returns their ids ``[n]`` int64 (consecutive from the id counter).
+
+        ``ValueError`` (nothing added) if the counter would pass the largest int64 id, which only an
+        ``add_with_ids`` of ids near ``2**63 - 1`` can make happen."""
         x, numpy_in = as_vectors("x", x, (None, self.d), self.dtype, self.device)
         n = x.shape[0]
         self._check_fits(n)
+        if self._next_id + n > _ID_END:
+            raise ValueError(f"x: {n} automatic ids from {self._next_id} would pass the largest int64 id "
+                             f"{_ID_END - 1} (an id that large was given to add_with_ids); use add_with_ids")
         ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
         self._insert(x, ids)
         self._next_id += n
@@ -350,23 +358,31 @@ class FlatIndex:
     def _load_new(cls, path, *, device="cpu", backend=None) -> FlatIndex:
         meta, t = _io.load(path, "FlatIndex")
         try:
-            index = cls(int(meta["dim"]), capacity=meta["capacity"], device=device, backend=backend)
-            n = t["keys"].shape[0]
-            valid, ids, last = t["valid"], t["ids"], t["last_use"]
+            dim, capacity = meta_int(meta, "dim", lo=1), meta_int(meta, "capacity", lo=1, allow_none=True)
+            next_id, clock = meta_int(meta, "next_id"), meta_int(meta, "clock")
             dtypes = {"keys": torch.float32, "norms": torch.float32, "ids": torch.int64, "valid": torch.bool,
                       "last_use": torch.int64}
-            if any(t[name].dtype != want for name, want in dtypes.items()):
-                raise ValueError("unexpected tensor dtypes")
-            if (t["keys"].shape != (n, index.d) or (index.capacity is not None and n > index.capacity)
+            if set(t) != set(dtypes) or any(t[name].dtype != want for name, want in dtypes.items()):
+                raise ValueError("unexpected tensors or dtypes")
+            n = t["keys"].shape[0]
+            if (t["keys"].shape != (n, dim) or (capacity is not None and n > capacity)
                     or any(t[name].shape != (n,) for name in ("norms", "ids", "valid", "last_use"))):
                 raise ValueError("inconsistent shapes")
+            valid, ids, last = t["valid"], t["ids"], t["last_use"]
             live = ids[valid]
             if bool((live < 0).any()) or live.unique().numel() != live.numel():
                 raise ValueError("stored ids are negative or repeated")
             if not (bool(torch.isfinite(t["keys"][valid]).all()) and bool(torch.isfinite(t["norms"][valid]).all())):
                 raise ValueError("stored keys are not finite")
-            if int(meta["next_id"]) < 0 or int(meta["clock"]) < 0:
-                raise ValueError("negative counters")
+            # the counters continue past what is stored: else the next add() would reuse an id, or the
+            # next use tie an old one in the LRU order
+            if live.numel() and next_id <= int(live.max()):
+                raise ValueError(f"next_id {next_id} is not above the largest stored id {int(live.max())}")
+            if next_id > _ID_END:
+                raise ValueError(f"next_id {next_id} is past the int64 ids")
+            if live.numel() and clock <= int(last[valid].max()):
+                raise ValueError(f"clock {clock} is not above the latest stored use {int(last[valid].max())}")
+            index = cls(dim, capacity=capacity, device=device, backend=backend)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path!r} is not a valid metarl FlatIndex file: {e}") from None
         index._alloc(max(n, index._t[0].shape[0]))
@@ -380,7 +396,7 @@ class FlatIndex:
         slots = torch.nonzero(valid).view(-1)
         index._id_to_slot = dict(zip(ids[slots].tolist(), slots.tolist()))
         index._free = torch.nonzero(~valid).view(-1).tolist()[::-1]   # LIFO: lowest freed slot reused first
-        index._next_id, index._clock = int(meta["next_id"]), int(meta["clock"])
+        index._next_id, index._clock = next_id, clock
         return index
 
     def _load_into(self, path) -> None:
