@@ -97,7 +97,7 @@ class DND(nn.Module):
         self.capacity = check_pos_int("capacity", capacity)
         self.k = check_pos_int("k", k)
         if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not 0 < delta < math.inf:
-            raise ValueError(f"delta must be a positive finite float, got {delta!r}")
+            raise ValueError(f"delta must be a positive finite number, got {delta!r}")
         self.delta = float(delta)
         self.value_dim = None if value_dim is None else check_pos_int("value_dim", value_dim)
         self._value_shape = () if value_dim is None else (self.value_dim,)
