@@ -121,7 +121,7 @@ class MujocoTaskVecEnv(TaskVectorEnv):
 
     def _step_kernel(self, a: torch.Tensor, same_step: bool):
         obs, reward, terminated, truncated, final_obs = step_with_autoreset_reference(
-            self._dynamics, self._reset_state, self._observe, False,
+            self._dynamics, self._autoreset_state, self._observe, False,
             self._state, self._elapsed, self._needs_reset, self._counter, self._params, a, self._key,
             self.max_episode_steps, self._mode)
         return obs, reward, terminated, truncated, self._empty_final if final_obs is None else final_obs
@@ -175,7 +175,19 @@ class MujocoTaskVecEnv(TaskVectorEnv):
             self._batch.step(ids)
         velocity = (self._position() - before) / self.dt
         reward, terminated = self._reward(rows, velocity, action, params)
+        # whether the autoreset will select a fresh state for any env in this step
+        if self._mode == NEXT_STEP:
+            self._resets_due = ids is not None
+        else:
+            limit = self.max_episode_steps
+            ended = terminated | (self._elapsed + 1 >= limit) if limit > 0 else terminated
+            self._resets_due = bool(ended.any())
         return state, reward, terminated
+
+    def _autoreset_state(self, state, params, key, counter):
+        """``_reset_state`` for the autoreset, skipped when no env is reset in this step: the rows come
+        back unchanged and the autoreset selects them for no env (the reset costs ~50 small torch ops)."""
+        return self._reset_state(state, params, key, counter) if self._resets_due else state
 
     def _position(self) -> torch.Tensor:
         """``[N, 2]`` xy of the tracked body (Ant-v5's ``xpos``), or ``[N, 1]`` ``qpos[0]``."""
