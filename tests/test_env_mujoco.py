@@ -395,3 +395,14 @@ def test_observations_in_space_over_long_random_runs():
             assert obs.dtype == torch.float32 and all(space.contains(o) for o in obs.numpy())
             obs, reward, *_ = env.step(torch.rand(8, env.single_action_space.shape[0], generator=g) * 2 - 1)
             assert reward.dtype == torch.float32 and torch.isfinite(reward).all()
+
+
+@pytest.mark.parametrize("module", ["half_cheetah_vel", "half_cheetah_dir", "ant_dir", "ant_goal",
+                                    "hopper_rand_params", "walker2d_rand_params"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"metarl.envs.mujoco.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -34,6 +34,14 @@ class AntDirVecEnv(AntBase):
     Ant-v5: alive bonus 1.0 only while healthy (ProMP/PEARL pay it every step, MAML 0.05),
     ctrl cost 0.5 (MAML: 0.005 of the rescaled action), termination at z < 0.2 (ProMP: 0.0), and no
     COM or torso orientation in the observation (MAML's 125-dim). Default task: forward.
+
+    Example::
+
+        >>> import metarl, torch
+        >>> env = metarl.make_vec("AntDir-v0", 2, seed=0, directions="circle", max_episode_steps=200)
+        >>> obs, info = env.reset(seed=0, options={"tasks": env.sample_tasks(2)})
+        >>> obs.shape, env.tasks.direction.norm(dim=1)
+        (torch.Size([2, 105]), tensor([1., 1.]))
     """
 
     env_id = "AntDir-v0"

@@ -32,6 +32,14 @@ class AntGoalVecEnv(AntBase):
     world body's zero contact forces). Dynamics and reset are Ant-v5's. MAML samples the square
     [-3, 3]² with an offset +4 and a 0.05 alive bonus; ProMP/PEARL are followed. Default task: the origin.
     Family option ``radius`` (default 3.0).
+
+    Example::
+
+        >>> import metarl, torch
+        >>> env = metarl.make_vec("AntGoal-v0", 2, seed=0)
+        >>> obs, info = env.reset(seed=0, options={"tasks": env.sample_tasks(2)})
+        >>> obs.shape, bool((env.tasks.goal.norm(dim=1) <= 3).all())
+        (torch.Size([2, 107]), True)
     """
 
     env_id = "AntGoal-v0"

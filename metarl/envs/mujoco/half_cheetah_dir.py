@@ -32,7 +32,7 @@ class HalfCheetahDirVecEnv(HalfCheetahBase):
         >>> import metarl, torch
         >>> env = metarl.make_vec("HalfCheetahDir-v0", 4, seed=0)
         >>> env.sample_tasks(4, generator=torch.Generator().manual_seed(0)).direction
-        tensor([ 1., -1.,  1., -1.])
+        tensor([-1., -1.,  1., -1.])
     """
 
     env_id = "HalfCheetahDir-v0"

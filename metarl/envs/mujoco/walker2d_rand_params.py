@@ -22,6 +22,15 @@ class Walker2dRandParamsVecEnv(RandParamsBase):
     Observation ``qpos[1:] (8) + clip(qvel, ±10) (9)``; model ``walker2d_v5.xml``. See
     :class:`~metarl.envs.mujoco.base.RandParamsBase` for the task distribution and where the sources
     disagree.
+
+    Example::
+
+        >>> import metarl, torch
+        >>> env = metarl.make_vec("Walker2dRandParams-v0", 2, seed=0, num_threads=1)
+        >>> obs, info = env.reset(seed=0, options={"tasks": env.sample_tasks(2)})
+        >>> obs, reward, terminated, truncated, info = env.step(torch.zeros(2, 6))
+        >>> obs.shape, env.tasks.dof_damping.shape
+        (torch.Size([2, 17]), torch.Size([2, 9]))
     """
 
     env_id = "Walker2dRandParams-v0"
