@@ -7,10 +7,10 @@ What is measured
     gradients, Adam outer step) for a meta-batch of B tasks. One meta-iteration = the inner step
     of every task + the query losses + the backward pass to the meta-parameters + the Adam step.
 
-    * ``vmap``: :func:`metarl.algos.maml.inner_loop` (``vmap`` over tasks of ``grad``);
-    * ``loop``: :func:`metarl.algos.maml.inner_loop_reference` (a Python loop over tasks with
+    * ``vmap``: :func:`metarl.algos.inner.inner_loop` (``vmap`` over tasks of ``grad``);
+    * ``loop``: :func:`metarl.algos.inner.inner_loop_reference` (a Python loop over tasks with
       ``torch.autograd.grad``, the same math, the tests' oracle);
-    * ``clone/adapt``: the learn2learn-shaped wrapper :class:`metarl.algos.maml.MAML` used as
+    * ``clone/adapt``: the learn2learn-shaped wrapper :class:`metarl.algos.inner.MAML` used as
       learn2learn's docs show (``learner = maml.clone(); learner.adapt(loss)`` per task).
       learn2learn itself (0.2.0, sdist with Cython parts) does not build on this Python 3.11 /
       torch 2.13 machine, so it is not a column.
@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from metarl.algos.maml import MAML, inner_loop, inner_loop_reference
+from metarl.algos.inner import MAML, inner_loop, inner_loop_reference
 
 SHOTS = 10
 INNER_LR = 0.01

@@ -40,7 +40,7 @@ def worker(spec: dict) -> dict:
     cfg = MAMLConfig(iterations=spec["iterations"], eval_tasks=0, seed=spec["seed"], device=spec["device"],
                      **spec["extra"])
     t0 = time.perf_counter()
-    state = train(cfg)
+    state = train(cfg, progress=False)
     train_s = time.perf_counter() - t0
     returns = evaluate(state["policy"], cfg, spec["eval_tasks"], STEPS)
     return {**spec, "updates": state["iterations"], "train_s": round(train_s, 1),

@@ -128,7 +128,8 @@ def main(argv=None) -> dict:
         seconds["first-order MAML"], iters["first-order MAML"] = time.perf_counter() - t, fo["iterations"]
         measured["first-order MAML"] = evaluate(fo["policy"], fo_cfg, args.eval_tasks, STEPS)
     if "reptile" in args.extra_rows:
-        r_cfg = reptile.ReptileConfig(env="Navigation2D-v0", seed=args.seed, iterations=args.reptile_iterations)
+        r_cfg = reptile.ReptileConfig(env="Navigation2D-v0", seed=args.seed, iterations=args.reptile_iterations,
+                                      eval_tasks=0)   # evaluated below, on as many tasks as the other rows
         t = time.perf_counter()
         rs = reptile.train(r_cfg)
         seconds["Reptile"], iters["Reptile"] = time.perf_counter() - t, rs["iterations"]

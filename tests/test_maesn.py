@@ -1,13 +1,16 @@
 """MAESN: z drawn once per episode, inner steps touch only the latent parameters, the KL term
 against torch.distributions, the outer gradient reaches θ, the latents and α (second order), a
-tiny Navigation2D run whose latent adaptation raises the return, and config validation."""
+tiny Navigation2D run whose latent adaptation raises the return, exact resume through the run
+harness, and config validation."""
+import csv
+
 import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
 import metarl
 from metarl import checkpoint
-from metarl.algos import maesn
+from metarl.algos import maesn, pg
 from metarl.algos.maesn import MAESNConfig, evaluate, inner_update, kl_standard_normal, train
 
 
@@ -47,7 +50,7 @@ def test_inner_update_changes_only_latents():
     mu = torch.zeros(b, cfg.latent_dim, requires_grad=True)
     ls = torch.zeros(b, cfg.latent_dim, requires_grad=True)
     batch, eps = maesn.rollout(model["policy"], mu, ls, env, env_tasks, k, g, seed=0)
-    adv = maesn.task_advantages(batch, b, cfg.gamma)
+    adv = pg.task_advantages(batch, b, cfg.gamma)
     mu1, ls1 = inner_update(model, mu, ls, batch, eps, adv, b, k)
     assert not torch.equal(mu1, mu) and not torch.equal(ls1, ls)
     for n, v in model["policy"].items():
@@ -70,11 +73,11 @@ def test_inner_update_per_task_equals_loop(rule):
     mu = torch.randn(b, cfg.latent_dim, generator=g).requires_grad_(True)
     ls = torch.zeros(b, cfg.latent_dim, requires_grad=True)
     batch, eps = maesn.rollout(model["policy"], mu, ls, env, env_tasks, k, g, seed=0)
-    adv = maesn.task_advantages(batch, b, cfg.gamma)
+    adv = pg.task_advantages(batch, b, cfg.gamma)
     mu1, ls1 = inner_update(model, mu, ls, batch, eps, adv, b, k)
     for i in range(b):
         sl = slice(i * k, (i + 1) * k)
-        sub = maesn.Batch(*(getattr(batch, f)[:, sl] for f in ("obs", "actions", "rewards", "mask",
+        sub = pg.Batch(*(getattr(batch, f)[:, sl] for f in ("obs", "actions", "rewards", "mask",
                                                                   "episode_start", "next_obs")))
         mi = mu[i:i + 1].detach().requires_grad_(True)
         li = ls[i:i + 1].detach().requires_grad_(True)
@@ -149,8 +152,8 @@ def test_outer_step_reaches_policy_latents_and_step_sizes(tmp_path):
     """One outer update (second order through the inner step) moves θ, the batch's latent
     initialisations and α; latents of tasks outside the batch keep their initial values."""
     cfg = MAESNConfig(env="Navigation2D-v0", train_reward="env", num_train_tasks=6, meta_batch_size=3,
-                      trajectories_per_task=2, hidden=8, iterations=1, learn_inner_lr=True)
-    s = train(cfg, run_dir=tmp_path, evaluate_at_end=False)
+                      trajectories_per_task=2, hidden=8, iterations=1, learn_inner_lr=True, eval_tasks=0)
+    s = train(cfg, run_dir=tmp_path)
     env = metarl.make_vec(cfg.env, 1)
     init = maesn.init_model(cfg, env, torch.Generator().manual_seed(cfg.seed))
     m = s["model"]
@@ -160,10 +163,12 @@ def test_outer_step_reaches_policy_latents_and_step_sizes(tmp_path):
     assert int(moved.sum()) == cfg.meta_batch_size
     assert not torch.equal(m["log_alpha_mu"].detach(), init["log_alpha_mu"].detach())
     ck = checkpoint.load(tmp_path / "checkpoint.pt", kind="maesn")
-    assert ck["iteration"] == 1 and torch.equal(ck["model"]["mu"], m["mu"].detach())
+    assert ck["iteration"] == 1 and torch.equal(ck["learner"]["model"]["mu"], m["mu"].detach())
     loaded, cfg2 = maesn.load_model(tmp_path)
     assert cfg2 == cfg and torch.equal(loaded["policy"]["w0"], m["policy"]["w0"].detach())
-    assert loaded["latent_gradient"] == cfg.latent_gradient
+    assert loaded["latent_gradient"] == cfg.latent_gradient and loaded["max_inner_lr"] == cfg.max_inner_lr
+    assert "eval" not in s                                        # eval_tasks=0: no evaluation at the end
+    assert set(maesn.MAESNLearner(cfg).report(2)["eval"]) == {"maesn", "untrained"}
 
 
 @pytest.mark.parametrize("rule", ["reparam", "score"])
@@ -181,10 +186,10 @@ def test_trpo_outer_step_improves_surrogate_within_trust_region(rule):
     mu_before = model["mu"].detach().clone()
     mu0, ls0 = model["mu"][idx], model["log_sigma"][idx]
     batch, eps = maesn.rollout(model["policy"], mu0, ls0, env, env_tasks, k, g, seed=0)
-    adv = maesn.task_advantages(batch, b, cfg.gamma)
+    adv = pg.task_advantages(batch, b, cfg.gamma)
     mu1, ls1 = inner_update(model, mu0, ls0, batch, eps, adv, b, k)
     post, eps1 = maesn.rollout(model["policy"], mu1, ls1, env, env_tasks, k, g)
-    adv1 = maesn.task_advantages(post, b, cfg.gamma)
+    adv1 = pg.task_advantages(post, b, cfg.gamma)
     stats = maesn.trpo_outer_step(model, cfg, idx, [(batch, eps, adv)], post, eps1, adv1,
                                   (mu1.detach(), ls1.detach()))
     assert stats["accepted"] == 1
@@ -198,10 +203,11 @@ def test_trpo_outer_step_improves_surrogate_within_trust_region(rule):
 def test_trpo_outer_trains_and_resumes(tmp_path):
     """``outer="trpo"`` through :func:`train`: a run of 2 updates equals 1 + resume 1."""
     cfg = MAESNConfig(env="Navigation2D-v0", train_reward="env", num_train_tasks=6, meta_batch_size=3,
-                      trajectories_per_task=2, hidden=8, iterations=2, outer="trpo", latent_init="normal")
-    full = train(cfg, run_dir=tmp_path / "full", evaluate_at_end=False)["model"]
-    train(cfg, run_dir=tmp_path / "part", max_iterations=1, evaluate_at_end=False)
-    resumed = train(cfg, run_dir=tmp_path / "part", evaluate_at_end=False, resume=True)["model"]
+                      trajectories_per_task=2, hidden=8, iterations=2, outer="trpo", latent_init="normal",
+                      eval_tasks=0)
+    full = train(cfg, run_dir=tmp_path / "full")["model"]
+    train(cfg, run_dir=tmp_path / "part", max_iterations=1)
+    resumed = train(cfg, run_dir=tmp_path / "part", resume=True)["model"]
     init = maesn.init_model(cfg, metarl.make_vec(cfg.env, 1), torch.Generator().manual_seed(cfg.seed))
     assert not torch.equal(full["policy"]["w0"].detach(), init["policy"]["w0"].detach())
     for n in full["policy"]:
@@ -220,30 +226,31 @@ def test_inner_reward_selects_the_reward_of_the_inner_step(monkeypatch):
 
     monkeypatch.setattr(maesn, "_advantages", spy)
     small = dict(env="SemicircleGoal-v0", num_train_tasks=4, meta_batch_size=2, trajectories_per_task=2, hidden=8,
-                 iterations=1, inner_steps=2)
-    train(MAESNConfig(**small, train_reward="dense", inner_reward="env"), evaluate_at_end=False)
+                 iterations=1, inner_steps=2, eval_tasks=0)
+    train(MAESNConfig(**small, train_reward="dense", inner_reward="env"))
     assert seen == ["env", "env", "dense"]
     seen.clear()
-    train(MAESNConfig(**small, train_reward="dense"), evaluate_at_end=False)
+    train(MAESNConfig(**small, train_reward="dense"))
     assert seen == ["dense", "dense", "dense"]
 
 
 def test_resume_equals_an_uninterrupted_run(one_thread, tmp_path):
     """Stop after 2 of 4 outer updates, resume: same learned tensors and log rows as one run."""
     cfg = MAESNConfig(env="Navigation2D-v0", train_reward="env", num_train_tasks=6, meta_batch_size=3,
-                      trajectories_per_task=2, hidden=8, iterations=4, learn_inner_lr=True)
-    full = train(cfg, run_dir=tmp_path / "full", evaluate_at_end=False)["model"]
-    assert train(cfg, run_dir=tmp_path / "part", max_iterations=2, evaluate_at_end=False)["iterations"] == 2
-    resumed = train(cfg, run_dir=tmp_path / "part", evaluate_at_end=False, resume=True)
+                      trajectories_per_task=2, hidden=8, iterations=4, learn_inner_lr=True, eval_tasks=0)
+    full = train(cfg, run_dir=tmp_path / "full")["model"]
+    assert train(cfg, run_dir=tmp_path / "part", max_iterations=2)["iterations"] == 2
+    resumed = train(cfg, run_dir=tmp_path / "part", resume=True)
     assert resumed["iterations"] == 4
     for n in full["policy"]:
         assert torch.equal(full["policy"][n].detach(), resumed["model"]["policy"][n].detach()), n
     for n in ("mu", "log_sigma", "log_alpha_mu", "log_alpha_sigma"):
         assert torch.equal(full[n].detach(), resumed["model"][n].detach()), n
 
-    def rows(d):   # everything but the wall-clock column
-        return [line.split(",")[:-1] for line in (tmp_path / d / "progress.csv").read_text().splitlines()]
-    assert rows("part") == rows("full")
+    def rows(d):   # everything but the wall-clock columns
+        with open(tmp_path / d / "progress.csv", newline="") as f:
+            return [{k: v for k, v in r.items() if k not in ("seconds", "env_steps_per_s")} for r in csv.DictReader(f)]
+    assert rows("part") == rows("full") and len(rows("full")) == 4
     with pytest.raises(ValueError, match="config differs"):
         train(MAESNConfig(**{**cfg.__dict__, "hidden": 16}), run_dir=tmp_path / "part", resume=True)
 
@@ -257,16 +264,16 @@ def test_tiny_run_adaptation_improves_return(one_thread):
     (``latent_init="zeros"``, σ = 1: the defaults when this was measured)."""
     cfg = MAESNConfig(env="Navigation2D-v0", train_reward="env", num_train_tasks=16, meta_batch_size=8,
                       trajectories_per_task=5, iterations=40, inner_lr=10.0, learn_inner_lr=False, kl_coef=0.01,
-                      latent_init="zeros", latent_init_log_sigma=0.0)
-    s = train(cfg, evaluate_at_end=False)
+                      latent_init="zeros", latent_init_log_sigma=0.0, eval_tasks=0)
+    s = train(cfg)
     r = evaluate(s["model"], cfg, num_tasks=20, steps=2)["returns"]
     assert r[2] > r[0] + 2, r
 
 
 def test_fixed_inner_lr_stays_fixed():
     cfg = MAESNConfig(env="Navigation2D-v0", train_reward="env", num_train_tasks=4, meta_batch_size=2,
-                      trajectories_per_task=2, hidden=8, iterations=1, inner_lr=7.0)
-    m = train(cfg, evaluate_at_end=False)["model"]
+                      trajectories_per_task=2, hidden=8, iterations=1, inner_lr=7.0, eval_tasks=0)
+    m = train(cfg)["model"]
     assert torch.allclose(m["log_alpha_mu"].exp(), torch.full((cfg.latent_dim,), 7.0))
 
 
@@ -286,7 +293,7 @@ def test_sparse_goals_beat_random_exploration(one_thread):
     ("latent_lr", -1.0),
     ("kl_coef", -0.1), ("gamma", -0.5), ("train_reward", "shaped"), ("env", "Nope-v0"), ("inner_steps", 0),
     ("inner_reward", "sparse"), ("latent_gradient", "pathwise"), ("latent_init", "uniform"), ("outer", "sgd"),
-    ("max_kl", 0.0),
+    ("max_kl", 0.0), ("eval_tasks", -1), ("latent_init_log_sigma", float("nan")),
 ])
 def test_bad_config_raises(field, value):
     with pytest.raises(ValueError, match=field):
@@ -296,6 +303,12 @@ def test_bad_config_raises(field, value):
 def test_batch_larger_than_train_set_raises():
     with pytest.raises(ValueError, match="meta_batch_size"):
         MAESNConfig(num_train_tasks=4, meta_batch_size=5)
+
+
+def test_inner_lr_above_its_bound_raises():
+    """The step size is clamped to max_inner_lr: a larger inner_lr would silently be the bound."""
+    with pytest.raises(ValueError, match="inner_lr .* must not exceed max_inner_lr"):
+        MAESNConfig(inner_lr=50.0, max_inner_lr=40.0)
 
 
 def test_dense_reward_needs_goal_env():

@@ -1,6 +1,8 @@
 """MAML: the learn2learn-shaped wrapper (clone, adapt, second- vs first-order gradients), the
-vmapped inner loop against a Python loop over tasks, TRPO's pieces (conjugate gradient, linear
-baseline), a short MAML-RL run on Navigation2D-v0 that must learn, and bad configs."""
+vmapped inner loop against a Python loop over tasks (metarl.algos.inner), the policy's init, a
+short MAML-RL run on Navigation2D-v0 that must learn, the trust region, exact resume through the run
+harness, and bad configs. The shared pieces (baseline, TRPO, rollouts) are tested in test_pg.py."""
+import csv
 import dataclasses
 import doctest
 import math
@@ -13,14 +15,12 @@ import torch
 from torch import nn
 
 from metarl import checkpoint
+from metarl.algos import inner, pg
 from metarl.algos import maml as M
 from metarl.algos.maml import (
     MAML,
     MAMLConfig,
-    baseline_features,
-    conjugate_gradient,
     evaluate,
-    fit_linear_baseline,
     inner_loop,
     inner_loop_reference,
     make_policy,
@@ -132,17 +132,14 @@ def test_vmapped_inner_loop_equals_a_python_loop_over_tasks(num_tasks, m, steps,
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
 
 
-def test_batched_policy_application_equals_a_loop_over_tasks():
-    cfg = MAMLConfig(hidden_sizes=(16, 16), meta_batch=3, trajectories_per_task=5)
-    pol = make_policy(cfg)
-    apply = M._Batched(pol)
-    stacked = {k: v.detach() + 0.1 * torch.randn((3,) + v.shape) for k, v in pol.named_parameters()}
-    obs = torch.randn(3, 5, 2)
-    mean, log_std = apply.batched(stacked, obs)
-    for i in range(3):
-        m_i, s_i = apply({k: v[i] for k, v in stacked.items()}, obs[i])
-        torch.testing.assert_close(mean[i], m_i)
-        torch.testing.assert_close(log_std[i], s_i)
+def test_the_moved_pieces_are_still_importable_from_maml():
+    """The public names that moved to metarl.algos.pg / metarl.algos.inner stay importable from here."""
+    for name in ("GaussianMLPPolicy", "conjugate_gradient", "baseline_features", "fit_linear_baseline", "trpo_step",
+                 "gaussian_kl", "action_map"):
+        assert getattr(M, name) is getattr(pg, name), name
+    for name in ("MAML", "inner_loop", "inner_loop_reference"):
+        assert getattr(M, name) is getattr(inner, name), name
+    assert set(M.__all__) <= set(dir(M))
 
 
 def test_the_default_init_is_rllabs_xavier_with_zero_biases():
@@ -188,7 +185,7 @@ def test_the_tanh_mean_stays_in_the_box():
     torch.testing.assert_close(mean, torch.tanh(plain(obs)[0]))   # same seed, same MLP: tanh of its output
     torch.testing.assert_close(log_std, plain(obs)[1])
     stacked = {k: v.detach().unsqueeze(0).repeat(3, *([1] * v.dim())) for k, v in squashed.named_parameters()}
-    bm, _ = M._Batched(squashed).batched(stacked, obs[:12].view(3, 4, 2))
+    bm, _ = pg.FunctionalPolicy(squashed).batched(stacked, obs[:12].view(3, 4, 2))
     torch.testing.assert_close(bm.reshape(12, 2), mean[:12])
     with pytest.raises(ValueError, match="mean_squash"):
         MAMLConfig(mean_squash="sigmoid")
@@ -196,34 +193,6 @@ def test_the_tanh_mean_stays_in_the_box():
         MAMLConfig(mean_squash="tanh", normalize_actions=False)
     with pytest.raises(ValueError, match="mean_squash"):
         M.GaussianMLPPolicy(2, 2, mean_squash="clip")
-
-
-# ----------------------------------------------------------------------------- TRPO pieces
-@pytest.mark.parametrize("n", [1, 7, 13])
-def test_conjugate_gradient_solves_an_spd_system(n):
-    g = torch.Generator().manual_seed(n)
-    r = torch.randn(n, n, generator=g, dtype=torch.float64)
-    a = r @ r.T + n * torch.eye(n, dtype=torch.float64)
-    b = torch.randn(n, generator=g, dtype=torch.float64)
-    x = conjugate_gradient(lambda v: a @ v, b, iters=2 * n, residual_tol=1e-24)
-    torch.testing.assert_close(x, torch.linalg.solve(a, b), atol=1e-8, rtol=1e-8)
-
-
-def test_linear_baseline_fit_equals_numpy_lstsq():
-    g = torch.Generator().manual_seed(0)
-    b, m = 3, 37
-    obs = torch.randn(b, m, 2, generator=g, dtype=torch.float64)
-    t = torch.randint(0, 50, (b, m), generator=g)
-    ret = torch.randn(b, m, generator=g, dtype=torch.float64)
-    mask = torch.ones(b, m, dtype=torch.float64)
-    mask[1, 30:] = 0                                  # ignored samples (after an episode ended)
-    feats = baseline_features(obs, t)
-    assert feats.shape == (b, m, 2 * 2 + 4)
-    w = fit_linear_baseline(feats, ret, mask, reg_coeff=0.0)
-    for i in range(b):
-        keep = mask[i].bool().numpy()
-        ref = np.linalg.lstsq(feats[i].numpy()[keep], ret[i].numpy()[keep], rcond=None)[0]
-        np.testing.assert_allclose(w[i].numpy(), ref, rtol=1e-7, atol=1e-9)
 
 
 # ----------------------------------------------------------------------------- MAML-RL end to end
@@ -272,21 +241,21 @@ def test_variants_run_and_write_their_files(tmp_path, options):
 
 def _trpo_batches(cfg):
     """The pre-update batch (with its behaviour stats) and the post-update batch of one meta-batch,
-    collected as :func:`train` does."""
+    collected as :meth:`MAMLLearner.step` does."""
     b, k, h = cfg.meta_batch, cfg.trajectories_per_task, cfg.horizon
     env = M.make_env(cfg, cfg.num_envs)
     policy = M.make_policy(cfg, env)
-    apply = M._Batched(policy)
+    apply = pg.FunctionalPolicy(policy)
     theta = dict(policy.named_parameters())
     g = torch.Generator().manual_seed(0)
     tasks = env.sample_tasks(b, generator=torch.Generator().manual_seed(1))
     affine = M.action_map(env, cfg.normalize_actions)
     params = {n: v.detach() for n, v in theta.items()}
-    pre = M._with_old(apply, params, False, M.process(M.collect(env, apply, params, False, tasks, k, h, g, affine),
-                                                      cfg, b, k))
-    adapted = {n: v.detach() for n, v in M._adapted(apply, params, None, [pre], cfg, True).items()}
-    post = M._with_old(apply, adapted, True, M.process(M.collect(env, apply, adapted, True, tasks, k, h, g, affine),
-                                                       cfg, b, k))
+    pre = M.with_old(apply, params, False, M.process(M.rollout(env, apply, params, False, tasks, k, h, g, affine),
+                                                     cfg, b))
+    adapted = {n: v.detach() for n, v in M.adapted(apply, params, None, [pre], cfg, True).items()}
+    post = M.with_old(apply, adapted, True, M.process(M.rollout(env, apply, adapted, True, tasks, k, h, g, affine),
+                                                      cfg, b))
     return apply, theta, pre, post
 
 
@@ -305,12 +274,13 @@ def test_trust_region_both_adds_and_bounds_the_pre_update_kl():
 
     with torch.no_grad():
         theta["mean.0.weight"].add_(0.05)
-        _, kl_post = M._outer_terms(apply, theta, None, [pre], post, dataclasses.replace(cfg, trust_region="post"))
-        _, kl_both = M._outer_terms(apply, theta, None, [pre], post, cfg)
+        _, kl_post = M.outer_terms(apply, theta, None, [pre], post, dataclasses.replace(cfg, trust_region="post"))
+        _, kl_both = M.outer_terms(apply, theta, None, [pre], post, cfg)
         assert pre_kl() > 0
         torch.testing.assert_close(float(kl_both - kl_post), pre_kl(), rtol=1e-4, atol=1e-7)
         theta["mean.0.weight"].sub_(0.05)
-    stats = M.trpo_step(lambda: M._outer_terms(apply, theta, None, [pre], post, cfg), list(theta.values()), cfg)
+    stats = M.trpo_step(lambda: M.outer_terms(apply, theta, None, [pre], post, cfg), list(theta.values()),
+                        cfg.max_kl)
     assert stats["accepted"] == 1 and stats["kl"] <= cfg.max_kl
     assert 0 < pre_kl() <= cfg.max_kl
 
@@ -318,7 +288,8 @@ def test_trust_region_both_adds_and_bounds_the_pre_update_kl():
 @pytest.mark.parametrize("field,value", [
     ("meta_batch", 0), ("trajectories_per_task", -1), ("horizon", 0), ("inner_lr", 0.0), ("inner_steps", -1),
     ("max_kl", -0.1), ("gamma", 1.5), ("outer", "sgd"), ("hidden_sizes", (0,)), ("env", "Nope-v0"),
-    ("backtrack_ratio", 1.0), ("init_std", 0.0), ("eval_steps", (-1,)), ("trust_region", "pre")])
+    ("backtrack_ratio", 1.0), ("init_std", 0.0), ("eval_steps", (-1,)), ("trust_region", "pre"),
+    ("eval_tasks", -1), ("eval_lr_scales", ())])
 def test_bad_configs_raise_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         MAMLConfig(**{field: value})
@@ -331,44 +302,86 @@ def test_bad_wrapper_arguments():
         MAML(lambda x: x, lr=0.1)
 
 
+def _rows(run_dir):
+    """progress.csv without its wall-clock columns."""
+    with open(run_dir / "progress.csv", newline="") as f:
+        return [{k: v for k, v in r.items() if k not in ("seconds", "env_steps_per_s")} for r in csv.DictReader(f)]
+
+
 @pytest.mark.parametrize("options", [dict(), dict(outer="ppo", meta_sgd=True)])
 def test_resume_equals_an_uninterrupted_run(tmp_path, options):
     cfg = MAMLConfig(meta_batch=3, trajectories_per_task=3, horizon=5, hidden_sizes=(8,), iterations=4,
                      eval_tasks=0, **options)
     train(cfg, tmp_path / "whole")
-    train(cfg, tmp_path / "split", max_iterations=2)
-    train(cfg, tmp_path / "split", resume=True)
+    assert train(cfg, tmp_path / "split", max_iterations=2)["iterations"] == 2
+    assert train(cfg, tmp_path / "split", max_iterations=3, resume=True)["iterations"] == 3
+    resumed = train(cfg, tmp_path / "split", resume=True)
+    assert resumed["iterations"] == 4 and len(resumed["history"]) == 1
     a = checkpoint.load(tmp_path / "whole" / "checkpoint.pt", kind="maml")
     b = checkpoint.load(tmp_path / "split" / "checkpoint.pt", kind="maml")
     assert a["iteration"] == b["iteration"] == 4
-    for k in a["policy"]:
-        assert torch.equal(a["policy"][k], b["policy"][k]), k
-    rows = [(tmp_path / d / "progress.csv").read_text().splitlines() for d in ("whole", "split")]
-    assert [r.split(",")[:-1] for r in rows[0]] == [r.split(",")[:-1] for r in rows[1]]   # all but seconds
+    for k in a["learner"]["policy"]:
+        assert torch.equal(a["learner"]["policy"][k], b["learner"]["policy"][k]), k
+    if cfg.meta_sgd:
+        for k in a["learner"]["inner_lrs"]:
+            assert torch.equal(a["learner"]["inner_lrs"][k], b["learner"]["inner_lrs"][k]), k
+    assert _rows(tmp_path / "whole") == _rows(tmp_path / "split") and len(_rows(tmp_path / "whole")) == 4
     with pytest.raises(ValueError, match="config differs"):
         train(dataclasses.replace(cfg, seed=1), tmp_path / "split", resume=True)
 
 
+def test_eval_tasks_zero_means_no_evaluation_unless_a_number_is_given(tmp_path):
+    """``eval_tasks=0``: training ends without an evaluation and :meth:`report` without a number is
+    empty; a number of tasks given to ``report`` / ``evaluate`` (``metarl eval --tasks N``) still
+    evaluates, and ``evaluate`` without one says why it cannot."""
+    cfg = MAMLConfig(meta_batch=2, trajectories_per_task=2, horizon=5, hidden_sizes=(8,), iterations=1, eval_tasks=0,
+                     eval_steps=(0, 1))
+    s = train(cfg, tmp_path)
+    assert "eval" not in s and s["iterations"] == 1
+    learner = M.MAMLLearner(cfg)
+    learner.load_state_dict(checkpoint.load(tmp_path / "checkpoint.pt", kind="maml")["learner"])
+    assert learner.report() == {}
+    assert set(learner.report(3)["eval"]) == {0, 1}
+    with pytest.raises(ValueError, match="num_tasks must be a positive int.*eval_tasks is 0"):
+        evaluate(s["policy"], cfg)
+
+
+def test_inner_steps_zero_is_joint_training_and_refuses_meta_sgd():
+    """``inner_steps=0`` (the pretrained baseline): one rollout per update, the pre- and post-update
+    returns are the same trajectories, the evaluation still adapts; Meta-SGD has nothing to learn."""
+    cfg = MAMLConfig(meta_batch=2, trajectories_per_task=2, horizon=5, hidden_sizes=(8,), iterations=2, eval_tasks=2,
+                     eval_steps=(0, 1), inner_steps=0)
+    s = train(cfg)
+    assert all(r["pre_return"] == r["post_return"] for r in s["history"])
+    assert s["env_steps"] == 2 * cfg.num_envs * cfg.horizon and set(s["eval"]) == {0, 1}
+    with pytest.raises(ValueError, match="meta_sgd needs inner_steps >= 1"):
+        MAMLConfig(inner_steps=0, meta_sgd=True)
+
+
 def test_docstring_examples():
-    result = doctest.testmod(M, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
+    attempted = 0
+    for module in (M, inner):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+        assert result.failed == 0, module.__name__
+        attempted += result.attempted
+    assert attempted > 0
 
 
 def test_dense_training_reward_and_reached_metric():
-    """train_reward='dense' meta-trains on −‖pos − goal‖ (collect's next_obs) while the evaluation
+    """train_reward='dense' meta-trains on −‖pos − goal‖ (the batch's next_obs) while the evaluation
     keeps the env's sparse reward; metric='reached' is the fraction of episodes with reward > 0."""
     cfg = MAMLConfig(env="SemicircleGoal-v0", train_reward="dense", meta_batch=2, trajectories_per_task=2,
                      horizon=12, hidden_sizes=(8,), iterations=1, eval_tasks=0, outer="ppo", ppo_epochs=1)
     env = M.make_env(cfg, 4)
     policy = M.make_policy(cfg, env)
     tasks = env.sample_tasks(2, generator=torch.Generator().manual_seed(0))
-    ro = M.collect(env, M._Batched(policy), dict(policy.named_parameters()), False, tasks, 2, 12,
+    batch = M.rollout(env, pg.FunctionalPolicy(policy), dict(policy.named_parameters()), False, tasks, 2, 12,
                       torch.Generator().manual_seed(1))
     goals = tasks.goal[torch.arange(4) // 2]
-    dense = M.dense_rewards(ro, goals)["rew"]
-    torch.testing.assert_close(dense, -(ro["next_obs"] - goals).norm(dim=-1))
+    dense = M.dense_rewards(batch, goals).rewards
+    torch.testing.assert_close(dense, -(batch.next_obs - goals).norm(dim=-1) * batch.mask)
     # positions move by at most 0.1 per axis per step from the origin: next_obs = obs + clipped action
-    torch.testing.assert_close(ro["next_obs"][:-1], ro["obs"][1:])
+    torch.testing.assert_close(batch.next_obs[:-1], batch.obs[1:])
     s = M.train(cfg)
     assert s["iterations"] == 1 and s["pre_return"] == 0.0   # sparse env reward: the goals are 2 away
     reached = M.evaluate(s["policy"], cfg, 3, (0, 1), metric="reached")
@@ -383,23 +396,19 @@ def test_dense_training_reward_and_reached_metric():
 
 def test_normalized_actions_are_scaled_onto_the_env_box():
     """normalize_actions (rllab's ``normalize``): the env moves by clip(0.1 · a) on Navigation2D-v0
-    while the buffers keep the policy's own actions a; without it the env gets a itself."""
+    while the batch keeps the policy's own actions a; without it the env gets a itself."""
     cfg = MAMLConfig(meta_batch=2, trajectories_per_task=3, horizon=7, hidden_sizes=(8,), iterations=1,
                      eval_tasks=0)
     env = M.make_env(cfg, 6)
     policy = M.make_policy(cfg, env)
     tasks = env.sample_tasks(2, generator=torch.Generator().manual_seed(0))
     params = dict(policy.named_parameters())
-    scale, offset = M.action_map(env, True)
-    torch.testing.assert_close(scale, torch.full((2,), 0.1))
-    torch.testing.assert_close(offset, torch.zeros(2))
-    assert M.action_map(env, False) is None
     for affine, factor in ((M.action_map(env, True), 0.1), (None, 1.0)):
-        ro = M.collect(env, M._Batched(policy), params, False, tasks, 3, 7, torch.Generator().manual_seed(1),
-                       affine)
-        moved = ro["next_obs"] - ro["obs"]
-        torch.testing.assert_close(moved, (factor * ro["act"]).clamp(-0.1, 0.1))
-        assert ro["act"].abs().max() > 0.1   # std 1: the stored actions are the policy's, not the env's
+        batch = M.rollout(env, pg.FunctionalPolicy(policy), params, False, tasks, 3, 7,
+                          torch.Generator().manual_seed(1), affine)
+        moved = batch.next_obs - batch.obs
+        torch.testing.assert_close(moved, (factor * batch.actions).clamp(-0.1, 0.1))
+        assert batch.actions.abs().max() > 0.1   # std 1: the stored actions are the policy's, not the env's
     unbounded = types.SimpleNamespace(single_action_space=gym.spaces.Box(-np.inf, np.inf, (2,)))
     with pytest.raises(ValueError, match="bounded action box"):
         M.action_map(unbounded, True)

@@ -1,6 +1,8 @@
 """Reptile: the batched inner loop against a Python loop over tasks (torch.optim.Adam, β1 = 0),
 the exact outer step, the sine-wave check (meta-learned init vs random init), a small RL run,
-and config validation."""
+exact resume through the run harness, and config validation. The batched MLP, rollouts and
+advantages are tested in test_pg.py."""
+import csv
 import math
 
 import pytest
@@ -8,7 +10,7 @@ import torch
 
 import metarl
 from metarl import checkpoint
-from metarl.algos import reptile
+from metarl.algos import pg, reptile
 from metarl.algos.reptile import (
     ReptileConfig,
     SineConfig,
@@ -18,7 +20,6 @@ from metarl.algos.reptile import (
     policy_dist,
     reptile_step,
     stack,
-    task_advantages,
     train,
     train_sine,
 )
@@ -33,18 +34,6 @@ def _mlp_single(params, x):
         if i < n - 1:
             h = torch.tanh(h)
     return h
-
-
-# B: 1 (degenerate batch), 3 and 5 (odd); M: points per task, odd
-@pytest.mark.parametrize("b,m", [(1, 1), (3, 7), (5, 10)])
-def test_batched_mlp_equals_loop(b, m):
-    g = torch.Generator().manual_seed(b)
-    per_task = [init_mlp((3, 5, 7, 2), g) for _ in range(b)]
-    batched = {k: torch.stack([p[k] for p in per_task]) for k in per_task[0]}
-    x = torch.randn(b, m, 3, generator=g)
-    out = mlp_forward(batched, x)
-    for i in range(b):
-        torch.testing.assert_close(out[i], _mlp_single(per_task[i], x[i]), atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("b,steps", [(1, 1), (3, 4), (5, 7)])
@@ -105,8 +94,8 @@ def test_sine_meta_init_adapts_better_than_random_init(one_thread):
 
 
 # ----------------------------------------------------------------------------- RL pieces
-def test_policy_and_advantages_are_per_task():
-    """Env j uses task j // K's parameters and baseline: B = 3 tasks, K = 3 trajectories."""
+def test_policy_is_per_task():
+    """Env j uses task j // K's parameters: B = 3 tasks, K = 3 trajectories."""
     b, k = 3, 3
     cfg = ReptileConfig(meta_batch_size=b, trajectories_per_task=k)
     env = reptile.make_env(cfg, b * k)
@@ -116,19 +105,17 @@ def test_policy_and_advantages_are_per_task():
         p["log_std"] = p["log_std"] + 0.1 * i
     batched = {n: torch.stack([p[n] for p in per_task]) for n in per_task[0]}
     tasks = env.sample_tasks(b, generator=g)
-    batch = reptile.collect(env, lambda o, _s: policy_dist(batched, o, b), 20, g,
-                            tasks=tasks[torch.arange(b * k) // k], seed=0)
+    batch = pg.collect(env, lambda o, _s: policy_dist(batched, o, b), 20, g, tasks=tasks[torch.arange(b * k) // k],
+                       seed=0)
     mean, log_std = policy_dist(batched, batch.obs, b)
-    adv = task_advantages(batch, b, 0.99)
+    losses = reptile.vpg_losses(batched, batch, pg.task_advantages(batch, b, 0.99), b)
+    assert losses.shape == (b,)
     for i in range(b):
         sl = slice(i * k, (i + 1) * k)
         single = {n: v[None] for n, v in per_task[i].items()}
         m1, s1 = policy_dist(single, batch.obs[:, sl], 1)
         torch.testing.assert_close(mean[:, sl], m1)
         torch.testing.assert_close(log_std[:, sl], s1)
-        sub = reptile.Batch(*(getattr(batch, f)[:, sl] for f in ("obs", "actions", "rewards", "mask",
-                                                                    "episode_start", "next_obs")))
-        torch.testing.assert_close(adv[:, sl], task_advantages(sub, 1, 0.99), atol=1e-4, rtol=1e-4)
 
 
 def test_rl_adaptation_improves_return(one_thread, tmp_path):
@@ -141,7 +128,7 @@ def test_rl_adaptation_improves_return(one_thread, tmp_path):
     assert r[1] > r[0] + 5, r
     assert (tmp_path / "progress.csv").read_text().count("\n") == 11
     ck = checkpoint.load(tmp_path / "checkpoint.pt", kind="reptile")
-    assert ck["iteration"] == 10 and ck["config"]["iterations"] == 10
+    assert ck["iteration"] == 10 and ck["config"]["iterations"] == 10 and ck["learner"]["iteration"] == 10
     params, cfg2 = reptile.load_params(tmp_path)
     assert cfg2 == cfg and all(torch.equal(params[n], s["params"][n]) for n in params)
 
@@ -159,9 +146,13 @@ def test_resume_equals_an_uninterrupted_run(one_thread, tmp_path):
         assert torch.equal(full["params"][n], resumed["params"][n]), n
     assert resumed["eval"] == full["eval"]
 
-    def rows(d):   # everything but the wall-clock column
-        return [line.split(",")[:-1] for line in (tmp_path / d / "progress.csv").read_text().splitlines()]
-    assert rows("part") == rows("full")
+    def rows(d):   # everything but the wall-clock columns
+        with open(tmp_path / d / "progress.csv", newline="") as f:
+            return [{k: v for k, v in r.items() if k not in ("seconds", "env_steps_per_s")} for r in csv.DictReader(f)]
+    assert rows("part") == rows("full") and len(rows("full")) == 4
+    learner = reptile.ReptileLearner(cfg)                 # as `metarl eval` restores a run
+    learner.load_state_dict(checkpoint.load(tmp_path / "part" / "checkpoint.pt", kind="reptile")["learner"])
+    assert learner.report() == {"eval": full["eval"]}
     with pytest.raises(ValueError, match="config differs"):
         train(ReptileConfig(**{**cfg.__dict__, "inner_lr": 0.2}), run_dir=tmp_path / "part", resume=True)
     with pytest.raises(ValueError, match="run_dir"):
@@ -171,6 +162,7 @@ def test_resume_equals_an_uninterrupted_run(one_thread, tmp_path):
 @pytest.mark.parametrize("field,value", [
     ("meta_batch_size", 0), ("trajectories_per_task", -1), ("inner_steps", 0), ("inner_lr", 0.0),
     ("outer_lr", -1.0), ("gamma", 1.5), ("env", "Nope-v0"), ("num_train_tasks", -2), ("iterations", 1.5),
+    ("eval_tasks", -1),
 ])
 def test_bad_reptile_config_raises(field, value):
     with pytest.raises(ValueError, match=field):
@@ -182,6 +174,16 @@ def test_bad_reptile_config_raises(field, value):
 def test_bad_sine_config_raises(field, value):
     with pytest.raises(ValueError, match=field):
         SineConfig(**{field: value})
+
+
+def test_eval_tasks_zero_means_no_evaluation_unless_a_number_is_given():
+    cfg = ReptileConfig(meta_batch_size=2, trajectories_per_task=2, iterations=1, hidden=8, eval_tasks=0, eval_steps=1)
+    s = train(cfg)
+    assert "eval" not in s and s["iterations"] == 1
+    learner = reptile.ReptileLearner(cfg)
+    assert learner.report() == {} and len(learner.report(2)["eval"]["returns"]) == 2
+    with pytest.raises(ValueError, match="num_tasks must be a positive int"):
+        reptile.evaluate(s["params"], cfg)
 
 
 def test_discrete_env_rejected():

@@ -47,144 +47,129 @@ measured no better here.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
 import math
-import time
-import types
-from pathlib import Path
 
 import torch
 
-import metarl
-from metarl import checkpoint
-from metarl.algos import maml
-from metarl.algos._run import (
-    CHECKPOINT,
-    CONFIG_JSON,
-    ProgressLog,
-    check_choice,
-    check_nonnegative,
-    check_positive,
-    check_positive_ints,
-    check_unit_interval,
-    load_for_resume,
-)
-from metarl.algos.reptile import (
+from metarl.algos import harness
+from metarl.algos.pg import (
     Batch,
     Params,
     collect,
+    dense_rewards,
+    gaussian_kl,
     gaussian_log_prob,
     init_mlp,
-    make_env,
+    make_box_env,
     mlp_forward,
     per_task_mean,
     task_advantages,
+    task_mean,
+    trpo_step,
 )
+from metarl.config import Config, env_ids, field
 
 
 @dataclasses.dataclass
-class MAESNConfig:
+class MAESNConfig(Config):
     """MAESN on a goal-reaching family. Defaults: the small CPU run measured on SemicircleGoal-v0
     (module docstring: ~15 s on one core)."""
 
-    env: str = "SemicircleGoal-v0"
+    env: str = field("SemicircleGoal-v0", choices=env_ids)
     """Task distribution: a metarl env id with Box actions (SemicircleGoal-v0, Navigation2D-v0)."""
-    num_train_tasks: int = 20
+    num_train_tasks: int = field(20, ge=1)
     """Meta-training tasks (``sample_task_split``'s train set); each has its own (μ_i, σ_i)."""
-    meta_batch_size: int = 10
+    meta_batch_size: int = field(10, ge=1)
     """Tasks per outer update (drawn from the train set without replacement)."""
-    trajectories_per_task: int = 5
+    trajectories_per_task: int = field(5, ge=1)
     """K: episodes per task per rollout (one z per episode)."""
-    latent_dim: int = 2
+    latent_dim: int = field(2, ge=1)
     """Dimension of z (the paper: 2)."""
-    hidden: int = 64
+    hidden: int = field(64, ge=1)
     """Hidden units of each of the two tanh layers of the policy mean."""
-    inner_steps: int = 1
+    inner_steps: int = field(1, ge=1)
     """Inner latent updates per task during meta-training."""
-    latent_gradient: str = "reparam"
+    latent_gradient: str = field("reparam", choices=("reparam", "score"))
     """Gradient of the inner (latent) policy-gradient step: "reparam" (through ``z = μ + σ ⊙ ε`` into
     ``log π(a | s, z)``) or "score" (the likelihood ratio of the latent distribution,
     ``∇ log N(z | μ, σ) · A`` with the episode's z held fixed: the authors' code)."""
-    latent_init: str = "normal"
+    latent_init: str = field("normal", choices=("normal", "zeros"))
     """Initial per-task latent means: "normal" (``μ_i ~ N(0, I)``, the authors' code) or "zeros";
     ``log σ_i`` starts at ``latent_init_log_sigma``."""
-    latent_init_log_sigma: float = -2.3
+    latent_init_log_sigma: float = field(-2.3, ge=-20, le=5)
     """Initial ``log σ_i`` of every training task's latent distribution. Default σ = 0.1 (the authors'
     code: 1): each task's z starts as a distinct code, which θ can learn to use before the KL term
     widens σ (to ~0.3 after the default 60 updates). With σ = 1 the per-task codes drown in their
     own noise and the policy learns to ignore z (bench/RESULTS.md, session 7)."""
-    inner_lr: float = 20.0
+    inner_lr: float = field(20.0, gt=0)
     """Initial inner step size α of μ and log σ (meta-learned per parameter when ``learn_inner_lr``)."""
     learn_inner_lr: bool = False
     """Meta-learn the per-parameter inner step sizes α (as the paper). Off by default: in short CPU
     runs on SemicircleGoal-v0 (session 3's defaults) the learned α grew (20 -> 65-95) and the post-update
     returns collapsed."""
-    max_inner_lr: float = 40.0
+    max_inner_lr: float = field(40.0, gt=0)
     """Upper bound of the learned α (when ``learn_inner_lr``)."""
-    outer: str = "adam"
+    outer: str = field("adam", choices=("adam", "trpo"))
     """Outer optimiser: "adam" (Adam on the VPG surrogate, ``outer_lr`` / ``latent_lr``) or "trpo" (the
     paper's: one natural-gradient step of θ, the batch's latents and α on the likelihood-ratio
     surrogate plus the KL penalty, constrained by the mean KL of the post-update policy ≤ ``max_kl``;
-    conjugate gradient + backtracking line search, :func:`metarl.algos.maml.trpo_step`)."""
-    max_kl: float = 0.01
+    conjugate gradient + backtracking line search, :func:`metarl.algos.pg.trpo_step` with rllab's
+    constants)."""
+    max_kl: float = field(0.01, gt=0)
     """Trust region of the "trpo" outer step (mean KL between the sampling and the updated
     post-update policies; the authors' step size 0.01)."""
-    outer_lr: float = 3e-3
+    outer_lr: float = field(3e-3, gt=0)
     """Adam learning rate of the policy weights θ (``outer="adam"``)."""
-    latent_lr: float = 0.03
+    latent_lr: float = field(0.03, gt=0)
     """Adam learning rate of the per-task latent initialisations (μ_i, log σ_i) and of log α
     (``outer="adam"``)."""
-    kl_coef: float = 0.1
+    kl_coef: float = field(0.1, ge=0)
     """Weight of KL(N(μ_i, σ_i) ‖ N(0, I)) in the outer loss (per task, averaged over the batch; the
     authors used 0.1 and 0.5)."""
-    init_log_std: float = -1.6
+    init_log_std: float = field(-1.6, ge=-20, le=5)
     """Initial log standard deviation of the actions (learned)."""
-    gamma: float = 0.99
+    gamma: float = field(0.99, ge=0, le=1)
     """Discount of the returns in the policy-gradient losses."""
-    train_reward: str = "dense"
+    train_reward: str = field("dense", choices=("dense", "env"))
     """Meta-training reward: "dense" (-‖pos − goal‖, goal envs) or "env" (the env's own reward)."""
-    inner_reward: str = "same"
+    inner_reward: str = field("same", choices=("same", "dense", "env"))
     """Reward of the inner (latent) steps during meta-training: "same" (``train_reward``), "dense" or
     "env". "env" on SemicircleGoal-v0 adapts on the sparse reward as at test time while the outer
     objective keeps ``train_reward`` (measured worse than "same" in short runs: bench/RESULTS.md)."""
-    iterations: int = 60
+    iterations: int = field(60, ge=1)
     """Outer updates."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = field(1.0, gt=0)
     """Clip of the outer gradient's global norm."""
-    eval_tasks: int = 40
-    """Held-out tasks evaluated at the end."""
-    eval_steps: int = 3
+    eval_tasks: int = field(40, ge=0)
+    """Held-out tasks evaluated at the end of training and by ``metarl eval`` (0: no evaluation at
+    the end; ``metarl eval --tasks N`` and ``evaluate(..., num_tasks=N)`` still evaluate N)."""
+    eval_steps: int = field(3, ge=1)
     """Adaptation steps evaluated (returns after 0, 1, ..., eval_steps steps)."""
-    seed: int = 0
+    seed: int = field(0, ge=0)
     """Seed of the envs, tasks, init and sampling."""
-    checkpoint_minutes: float = 5.0
-    """Minutes between checkpoints (one is also written at the end)."""
+    checkpoint_minutes: float = field(5.0, gt=0)
+    """Minutes between checkpoints (one is also written at the end and on Ctrl-C)."""
 
-    def __post_init__(self):
-        check_choice(self, "env", tuple(sorted(metarl.envs.ENV_CLASSES)))
-        check_positive_ints(self, "num_train_tasks", "meta_batch_size", "trajectories_per_task", "latent_dim", "hidden",
-                            "inner_steps", "iterations", "eval_tasks", "eval_steps")
+    def check(self):
         if self.meta_batch_size > self.num_train_tasks:
             raise ValueError(f"meta_batch_size ({self.meta_batch_size}) must not exceed num_train_tasks "
                              f"({self.num_train_tasks})")
-        check_positive(self, "inner_lr", "outer_lr", "latent_lr", "max_grad_norm", "max_inner_lr", "max_kl")
-        check_nonnegative(self, "kl_coef")
-        check_unit_interval(self, "gamma")
-        check_choice(self, "train_reward", ("dense", "env"))
-        check_choice(self, "inner_reward", ("same", "dense", "env"))
-        check_choice(self, "outer", ("adam", "trpo"))
-        check_choice(self, "latent_gradient", ("reparam", "score"))
-        check_choice(self, "latent_init", ("normal", "zeros"))
-        dense = "dense" in (self.train_reward, self.inner_reward)
-        if dense and self.env not in ("SemicircleGoal-v0", "Navigation2D-v0"):
+        if self.inner_lr > self.max_inner_lr:
+            raise ValueError(f"inner_lr ({self.inner_lr}) must not exceed max_inner_lr ({self.max_inner_lr}), "
+                             f"which bounds the step size")
+        if "dense" in (self.train_reward, self.inner_reward) and self.env not in ("SemicircleGoal-v0",
+                                                                                   "Navigation2D-v0"):
             raise ValueError(f"train_reward='dense' (or inner_reward='dense') needs a goal env (SemicircleGoal-v0, "
-                             f"Navigation2D-v0), "
-                             f"got env={self.env!r}")
+                             f"Navigation2D-v0), got env={self.env!r}")
 
 
 # ----------------------------------------------------------------------------- model
+def make_env(cfg: MAESNConfig, num_envs: int, seed: int | None = None):
+    """``num_envs`` copies of ``cfg.env`` (Box actions only)."""
+    return make_box_env(cfg.env, num_envs, cfg.seed if seed is None else seed)
+
+
 def init_model(cfg: MAESNConfig, env, generator: torch.Generator) -> dict:
     """All learned tensors (leaves with ``requires_grad``): ``policy`` (θ: the MLP on ``[s, z]`` and
     ``log_std``), ``mu`` / ``log_sigma`` ``[num_train_tasks, latent_dim]`` (the per-task latent
@@ -260,9 +245,7 @@ def pg_losses(theta: Params, mu, log_sigma, batch: Batch, eps: torch.Tensor, adv
     (differentiable w.r.t. θ and, through the reparameterised z, μ and log σ)."""
     z = _per_env(mu, k) + _per_env(log_sigma.exp(), k) * eps
     mean, log_std = policy_dist(theta, batch.obs, z)
-    lp = gaussian_log_prob(mean, log_std, batch.actions)
-    m = batch.mask
-    return -per_task_mean(lp * adv * m, b) / per_task_mean(m, b).clamp_min(1e-8)
+    return -task_mean(gaussian_log_prob(mean, log_std, batch.actions) * adv, batch.mask, b)
 
 
 def latent_score_losses(mu, log_sigma, batch: Batch, eps: torch.Tensor, adv: torch.Tensor, b: int,
@@ -272,9 +255,7 @@ def latent_score_losses(mu, log_sigma, batch: Batch, eps: torch.Tensor, adv: tor
     moves ``(μ_i, σ_i)`` toward the latents of the better-than-baseline episodes. Independent of θ."""
     mu_env, ls_env = _per_env(mu, k), _per_env(log_sigma, k)
     z = (mu_env + ls_env.exp() * eps).detach()
-    log_q = (-0.5 * ((z - mu_env) / ls_env.exp()) ** 2 - ls_env - 0.5 * math.log(2 * math.pi)).sum(-1)
-    m = batch.mask
-    return -per_task_mean(log_q * adv * m, b) / per_task_mean(m, b).clamp_min(1e-8)
+    return -task_mean(gaussian_log_prob(mu_env, ls_env, z) * adv, batch.mask, b)
 
 
 def inner_update(model: dict, mu, log_sigma, batch: Batch, eps, adv, b: int, k: int,
@@ -294,14 +275,9 @@ def inner_update(model: dict, mu, log_sigma, batch: Batch, eps, adv, b: int, k: 
     return mu - a_mu * g_mu, log_sigma - a_ls * g_ls
 
 
-def dense_rewards(batch: Batch, goals_env: torch.Tensor) -> torch.Tensor:
-    """Shaped reward ``-‖next_pos − goal‖`` ``[T, N]`` (0 on masked steps) for the point goal envs."""
-    return -(batch.next_obs - goals_env).norm(dim=-1) * batch.mask
-
-
 def _advantages(cfg: MAESNConfig, batch: Batch, env_tasks, b: int, reward: str) -> torch.Tensor:
     if reward == "dense":
-        batch = dataclasses.replace(batch, rewards=dense_rewards(batch, env_tasks.goal))
+        batch = dense_rewards(batch, env_tasks.goal)
     return task_advantages(batch, b, cfg.gamma)
 
 
@@ -315,8 +291,6 @@ def trpo_outer_step(model: dict, cfg: MAESNConfig, idx: torch.Tensor, inner_data
     ``sampled``: the post-update latents ``(μ', log σ')`` the trajectories were drawn with."""
     b, k = len(idx), cfg.trajectories_per_task
     theta = model["policy"]
-    m = batch.mask
-    count = per_task_mean(m, b).clamp_min(1e-8)
     with torch.no_grad():
         z_old = _per_env(sampled[0], k) + _per_env(sampled[1].exp(), k) * eps
         old_mean, old_log_std = policy_dist(theta, batch.obs, z_old)
@@ -329,20 +303,15 @@ def trpo_outer_step(model: dict, cfg: MAESNConfig, idx: torch.Tensor, inner_data
                 mu, ls = inner_update(model, mu, ls, pre_batch, pre_eps, pre_adv, b, k, create_graph=True)
         mean, log_std = policy_dist(theta, batch.obs, _per_env(mu, k) + _per_env(ls.exp(), k) * eps)
         ratio = torch.exp(gaussian_log_prob(mean, log_std, batch.actions) - old_logp)
-        surr = -(per_task_mean(ratio * adv * m, b) / count).mean()
+        surr = -task_mean(ratio * adv, batch.mask, b).mean()
         prior_kl = kl_standard_normal(model["mu"][idx], model["log_sigma"][idx]).mean()
-        step_kl = maml.gaussian_kl(old_mean, old_log_std, mean, log_std)
-        return surr + cfg.kl_coef * prior_kl, (per_task_mean(step_kl * m, b) / count).mean()
+        step_kl = task_mean(gaussian_kl(old_mean, old_log_std, mean, log_std), batch.mask, b).mean()
+        return surr + cfg.kl_coef * prior_kl, step_kl
 
     params = list(theta.values()) + [model["mu"], model["log_sigma"]]
     if cfg.learn_inner_lr:
         params += [model["log_alpha_mu"], model["log_alpha_sigma"]]
-    return maml.trpo_step(objective, params, types.SimpleNamespace(max_kl=cfg.max_kl, **_TRPO_CONSTANTS))
-
-
-# conjugate-gradient and line-search constants of the TRPO step: MAMLConfig's defaults
-_TRPO_CONSTANTS = {f.name: f.default for f in dataclasses.fields(maml.MAMLConfig)
-                   if f.name in ("cg_iters", "cg_damping", "backtrack_ratio", "max_backtracks")}
+    return trpo_step(objective, params, cfg.max_kl)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -376,10 +345,14 @@ def adapt(model: dict, cfg: MAESNConfig, env, tasks, steps: int, generator: torc
 
 def evaluate(model: dict, cfg: MAESNConfig, num_tasks: int | None = None, steps: int | None = None,
              seed: int = 12345) -> dict:
-    """Test-time adaptation on held-out tasks (``sample_task_split``'s test set for ``seed``),
-    starting from ``N(0, I)``: ``{"returns": [mean env return after 0..steps steps], "se": [...],
-    "reached": [fraction of episodes with a positive return (sparse: goal region reached)]}``."""
-    num_tasks = num_tasks or cfg.eval_tasks
+    """Test-time adaptation on held-out tasks (``sample_task_split``'s test set for ``seed``; ``num_tasks``
+    default ``cfg.eval_tasks``), starting from ``N(0, I)``: ``{"returns": [mean env return after 0..steps
+    steps], "se": [...], "reached": [fraction of episodes with a positive return (sparse: goal region
+    reached)]}``."""
+    num_tasks = cfg.eval_tasks if num_tasks is None else num_tasks
+    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
+        raise ValueError(f"num_tasks must be a positive int (the config's eval_tasks is {cfg.eval_tasks}), "
+                         f"got {num_tasks!r}")
     steps = cfg.eval_steps if steps is None else steps
     env = make_env(cfg, num_tasks * cfg.trajectories_per_task, seed=seed)
     _, test = env.sample_task_split(1, num_tasks, seed=seed)
@@ -393,124 +366,122 @@ def report(model: dict, cfg: MAESNConfig, num_tasks: int | None = None, seed: in
     """MAESN against random exploration on the same held-out tasks and with the same latent
     adaptation: ``{"maesn": evaluate(model), "untrained": evaluate(a freshly initialised model)}``
     (the untrained policy explores by near-uniform Gaussian noise around a small random drift)."""
-    env = make_env(cfg, 1)
-    fresh = init_model(cfg, env, torch.Generator().manual_seed(cfg.seed))
+    fresh = init_model(cfg, make_env(cfg, 1), torch.Generator().manual_seed(cfg.seed))
     return {"maesn": evaluate(model, cfg, num_tasks, seed=seed),
             "untrained": evaluate(fresh, cfg, num_tasks, seed=seed)}
 
 
-def load_model(run_dir) -> tuple[dict, MAESNConfig]:
-    """The learned tensors and config of a run directory (from its checkpoint)."""
-    ck = checkpoint.load(Path(run_dir) / CHECKPOINT, kind="maesn")
-    cfg = MAESNConfig(**ck["config"])
-    return {**ck["model"], "latent_gradient": cfg.latent_gradient}, cfg
+# ----------------------------------------------------------------------------- the learner
+LEARNED = ("mu", "log_sigma", "log_alpha_mu", "log_alpha_sigma")
+"""The model's tensors besides the policy's (see :func:`init_model`)."""
 
 
-# ----------------------------------------------------------------------------- training
-def train(cfg: MAESNConfig, run_dir=None, progress: bool = False, max_iterations: int | None = None,
-          evaluate_at_end: bool = True, *, resume: bool = False) -> dict:
-    """Meta-train MAESN; returns a summary (final :func:`report`, speed) with ``"model"`` (the
-    learned tensors). ``run_dir`` receives ``config.json``, ``progress.csv`` and ``checkpoint.pt``
-    (atomic; every ``checkpoint_minutes`` and at the end, Ctrl-C included). ``resume=True``
-    continues from ``run_dir``'s checkpoint with the results of an uninterrupted run (it holds
-    the learned tensors, Adam's state, the generator and the env's state)."""
-    run_dir = Path(run_dir) if run_dir is not None else None
-    g = torch.Generator().manual_seed(cfg.seed)
-    b, k = cfg.meta_batch_size, cfg.trajectories_per_task
-    env = make_env(cfg, b * k)
-    train_set, _ = env.sample_task_split(cfg.num_train_tasks, 1, seed=cfg.seed)
-    model = init_model(cfg, env, g)
-    groups = param_groups(model, cfg)
-    params = [p for grp in groups for p in grp["params"]]
-    optimizer = torch.optim.Adam(groups)
-    it = 0
-    if resume:
-        ck = load_for_resume(run_dir, "maesn", cfg)
-        if "generator" not in ck:
-            raise ValueError(f"{run_dir}: this checkpoint was written without the state a resume needs")
+class MAESNLearner:
+    """MAESN as the run harness drives it (:mod:`metarl.algos.harness`): each :meth:`step` draws
+    ``meta_batch_size`` training tasks, adapts their latents with ``inner_steps`` latent policy-gradient
+    steps (each on fresh trajectories) and takes one outer step (Adam or TRPO) through them."""
+
+    kind = "maesn"
+
+    def __init__(self, cfg: MAESNConfig):
+        self.config = cfg
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.env = make_env(cfg, cfg.meta_batch_size * cfg.trajectories_per_task)
+        self.train_set, _ = self.env.sample_task_split(cfg.num_train_tasks, 1, seed=cfg.seed)
+        self.model = init_model(cfg, self.env, self.generator)
+        groups = param_groups(self.model, cfg)
+        self.params = [p for grp in groups for p in grp["params"]]
+        self.optimizer = torch.optim.Adam(groups)
+        self.iterations = cfg.iterations
+        self.iteration = 0
+
+    @property
+    def env_steps(self) -> int:
+        return self.iteration * (self.config.inner_steps + 1) * self.env.num_envs * self.env.max_episode_steps
+
+    def step(self) -> dict:
+        cfg, model, g = self.config, self.model, self.generator
+        b, k = cfg.meta_batch_size, cfg.trajectories_per_task
+        idx = torch.randperm(cfg.num_train_tasks, generator=g)[:b]
+        env_tasks = self.train_set[idx][torch.arange(b * k) // k]
+        mu0, ls0 = model["mu"][idx], model["log_sigma"][idx]
+        # inner: collect with N(μ_i, σ_i), policy-gradient steps on (μ_i, log σ_i) only
+        mu, ls = mu0, ls0
+        pre, inner_data = None, []
+        for _ in range(cfg.inner_steps):
+            batch, eps = rollout(model["policy"], mu, ls, self.env, env_tasks, k, g)
+            pre = float(batch.episode_returns().mean()) if pre is None else pre
+            adv = _advantages(cfg, batch, env_tasks, b, cfg.train_reward if cfg.inner_reward == "same"
+                              else cfg.inner_reward)
+            inner_data.append((batch, eps, adv))
+            mu, ls = inner_update(model, mu, ls, batch, eps, adv, b, k, create_graph=cfg.outer == "adam")
+        # outer: the post-update trajectories' surrogate, through the inner steps, + KL to N(0, I)
+        batch, eps = rollout(model["policy"], mu, ls, self.env, env_tasks, k, g)
+        adv = _advantages(cfg, batch, env_tasks, b, cfg.train_reward)
+        kl = kl_standard_normal(mu0, ls0).mean()
+        if cfg.outer == "trpo":
+            trpo_outer_step(model, cfg, idx, inner_data, batch, eps, adv, (mu.detach(), ls.detach()))
+        else:
+            loss = pg_losses(model["policy"], mu, ls, batch, eps, adv, b, k).mean() + cfg.kl_coef * kl
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+            self.optimizer.step()
+        self.iteration += 1
+        # log
+        return {"return_pre": pre, "return_post": float(batch.episode_returns().mean()), "kl": float(kl.detach())}
+
+    def state_dict(self) -> dict:
+        model = self.model
+        return {"iteration": self.iteration, "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "env": self.env.state_dict(),
+                "model": {"policy": {n: v.detach().clone() for n, v in model["policy"].items()},
+                          **{n: model[n].detach().clone() for n in LEARNED}}}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.iteration = int(sd["iteration"])
         with torch.no_grad():   # in place: the optimizer holds these leaves
-            for n, v in ck["model"]["policy"].items():
-                model["policy"][n].copy_(v)
-            for n in ("mu", "log_sigma", "log_alpha_mu", "log_alpha_sigma"):
-                model[n].copy_(ck["model"][n])
-        optimizer.load_state_dict(ck["optimizer"])
-        g.set_state(ck["generator"])
-        env.load_state_dict(ck["env"])
-        it = ck["iteration"]
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_JSON).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-    log = ProgressLog(run_dir, ["iteration", "return_pre", "return_post", "kl", "seconds"],
-                      keep_through=it if resume else None)
-    iters = cfg.iterations if max_iterations is None else min(cfg.iterations, max_iterations)
-    start = last_ckpt = time.perf_counter()
+            for n, v in sd["model"]["policy"].items():
+                self.model["policy"][n].copy_(v)
+            for n in LEARNED:
+                self.model[n].copy_(sd["model"][n])
+        self.optimizer.load_state_dict(sd["optimizer"])
+        self.generator.set_state(sd["generator"])
+        self.env.load_state_dict(sd["env"])
 
-    def snapshot():
-        return {"config": dataclasses.asdict(cfg), "iteration": it, "optimizer": optimizer.state_dict(),
-                "generator": g.get_state(), "env": env.state_dict(),
-                "model": {"policy": {n: v.detach() for n, v in model["policy"].items()},
-                          **{n: model[n].detach() for n in ("mu", "log_sigma", "log_alpha_mu", "log_alpha_sigma")},
-                          "max_inner_lr": model["max_inner_lr"], "latent_gradient": model["latent_gradient"]}}
+    def report(self, num_tasks: int | None = None) -> dict:
+        """``{"eval": report(model)}`` (MAESN and its untrained twin on held-out tasks); nothing when
+        ``num_tasks`` is None and the config's ``eval_tasks`` is 0."""
+        if num_tasks is None and self.config.eval_tasks == 0:
+            return {}
+        return {"eval": report(self.model, self.config, num_tasks)}
 
-    interrupted, last = False, None
-    try:
-        while it < iters:
-            if run_dir is not None:   # the state at this iteration boundary, saved if Ctrl-C comes mid-iteration
-                last = copy.deepcopy(snapshot())
-            idx = torch.randperm(cfg.num_train_tasks, generator=g)[:b]
-            tasks = train_set[idx]
-            env_tasks = tasks[torch.arange(b * k) // k]
-            mu0, ls0 = model["mu"][idx], model["log_sigma"][idx]
-            # inner: collect with N(μ_i, σ_i), policy-gradient steps on (μ_i, log σ_i) only
-            mu, ls = mu0, ls0
-            pre, inner_data = None, []
-            for _ in range(cfg.inner_steps):
-                batch, eps = rollout(model["policy"], mu, ls, env, env_tasks, k, g)
-                pre = float(batch.episode_returns().mean()) if pre is None else pre
-                adv = _advantages(cfg, batch, env_tasks, b,
-                                  cfg.train_reward if cfg.inner_reward == "same" else cfg.inner_reward)
-                inner_data.append((batch, eps, adv))
-                mu, ls = inner_update(model, mu, ls, batch, eps, adv, b, k, create_graph=cfg.outer == "adam")
-            # outer: the post-update trajectories' surrogate, through the inner steps, + KL to N(0, I)
-            batch, eps = rollout(model["policy"], mu, ls, env, env_tasks, k, g)
-            adv = _advantages(cfg, batch, env_tasks, b, cfg.train_reward)
-            kl = kl_standard_normal(mu0, ls0).mean()
-            if cfg.outer == "trpo":
-                trpo_outer_step(model, cfg, idx, inner_data, batch, eps, adv, (mu.detach(), ls.detach()))
-            else:
-                loss = pg_losses(model["policy"], mu, ls, batch, eps, adv, b, k).mean() + cfg.kl_coef * kl
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
-            it += 1
-            # log
-            post = float(batch.episode_returns().mean())
-            row = [it, pre, post, float(kl.detach()), time.perf_counter() - start]
-            log.write(row)
-            if progress:
-                print(f"iteration {it}/{iters} return pre {row[1]:.3f} post {row[2]:.3f} kl {row[3]:.3f}")
-            if run_dir is not None and time.perf_counter() - last_ckpt > 60 * cfg.checkpoint_minutes:
-                checkpoint.save(run_dir / CHECKPOINT, snapshot(), kind="maesn")
-                last_ckpt = time.perf_counter()
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        log.close()
-        if run_dir is not None:
-            checkpoint.save(run_dir / CHECKPOINT, last if interrupted and last is not None else snapshot(),
-                            kind="maesn")
-    seconds = time.perf_counter() - start
-    summary = {"iterations": it, "train_seconds": seconds}
-    if interrupted:
-        summary["interrupted"] = True
-    elif evaluate_at_end and it >= cfg.iterations:
-        summary["eval"] = report(model, cfg)
-    if run_dir is not None:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    summary["model"] = model
+
+# ----------------------------------------------------------------------------- train, load
+def train(cfg: MAESNConfig, run_dir=None, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
+          max_iterations: int | None = None) -> dict:
+    """Meta-train MAESN through the run harness (:func:`metarl.algos.harness.run`); returns its summary
+    (``history``, speed, and when the run finished and ``eval_tasks > 0``, ``eval``: :func:`report`)
+    with ``"model"`` (the learned tensors). ``run_dir`` (or None: no files) receives ``config.json``,
+    ``progress.csv``, ``checkpoint.pt`` and ``summary.json``; ``resume=True`` continues from its
+    checkpoint with the results of an uninterrupted run (it holds the learned tensors, Adam's state,
+    the generator and the env's state); ``overwrite=True`` starts over in a directory that holds a run."""
+    learner = MAESNLearner(cfg)
+    summary = harness.run(learner, run_dir, resume=resume, overwrite=overwrite, progress=progress,
+                          max_iterations=max_iterations, progress_keys=("return_pre", "return_post"))
+    summary["model"] = learner.model
     return summary
 
 
-__all__ = ["MAESNConfig", "train", "evaluate", "adapt", "inner_update", "kl_standard_normal", "rollout",
-           "pg_losses", "latent_score_losses", "init_model", "policy_dist", "dense_rewards", "report", "load_model"]
+def load_model(run_dir) -> tuple[dict, MAESNConfig]:
+    """The learned tensors and config of a run directory (from its checkpoint), as :func:`init_model`
+    lays them out."""
+    ck = harness.load_checkpoint(run_dir, MAESNLearner.kind)
+    cfg = MAESNConfig(**ck["config"])
+    return {**ck["learner"]["model"], "max_inner_lr": float(cfg.max_inner_lr),
+            "latent_gradient": cfg.latent_gradient}, cfg
+
+
+__all__ = ["MAESNConfig", "MAESNLearner", "train", "evaluate", "adapt", "inner_update", "kl_standard_normal",
+           "rollout", "pg_losses", "latent_score_losses", "init_model", "policy_dist", "dense_rewards", "report",
+           "load_model"]

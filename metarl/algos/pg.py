@@ -1,15 +1,433 @@
-"""Policy-gradient pieces every learner shares (one copy each): summary statistics, the Gaussian
-policy and its log-probability and KL, the linear feature baseline, and the conjugate-gradient
-TRPO step."""
+"""Policy-gradient pieces the learners share (one copy each).
+
+- **statistics**: :func:`mean_se`;
+- **Gaussian policies**: :func:`gaussian_log_prob`, :func:`gaussian_kl`; :class:`GaussianMLPPolicy`
+  (an ``nn.Module``, applied with shared or per-task stacked parameters by :class:`FunctionalPolicy`)
+  and the functional tanh MLP on stacked per-task parameters (:func:`init_mlp`, :func:`mlp_forward`,
+  :func:`stack`);
+- **rollouts** of B tasks × K trajectories in one vector env (env ``j`` on task ``j // K``):
+  :func:`make_box_env`, :func:`action_map`, :class:`Batch`, :func:`collect`, :func:`dense_rewards`,
+  :func:`per_task`, :func:`per_task_mean`, :func:`task_mean`, :func:`returns_to_go`;
+- **the linear feature baseline** (Duan et al. 2016, rllab's ``LinearFeatureBaseline``):
+  :func:`baseline_features`, :func:`fit_linear_baseline`, :func:`per_task_advantages`,
+  :func:`task_advantages`;
+- **TRPO** (Schulman et al. 2015): :func:`conjugate_gradient`, :func:`trpo_step`.
+
+Layouts: rollouts are time-major ``[T, N, ...]`` with ``N = B · K``; per-task tensors are
+``[B, M, ...]`` with ``M = K · T`` (task-major, trajectory-major inside a task: :func:`per_task`).
+"""
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable, Sequence
 
+import gymnasium as gym
 import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+import metarl
+from metarl.kernels.returns import lambda_returns
+
+LOG_2PI = math.log(2 * math.pi)
+Params = dict[str, torch.Tensor]
 
 
 def mean_se(x: torch.Tensor) -> tuple[float, float]:
     """``(mean, standard error of the mean)`` of a tensor of per-task or per-episode results (the
     standard error is NaN for a single value)."""
     x = x.detach().double().flatten()
-    return float(x.mean()), float(x.std() / math.sqrt(max(1, x.numel())))
+    se = float(x.std() / math.sqrt(x.numel())) if x.numel() > 1 else math.nan
+    return float(x.mean()), se
+
+
+# ----------------------------------------------------------------------------- Gaussian policies
+def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """``log N(actions | mean, diag(exp(log_std))²)`` summed over the last dim: ``[..., a]`` → ``[...]``."""
+    return (-0.5 * ((actions - mean) / log_std.exp()) ** 2 - log_std - 0.5 * LOG_2PI).sum(-1)
+
+
+def gaussian_kl(m0: torch.Tensor, s0: torch.Tensor, m1: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+    """``KL(N(m0, e^{s0}) ‖ N(m1, e^{s1}))`` of diagonal Gaussians (means, log-stds ``[..., a]``),
+    summed over the last dim: ``[...]``."""
+    return (s1 - s0 + (torch.exp(2 * s0) + (m0 - m1) ** 2) / (2 * torch.exp(2 * s1)) - 0.5).sum(-1)
+
+
+POLICY_INITS = ("torch", "xavier")
+MEAN_SQUASHES = ("none", "tanh")
+
+
+class GaussianMLPPolicy(nn.Module):
+    """``π(a | s) = N(μ_θ(s), diag(exp(log_std))²)`` with an MLP mean (ReLU hidden layers) and a
+    state-independent learned ``log_std`` (rllab's GaussianMLPPolicy, as the MAML code).
+
+    ``init``: ``"xavier"`` is rllab's and the MAML code's (Glorot-uniform weights and zero biases
+    in every layer, the output layer included); ``"torch"`` keeps ``nn.Linear``'s default
+    initialisation (kaiming-uniform weights with a = √5, uniform biases).
+    ``mean_squash``: ``"none"`` (an unbounded mean, as rllab) or ``"tanh"`` (``μ = tanh(MLP(s))``,
+    a mean inside ``[-1, 1]``: for policies whose actions are normalised onto a box).
+
+    Example::
+
+        >>> import torch
+        >>> from metarl.algos.pg import GaussianMLPPolicy
+        >>> mean, log_std = GaussianMLPPolicy(2, 2)(torch.zeros(5, 2))
+        >>> mean.shape, log_std.shape
+        (torch.Size([5, 2]), torch.Size([5, 2]))
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (100, 100), init_std: float = 1.0,
+                 init: str = "xavier", mean_squash: str = "none"):
+        super().__init__()
+        if init not in POLICY_INITS:
+            raise ValueError(f"init must be one of {POLICY_INITS}, got {init!r}")
+        if mean_squash not in MEAN_SQUASHES:
+            raise ValueError(f"mean_squash must be one of {MEAN_SQUASHES}, got {mean_squash!r}")
+        layers, d = [], obs_dim
+        for h in hidden:
+            layers += [nn.Linear(d, h), nn.ReLU()]
+            d = h
+        layers.append(nn.Linear(d, act_dim))
+        if init == "xavier":
+            for layer in layers:
+                if isinstance(layer, nn.Linear):
+                    nn.init.xavier_uniform_(layer.weight)
+                    nn.init.zeros_(layer.bias)
+        self.mean = nn.Sequential(*layers)
+        self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
+        self.squash = mean_squash == "tanh"
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.mean(obs)
+        if self.squash:
+            mean = torch.tanh(mean)
+        return mean, self.log_std.expand(obs.shape[:-1] + self.log_std.shape)
+
+
+class FunctionalPolicy:
+    """Applies a policy module with given parameters: shared ones on obs ``[..., obs]``
+    (``functional_call``), or per-task ones stacked ``[B, ...]`` on obs grouped ``[B, K, obs]``
+    (:meth:`batched`: ``vmap(functional_call)``, no Python loop over tasks)."""
+
+    def __init__(self, policy: nn.Module):
+        self.policy = policy
+
+    def __call__(self, params: dict, obs: torch.Tensor):
+        return functional_call(self.policy, params, (obs,))
+
+    def batched(self, params: dict, obs: torch.Tensor):
+        return vmap(lambda p, o: functional_call(self.policy, p, (o,)))(params, obs)
+
+    def acting(self, params: dict, k: int | None = None) -> Callable:
+        """The ``act_fn`` of :func:`collect`: shared ``params``, or (``k`` given) per-task params
+        stacked ``[B, ...]`` for envs grouped by task, ``k`` per task."""
+        if k is None:
+            return lambda obs, _start: self(params, obs)
+
+        def act(obs, _start):
+            mean, log_std = self.batched(params, obs.view(obs.shape[0] // k, k, -1))
+            return mean.reshape(obs.shape[0], -1), log_std.reshape(obs.shape[0], -1)
+        return act
+
+
+def init_mlp(sizes: tuple[int, ...], generator: torch.Generator | None = None, out_scale: float = 1.0) -> Params:
+    """Unbatched MLP parameters ``{"w0": [in, h], "b0": [h], ...}`` (PyTorch's default uniform init
+    ``U(±1/√in)``; the last layer scaled by ``out_scale``)."""
+    params = {}
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        bound = 1.0 / math.sqrt(n_in)
+        scale = out_scale if i == len(sizes) - 2 else 1.0
+        params[f"w{i}"] = (torch.rand((n_in, n_out), generator=generator) * 2 - 1) * bound * scale
+        params[f"b{i}"] = (torch.rand(n_out, generator=generator) * 2 - 1) * bound * scale
+    return params
+
+
+def num_layers(params: Params) -> int:
+    """Linear layers of :func:`init_mlp` parameters."""
+    return sum(1 for k in params if k.startswith("w"))
+
+
+def mlp_forward(params: Params, x: torch.Tensor) -> torch.Tensor:
+    """Batched tanh MLP: ``x [B, M, in]`` with parameters stacked ``w_l [B, in, out]``, ``b_l [B, out]``
+    gives ``[B, M, out]`` (task b uses its own parameters; one ``torch.baddbmm`` per layer)."""
+    n = num_layers(params)
+    h = x
+    for i in range(n):
+        h = torch.baddbmm(params[f"b{i}"].unsqueeze(1), h, params[f"w{i}"])
+        if i < n - 1:
+            h = torch.tanh(h)
+    return h
+
+
+def stack(params: Params, b: int) -> Params:
+    """``b`` independent copies of unbatched parameters, stacked ``[b, ...]``."""
+    return {k: v.unsqueeze(0).expand(b, *v.shape).clone() for k, v in params.items()}
+
+
+# ----------------------------------------------------------------------------- rollouts
+def make_box_env(env_id: str, num_envs: int, seed: int, *, max_episode_steps: int | None = None,
+                 device: str = "cpu"):
+    """``metarl.make_vec(env_id, num_envs)`` with ``autoreset_mode="same_step"``; an env whose
+    actions are not a Box (a Gaussian policy's) is refused."""
+    steps = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    env = metarl.make_vec(env_id, num_envs, autoreset_mode="same_step", device=device, seed=seed, **steps)
+    if not isinstance(env.single_action_space, gym.spaces.Box):
+        raise ValueError(f"env {env_id!r} has a {type(env.single_action_space).__name__} action space; "
+                         f"these learners need a Box (a Gaussian policy)")
+    return env
+
+
+def action_map(env, normalize: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(scale [a], offset [a])`` taking the policy's ``[-1, 1]`` actions to ``env``'s action box
+    (``env_action = offset + scale · action``, rllab's ``normalize``), or None when ``normalize``
+    is False (the policy acts in the env's units)."""
+    if not normalize:
+        return None
+    space = env.single_action_space
+    low = torch.as_tensor(space.low, dtype=torch.float32)
+    high = torch.as_tensor(space.high, dtype=torch.float32)
+    if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
+        raise ValueError("normalize_actions needs a bounded action box; set normalize_actions=False")
+    return (high - low) / 2, (high + low) / 2
+
+
+@dataclasses.dataclass
+class Batch:
+    """Trajectories of ``N = B · K`` envs (env j on task ``j // K``), ``T`` steps, time-major."""
+
+    obs: torch.Tensor
+    """``[T, N, obs_dim]`` observation the action was taken in."""
+    actions: torch.Tensor
+    """``[T, N, act_dim]`` the policy's sampled actions (before any :func:`action_map` and the env's clip)."""
+    rewards: torch.Tensor
+    """``[T, N]`` rewards (0 after the env's first episode ended)."""
+    mask: torch.Tensor
+    """``[T, N]`` float: 1 while the first episode of the env is running."""
+    episode_start: torch.Tensor
+    """``[T, N]`` bool: step t starts an episode (MAESN redraws its latent there)."""
+    next_obs: torch.Tensor
+    """``[T, N, obs_dim]`` observation after the action (the final one where an episode ended)."""
+
+    def episode_returns(self) -> torch.Tensor:
+        """Undiscounted return of each env's first episode ``[N]``."""
+        return self.rewards.sum(0)
+
+
+@torch.no_grad()
+def collect(env, act_fn: Callable, steps: int, generator: torch.Generator, tasks=None, seed: int | None = None,
+            action_affine: tuple[torch.Tensor, torch.Tensor] | None = None) -> Batch:
+    """Roll ``env`` (autoreset ``same_step``) for ``steps`` steps with a Gaussian policy.
+
+    ``act_fn(obs [N, o], episode_start [N] bool) -> (mean [N, a], log_std [N, a])``; actions are
+    ``mean + exp(log_std) · ε`` with ε drawn from ``generator`` on the env's device. ``tasks``: one
+    task per env (None: keep the env's). ``action_affine`` (from :func:`action_map`) maps the
+    policy's actions onto the env's; the batch keeps the policy's own. Only each env's first
+    episode counts (``mask``); with ``steps`` = the horizon every env runs exactly one.
+    """
+    obs, _ = env.reset(seed=seed, options=None if tasks is None else {"tasks": tasks})
+    n, d, a = env.num_envs, env.obs_dim, env.single_action_space.shape[0]
+    dev = obs.device
+    buf_obs = torch.zeros((steps, n, d), device=dev)
+    buf_act = torch.zeros((steps, n, a), device=dev)
+    buf_rew = torch.zeros((steps, n), device=dev)
+    buf_mask = torch.zeros((steps, n), device=dev)
+    buf_start = torch.zeros((steps, n), dtype=torch.bool, device=dev)
+    buf_next = torch.zeros((steps, n, d), device=dev)
+    alive = torch.ones(n, dtype=torch.bool, device=dev)
+    start = torch.ones(n, dtype=torch.bool, device=dev)
+    if action_affine is not None:
+        scale, offset = (x.to(dev) for x in action_affine)
+    for t in range(steps):
+        mean, log_std = act_fn(obs, start)
+        action = mean + log_std.exp() * torch.randn((n, a), generator=generator, device=dev)
+        buf_obs[t], buf_act[t], buf_mask[t], buf_start[t] = obs, action, alive.float(), start
+        obs, reward, term, trunc, info = env.step(action if action_affine is None else offset + scale * action)
+        buf_rew[t] = reward * alive
+        start = term | trunc
+        buf_next[t] = torch.where(start[:, None], info["final_obs"].reshape(n, d), obs.reshape(n, d)) \
+            if "final_obs" in info else obs
+        alive = alive & ~start
+    return Batch(buf_obs, buf_act, buf_rew, buf_mask, buf_start, buf_next)
+
+
+def dense_rewards(batch: Batch, goals: torch.Tensor) -> Batch:
+    """``batch`` with the shaped reward of the point-goal envs: ``−‖next_obs − goal‖`` ``[T, N]``
+    (0 on masked steps); ``goals [N, 2]``, one per env."""
+    return dataclasses.replace(batch, rewards=-(batch.next_obs - goals.to(batch.next_obs.device)).norm(dim=-1)
+                               * batch.mask)
+
+
+def per_task(x: torch.Tensor, b: int) -> torch.Tensor:
+    """``[T, N, ...]`` → ``[B, K·T, ...]`` (task-major; within a task trajectory-major)."""
+    t, n = x.shape[:2]
+    x = x.reshape((t, b, n // b) + x.shape[2:]).movedim(0, 2)
+    return x.reshape((b, n // b * t) + x.shape[3:])
+
+
+def per_task_mean(x: torch.Tensor, b: int) -> torch.Tensor:
+    """``x [..., N]`` averaged per task (``N = b · K``, env j on task ``j // K``) → ``[b]``."""
+    return x.reshape(-1, b, x.shape[-1] // b).mean((0, 2))
+
+
+def task_mean(x: torch.Tensor, mask: torch.Tensor, b: int) -> torch.Tensor:
+    """``Σ x · mask / Σ mask`` per task over the valid steps of ``x, mask [T, N]`` → ``[b]`` (the
+    policy-gradient losses: ``x = log π · A``)."""
+    return per_task_mean(x * mask, b) / per_task_mean(mask, b).clamp_min(1e-8)
+
+
+def returns_to_go(batch: Batch, gamma: float) -> torch.Tensor:
+    """Discounted returns-to-go of each env's first episode ``[T, N]`` (0 after it)."""
+    done = batch.mask == 0
+    done[-1] = True
+    zeros = torch.zeros_like(batch.rewards)
+    return lambda_returns(batch.rewards, zeros, done, zeros[0], gamma, 1.0)
+
+
+# ----------------------------------------------------------------------------- the linear feature baseline
+def baseline_features(obs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Duan et al. (2016) / rllab ``LinearFeatureBaseline`` features of ``obs [..., d]`` at time
+    steps ``t [...]``: ``[clip(obs, ±10), clip(obs, ±10)², t/100, (t/100)², (t/100)³, 1]`` ``[..., 2d + 4]``."""
+    o = obs.clamp(-10, 10)
+    al = (t.to(obs.dtype) / 100.0).unsqueeze(-1)
+    return torch.cat([o, o * o, al, al ** 2, al ** 3, torch.ones_like(al)], -1)
+
+
+def fit_linear_baseline(features: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor | None = None,
+                        reg_coeff: float = 1e-5, relative: bool = False) -> torch.Tensor:
+    """Least-squares coefficients ``[B, F]`` per task from ``features [B, M, F]``, ``returns [B, M]``
+    (samples with ``mask == 0`` ignored): ``(XᵀX + r·I) w = Xᵀy`` in float64.
+
+    ``r = reg_coeff`` (rllab's), or with ``relative`` ``reg_coeff`` times the mean diagonal of each
+    task's ``XᵀX`` (scale-free: Reptile's and MAESN's). While a system is singular or its solution
+    not finite, ``r`` is multiplied by 10 (as rllab, up to 5 tries); a task still failing then gets
+    a zero baseline. ``reg_coeff = 0``: plain least squares (``torch.linalg.lstsq``)."""
+    x = features.double()
+    y = returns.double()
+    if mask is not None:
+        x = x * mask.double().unsqueeze(-1)
+        y = y * mask.double()
+    if reg_coeff == 0:
+        return torch.linalg.lstsq(x, y.unsqueeze(-1)).solution.squeeze(-1).to(features.dtype)
+    xtx = x.transpose(1, 2) @ x
+    xty = (x.transpose(1, 2) @ y.unsqueeze(-1)).squeeze(-1)
+    eye = torch.eye(x.shape[-1], dtype=torch.float64, device=x.device)
+    scale = xtx.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-8)[:, None, None] if relative else 1.0
+    reg = reg_coeff
+    for _ in range(5):
+        w, info = torch.linalg.solve_ex(xtx + reg * scale * eye, xty)
+        ok = (info == 0)[:, None] & torch.isfinite(w)
+        if bool(ok.all()):
+            break
+        reg *= 10
+    return torch.where(ok, w, 0.0).to(features.dtype)
+
+
+def per_task_advantages(batch: Batch, b: int, gamma: float, reg_coeff: float = 1e-5, relative: bool = False,
+                        normalize: bool = True) -> dict:
+    """The batch's samples per task with their advantages: ``obs [B, M, d]``, ``act [B, M, a]``,
+    ``adv [B, M]``, ``mask [B, M]`` (M = K·T, :func:`per_task`). Advantages: discounted returns-to-go
+    minus each task's own linear baseline (:func:`fit_linear_baseline` on :func:`baseline_features`;
+    ``reg_coeff``, ``relative``), 0 on masked samples; ``normalize``: centred and scaled per task over
+    its valid samples (the MAML code's ``center_adv``)."""
+    t_len, n = batch.rewards.shape
+    t = torch.arange(t_len, device=batch.rewards.device).unsqueeze(1).expand(t_len, n)
+    obs, act, ret, mask, t = (per_task(x, b) for x in (batch.obs, batch.actions, returns_to_go(batch, gamma),
+                                                         batch.mask, t))
+    feats = baseline_features(obs, t)
+    w = fit_linear_baseline(feats, ret, mask, reg_coeff, relative)
+    adv = (ret - (feats @ w.unsqueeze(-1)).squeeze(-1)) * mask
+    if normalize:
+        cnt = mask.sum(1, keepdim=True).clamp_min(1)
+        mu = adv.sum(1, keepdim=True) / cnt
+        var = (((adv - mu) * mask) ** 2).sum(1, keepdim=True) / cnt
+        adv = (adv - mu) / (var.sqrt() + 1e-8) * mask
+    return {"obs": obs, "act": act, "adv": adv, "mask": mask}
+
+
+def task_advantages(batch: Batch, b: int, gamma: float, reg: float = 1e-5) -> torch.Tensor:
+    """:func:`per_task_advantages` (relative ridge ``reg``, normalised) back in the batch's layout:
+    advantages ``[T, N]`` of ``b`` tasks (0 on masked steps), all tasks solved at once."""
+    t_len, n = batch.rewards.shape
+    adv = per_task_advantages(batch, b, gamma, reg, relative=True)["adv"]
+    return adv.reshape(b, n // b, t_len).movedim(2, 0).reshape(t_len, n)
+
+
+# ----------------------------------------------------------------------------- TRPO
+def conjugate_gradient(avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int = 10,
+                       residual_tol: float = 1e-10) -> torch.Tensor:
+    """Solve ``A x = b`` for symmetric positive definite ``A`` given only ``avp(v) = A v``
+    (Hestenes–Stiefel CG, as TRPO; ``iters`` iterations at most)."""
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = b.clone()
+    rr = r @ r
+    for _ in range(iters):
+        if float(rr) < residual_tol:
+            break
+        ap = avp(p)
+        alpha = rr / (p @ ap)
+        x = x + alpha * p
+        r = r - alpha * ap
+        rr_new = r @ r
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+def _flat(ts) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in ts])
+
+
+def _assign(params: list, flat: torch.Tensor) -> None:
+    i = 0
+    with torch.no_grad():
+        for p in params:
+            p.copy_(flat[i:i + p.numel()].view_as(p))
+            i += p.numel()
+
+
+def trpo_step(objective: Callable[[], tuple[torch.Tensor, torch.Tensor]], params: list, max_kl: float, *,
+              cg_iters: int = 10, cg_damping: float = 1e-5, backtrack_ratio: float = 0.8,
+              max_backtracks: int = 15) -> dict:
+    """One TRPO update of the leaf tensors ``params`` (in place). ``objective() -> (surrogate loss,
+    mean KL to the sampling policy)``, both scalars differentiable w.r.t. ``params``; it is called
+    again under ``torch.no_grad`` in the line search.
+
+    Step direction: ``cg_iters`` conjugate-gradient iterations on ``(H + cg_damping·I) x = −g``
+    (``H``: the KL's Hessian, by Hessian-vector products; ``g``: the surrogate's gradient), scaled to
+    KL ``max_kl`` under the quadratic model; then a backtracking line search (factor
+    ``backtrack_ratio``, ``max_backtracks`` tries) accepts the first step that lowers the surrogate
+    and keeps the KL ≤ ``max_kl`` (none: ``params`` are left unchanged). Defaults are rllab's.
+    Returns ``{"surrogate_before", "surrogate_after", "kl", "accepted"}``.
+    """
+    loss, kl = objective()
+    g = _flat(torch.autograd.grad(loss, params, retain_graph=True))
+    kl_grad = _flat(torch.autograd.grad(kl, params, create_graph=True))
+
+    def fvp(v):
+        return _flat(torch.autograd.grad(kl_grad @ v, params, retain_graph=True)) + cg_damping * v
+
+    step_dir = conjugate_gradient(fvp, -g, cg_iters)
+    shs = float(step_dir @ fvp(step_dir))
+    old = _flat([p.detach() for p in params]).clone()
+    loss0 = float(loss.detach())
+    stats = {"surrogate_before": loss0, "surrogate_after": loss0, "kl": 0.0, "accepted": 0}
+    if not (shs > 0 and math.isfinite(shs)):
+        return stats
+    full = math.sqrt(2 * max_kl / shs) * step_dir
+    for i in range(max_backtracks):
+        _assign(params, old + backtrack_ratio ** i * full)
+        with torch.no_grad():
+            new_loss, new_kl = objective()
+        if float(new_loss) < loss0 and float(new_kl) <= max_kl and math.isfinite(float(new_loss)):
+            stats.update(surrogate_after=float(new_loss), kl=float(new_kl), accepted=1)
+            return stats
+    _assign(params, old)
+    return stats
+
+
+__all__ = ["mean_se", "gaussian_log_prob", "gaussian_kl", "GaussianMLPPolicy", "FunctionalPolicy", "init_mlp",
+           "mlp_forward", "stack", "make_box_env", "action_map", "Batch", "collect", "dense_rewards", "per_task",
+           "per_task_mean", "task_mean", "returns_to_go", "baseline_features", "fit_linear_baseline",
+           "per_task_advantages", "task_advantages", "conjugate_gradient", "trpo_step"]
