@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metarl.algos import mfec, nec  # noqa: E402
 from metarl.algos.episodic import evaluate_returns, steps_to_reach  # noqa: E402
-from metarl.algos.rl2 import mean_se  # noqa: E402
+from metarl.algos.pg import mean_se  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 THRESHOLD = 150.0

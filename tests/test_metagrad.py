@@ -206,6 +206,7 @@ def test_delayed_reward_pays_every_k_steps_and_at_episode_end():
 
 
 # ----------------------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_short_run_beats_random_clearly():
     """60k env steps of meta-gradient A2C on CartPole with varied physics: the held-out return is
     well above uniformly random actions (~22), and γ, λ moved."""

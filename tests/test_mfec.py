@@ -1,14 +1,15 @@
 """MFEC: the table update and the kNN estimate by hand, the returns written after an episode, LRU,
-learning on CartPole well above random, exact resume, the CLI, bad configs."""
+learning on CartPole well above random, exact resume through the run harness, bad configs (the CLI:
+tests/test_cli.py; every field's range: tests/test_config.py)."""
 import math
 
 import pytest
 import torch
 
 from metarl import checkpoint
+from metarl.algos import harness, mfec
 from metarl.algos.episodic import epsilon_greedy, steps_to_reach
 from metarl.algos.mfec import MFECAgent, MFECConfig, MFECLearner, load_model, report, train
-from metarl.cli import ALGOS, main
 
 
 @pytest.fixture(autouse=True)
@@ -92,7 +93,7 @@ def test_an_episode_writes_its_discounted_returns(gamma):
     """CartPole pays 1 per step: after an episode of length L the table holds R_t = sum_{k < L-t} gamma^k."""
     learner = MFECLearner(MFECConfig(num_envs=1, gamma=gamma, epsilon_decay_steps=0, epsilon_end=1.0))
     while not learner.stats.returns:
-        learner.step()
+        learner.vector_step()
     length = int(learner.stats.returns[0])
     assert learner.stats.end_steps == [length]
     values = torch.cat([v[:m.ntotal] for v, m in zip(learner.agent.values, learner.agent.memories)])
@@ -111,7 +112,7 @@ def test_an_episode_cut_by_the_time_limit_is_completed_with_the_final_estimate(g
     learner.env.max_episode_steps = 5
     monkeypatch.setattr(learner.agent, "q_values", lambda obs: torch.tensor([[7.0, -3.0]]).expand(len(obs), 2))
     while not learner.stats.returns:
-        learner.step()
+        learner.vector_step()
     assert learner.stats.returns == [5.0]
     values = torch.cat([v[:m.ntotal] for v, m in zip(learner.agent.values, learner.agent.memories)])
     v = 7.0 if bootstrap else 0.0
@@ -119,6 +120,7 @@ def test_an_episode_cut_by_the_time_limit_is_completed_with_the_final_estimate(g
     assert sorted(values.tolist()) == pytest.approx(sorted(expected))
 
 
+@pytest.mark.slow
 def test_a_short_run_beats_random_clearly():
     """CartPole: random play scores ~22; MFEC reaches a mean of 150 within ~4-8k env steps (bench/episodic.py)."""
     summary = train(MFECConfig(total_env_steps=6_000, eval_episodes=30, seed=1), progress=False)
@@ -130,16 +132,30 @@ def test_a_short_run_beats_random_clearly():
     assert steps_to_reach(summary["episode_end_steps"], summary["episode_returns"], 60) is not None
 
 
+def test_an_iteration_is_log_every_env_steps():
+    """One harness iteration = log_every // num_envs vector steps, and one progress row."""
+    learner = MFECLearner(MFECConfig(num_envs=3, log_every=100, total_env_steps=1_000))
+    assert (learner.steps_per_iteration, learner.iterations) == (33, 10)
+    row = learner.step()
+    assert learner.env_steps == 99 and set(row) == {"episode_return", "episodes", "epsilon", "memory_size"}
+    assert row["memory_size"] == sum(learner.agent.sizes) > 0 and row["episodes"] == len(learner.stats.returns)
+
+
 def test_resume_equals_an_uninterrupted_run(tmp_path):
     cfg = MFECConfig(total_env_steps=1_200, log_every=200, eval_episodes=5, num_envs=2)
     whole = train(cfg, tmp_path / "whole", progress=False)
     train(cfg, tmp_path / "split", progress=False, max_iterations=2)
+    assert harness.load_checkpoint(tmp_path / "split", "mfec")["iteration"] == 2
     split = train(cfg, tmp_path / "split", resume=True, progress=False)
     assert whole["episode_returns"] == split["episode_returns"]
     assert whole["eval"] == split["eval"]
     a = (tmp_path / "whole" / "progress.csv").read_text().splitlines()
     b = (tmp_path / "split" / "progress.csv").read_text().splitlines()
     assert [r.split(",")[:6] for r in a] == [r.split(",")[:6] for r in b]
+    ck_a = harness.load_checkpoint(tmp_path / "whole", "mfec")["learner"]
+    ck_b = harness.load_checkpoint(tmp_path / "split", "mfec")["learner"]
+    for name in ("memories", "values"):
+        assert all(torch.equal(x, y) for x, y in zip(ck_a["agent"][name], ck_b["agent"][name])), name
     agent, loaded_cfg = load_model(tmp_path / "split")
     assert loaded_cfg == cfg and checkpoint.read_kind(tmp_path / "split" / "checkpoint.pt") == "mfec"
     assert report(agent, cfg, 5)["mfec"] == whole["eval"]["mfec"]
@@ -157,7 +173,8 @@ def test_acrobot_runs_with_three_tables():
     (dict(k=0), "k must be a positive int"),
     (dict(capacity=-5), "capacity must be a positive int"),
     (dict(projection_dim=-1), "projection_dim"),
-    (dict(gamma=1.5), r"gamma must lie in \[0.0, 1.0\]"),
+    (dict(gamma=1.5), r"gamma must be a finite number in \[0, 1\]"),
+    (dict(epsilon_start=float("nan")), "epsilon_start"),
     (dict(epsilon_end=-0.1), "epsilon_end"),
     (dict(num_envs=0), "num_envs must be a positive int"),
     (dict(epsilon_decay_steps=-1), "epsilon_decay_steps"),
@@ -177,13 +194,8 @@ def test_resume_needs_a_matching_checkpoint(tmp_path):
         checkpoint.load(tmp_path / "checkpoint.pt", kind="nec")
 
 
-@pytest.mark.skipif("mfec" not in ALGOS, reason="metarl train mfec is not wired into metarl/cli.py yet")
-def test_cli_train_eval_plot(tmp_path, capsys):
-    run = tmp_path / "run"
-    assert main(["train", "mfec", "--total-env-steps", "600", "--log-every", "200", "--eval-episodes", "3",
-                 "--run-dir", str(run), "--quiet"]) == 0
-    assert "env steps" in capsys.readouterr().out
-    assert main(["eval", str(run), "--tasks", "3"]) == 0
-    assert "mfec" in capsys.readouterr().out
-    assert main(["plot", str(run)]) == 0
-    assert (run / "learning_curve.png").exists()
+def test_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(mfec, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -1,12 +1,13 @@
 """NEC: N-step targets (by hand, and the batched windows against a plain loop), the write rule, LRU,
 lookup gradients into the embedding, keys and values, learning on CartPole well above random, exact
-resume, the CLI, bad configs."""
+resume through the run harness, bad configs (the CLI: tests/test_cli.py; every field's range:
+tests/test_config.py)."""
 import pytest
 import torch
 
 from metarl import checkpoint
+from metarl.algos import harness, nec
 from metarl.algos.nec import NECAgent, NECConfig, NECLearner, load_model, n_step_targets, report, train
-from metarl.cli import ALGOS, main
 from metarl.memory import DND
 
 TINY = dict(capacity=500, n_step=5, replay_size=1_000, learning_starts=100, eval_episodes=4, log_every=200,
@@ -56,7 +57,7 @@ def test_batched_windows_equal_a_plain_loop(monkeypatch):
     steps = 80
     for _ in range(steps):
         record.append([learner.obs.clone()])
-        learner.step()
+        learner.vector_step()
     expected = {}
     for i in range(n):
         done = [bool(rec[2][i] | rec[3][i]) for rec in record]
@@ -96,7 +97,7 @@ def test_the_learner_writes_with_its_alpha(monkeypatch):
     real = learner.agent.dnd.write
     monkeypatch.setattr(learner.agent.dnd, "write", lambda *a, alpha: seen.append(alpha) or real(*a, alpha=alpha))
     for _ in range(20):
-        learner.step()
+        learner.vector_step()
     assert seen and set(seen) == {0.25}
     assert int(learner.agent.dnd.ntotal.sum()) > 0
 
@@ -147,7 +148,7 @@ def test_lookup_gradients_reach_the_embedding_keys_and_values():
 def test_a_learning_step_moves_the_network_and_the_entries_it_read():
     learner = NECLearner(NECConfig(**TINY))
     while len(learner.replay) < 64:
-        learner.step()
+        learner.vector_step()
     before = {k: v.detach().clone() for k, v in learner.agent.state_dict().items()}
     learner._learn()
     after = learner.agent.state_dict()
@@ -158,6 +159,7 @@ def test_a_learning_step_moves_the_network_and_the_entries_it_read():
     assert torch.equal(before["dnd.values"][unused], after["dnd.values"][unused])
 
 
+@pytest.mark.slow
 def test_a_short_run_beats_random_clearly():
     """CartPole: random play scores ~22; NEC's greedy policy after 5k env steps far more."""
     cfg = NECConfig(total_env_steps=5_000, capacity=2_000, num_envs=8, train_every=8, eval_episodes=30, seed=0)
@@ -168,17 +170,34 @@ def test_a_short_run_beats_random_clearly():
     assert mean > 100 and mean > rnd + 5 * (se + rnd_se), summary["eval"]
 
 
+def test_an_iteration_learns_every_train_every_env_steps():
+    """One harness iteration = log_every // num_envs vector steps; past learning_starts, one learning
+    step per train_every env steps, and the row's loss is their mean."""
+    learner = NECLearner(NECConfig(**{**TINY, "train_every": 4, "learning_starts": 40}))
+    assert learner.steps_per_iteration == 100
+    losses = []
+    real = learner._learn
+    learner._learn = lambda: losses.append(real()) or losses[-1]
+    row = learner.step()
+    assert learner.env_steps == 200 and len(losses) == len(range(40, 201, 4))     # at 40, 44, ..., 200
+    assert row["loss"] == pytest.approx(sum(losses) / len(losses))
+    assert set(row) == {"episode_return", "episodes", "epsilon", "loss", "memory_size"}
+
+
 def test_resume_equals_an_uninterrupted_run(tmp_path):
     cfg = NECConfig(total_env_steps=800, **TINY)
     whole = train(cfg, tmp_path / "whole", progress=False)
     train(cfg, tmp_path / "split", progress=False, max_iterations=2)
+    assert harness.load_checkpoint(tmp_path / "split", "nec")["iteration"] == 2
     split = train(cfg, tmp_path / "split", resume=True, progress=False)
     assert whole["episode_returns"] == split["episode_returns"]
     assert whole["eval"] == split["eval"]
-    a = checkpoint.load(tmp_path / "whole" / "checkpoint.pt", kind="nec")["learner"]["agent"]
-    b = checkpoint.load(tmp_path / "split" / "checkpoint.pt", kind="nec")["learner"]["agent"]
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    a = checkpoint.load(tmp_path / "whole" / "checkpoint.pt", kind="nec")["learner"]
+    b = checkpoint.load(tmp_path / "split" / "checkpoint.pt", kind="nec")["learner"]
+    for part in ("agent", "opt_net", "window"):
+        for k, v in a[part].items():
+            if isinstance(v, torch.Tensor):
+                assert torch.equal(v, b[part][k]), (part, k)
     rows_a = (tmp_path / "whole" / "progress.csv").read_text().splitlines()
     rows_b = (tmp_path / "split" / "progress.csv").read_text().splitlines()
     assert [r.split(",")[:7] for r in rows_a] == [r.split(",")[:7] for r in rows_b]
@@ -194,13 +213,14 @@ def test_acrobot_runs():
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(env="Pendulum-v1"), "Discrete"),
-    (dict(alpha=0.0), r"alpha must lie in \(0.0, 1.0\]"),
+    (dict(alpha=0.0), r"alpha must be a finite number in \(0, 1\]"),
     (dict(alpha=1.5), "alpha"),
     (dict(n_step=0), "n_step must be a positive int"),
     (dict(neighbours=0), "neighbours must be a positive int"),
-    (dict(delta=0.0), "delta must be positive"),
-    (dict(lr=0.0), "lr must be positive"),
-    (dict(dnd_lr=-1.0), "dnd_lr must be >= 0"),
+    (dict(delta=0.0), "delta must be a positive finite number"),
+    (dict(delta=float("inf")), "delta must be a positive finite number, got inf"),
+    (dict(lr=0.0), "lr must be a positive finite number"),
+    (dict(dnd_lr=-1.0), "dnd_lr must be a finite number >= 0"),
     (dict(batch_size=64, replay_size=32), "batch_size"),
     (dict(num_envs=8, capacity=4), "capacity"),
     (dict(learning_starts=-1), "learning_starts"),
@@ -211,13 +231,8 @@ def test_bad_configs_are_refused_clearly(kwargs, match):
         NECConfig(**kwargs)
 
 
-@pytest.mark.skipif("nec" not in ALGOS, reason="metarl train nec is not wired into metarl/cli.py yet")
-def test_cli_train_eval_plot(tmp_path, capsys):
-    run = tmp_path / "run"
-    assert main(["train", "nec", "--total-env-steps", "400", "--log-every", "200", "--eval-episodes", "3",
-                 "--capacity", "500", "--learning-starts", "100", "--run-dir", str(run), "--quiet"]) == 0
-    assert "env steps" in capsys.readouterr().out
-    assert main(["eval", str(run), "--tasks", "3"]) == 0
-    assert "nec" in capsys.readouterr().out
-    assert main(["plot", str(run)]) == 0
-    assert (run / "learning_curve.png").exists()
+def test_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(nec, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

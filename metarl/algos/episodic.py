@@ -1,71 +1,45 @@
-"""What the episodic-control learners (:mod:`metarl.algos.mfec`, :mod:`metarl.algos.nec`) share.
+"""The shared pieces of episodic control (:mod:`metarl.algos.mfec`, :mod:`metarl.algos.nec`); not a
+learner. (Episodic meta-RL, :mod:`metarl.algos.episodic_rl2`, is another idea and uses none of this.)
 
 Both act ε-greedily on per-action value estimates read from episodic memories, on a batched
 single-task env (a metarl vector env with Discrete actions and vector observations:
-CartPole-v1, Acrobot-v1, MountainCar-v0), so the pieces here are about the run, not the
-algorithm:
+CartPole-v1, Acrobot-v1, MountainCar-v0), and both run through the run harness
+(:mod:`metarl.algos.harness`) with one iteration = one ``progress.csv`` row = ``log_every`` env
+steps. So the pieces here are about acting, counting and evaluating, not the memories' rules:
 
 - :func:`make_env`, :func:`check_env` — the vector env (``same_step`` autoreset, so an episode's
   last observation is at hand in ``info["final_obs"]``);
 - :func:`epsilon_at`, :func:`epsilon_greedy` — the linear ε schedule and the action choice
   (greedy ties broken uniformly at random, every random number from one ``torch.Generator``);
 - :class:`EpisodeStats` — per-env running returns and the record of finished episodes
-  ``(env steps at the end, return)``, which the logs, the summary and ``bench/episodic.py``
-  read;
-- :func:`evaluate_returns` — one episode on each of ``num_episodes`` env copies with a
-  given action-value function (or uniformly random actions: the "random" baseline);
+  ``(env steps at the end, return)``, which the progress rows (:meth:`EpisodeStats.row`), the
+  summary (:meth:`EpisodeStats.summary`) and ``bench/episodic.py`` (:func:`steps_to_reach`) read;
+- :func:`iteration_sizes` — vector steps per iteration and iterations of a config;
+- :func:`evaluate_returns`, :func:`report_returns` — one episode on each of ``num_episodes`` env
+  copies with a given action-value function (or uniformly random actions: the "random" baseline);
 - :func:`index_to_tensor` / :func:`index_from_tensor` — a :class:`~metarl.memory.FlatIndex`
-  inside a checkpoint (its own atomic, checksummed file format, carried as bytes);
-- :func:`train_loop` — progress bar, ``progress.csv``, TensorBoard, ``config.json``, periodic /
-  final / Ctrl-C checkpoints, exact resume and the summary, around a learner object that
-  knows how to take one vector step.
+  inside a checkpoint (its own atomic, checksummed file format, carried as bytes).
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import tempfile
-import time
-from pathlib import Path
 
 import gymnasium as gym
 import torch
 
 import metarl
-from metarl import checkpoint
-from metarl.algos._run import CHECKPOINT, CONFIG_JSON, ProgressLog, check_positive_ints, load_for_resume
-from metarl.algos.rl2 import _progress, _tensorboard, mean_se
+from metarl.algos.pg import mean_se
 from metarl.memory import FlatIndex
 
 RETURN_WINDOW = 20          # finished episodes averaged into progress.csv's episode_return
 EVAL_MAX_STEPS = 100_000    # evaluate_returns gives up after this many steps (envs without a time limit)
 
 
-# ----------------------------------------------------------------------------- config checks
-def check_range(cfg, name: str, lo: float, hi: float, *, lo_open: bool = False) -> None:
-    v = getattr(cfg, name)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo < v <= hi if lo_open else lo <= v <= hi):
-        raise ValueError(f"{name} must lie in {'(' if lo_open else '['}{lo}, {hi}], got {v!r}")
-
-
-def check_common(cfg) -> None:
-    """The fields MFEC and NEC configs share."""
-    check_env(cfg.env)
-    check_positive_ints(cfg, "num_envs", "total_env_steps", "log_every", "eval_episodes")
-    if isinstance(cfg.epsilon_decay_steps, bool) or not isinstance(cfg.epsilon_decay_steps, int) \
-            or cfg.epsilon_decay_steps < 0:
-        raise ValueError(f"epsilon_decay_steps must be an int >= 0, got {cfg.epsilon_decay_steps!r}")
-    for name in ("epsilon_start", "epsilon_end", "gamma"):
-        check_range(cfg, name, 0.0, 1.0)
-    if cfg.checkpoint_minutes <= 0:
-        raise ValueError(f"checkpoint_minutes must be positive, got {cfg.checkpoint_minutes}")
-
-
+# ----------------------------------------------------------------------------- the env
 def check_env(env_id: str) -> None:
-    """``ValueError`` unless ``env_id`` is a metarl env with Discrete actions and vector observations."""
-    if env_id not in metarl.envs.ENV_CLASSES:
-        raise ValueError(f"env must be one of {sorted(metarl.envs.ENV_CLASSES)}, got {env_id!r}")
+    """``ValueError`` unless ``env_id`` (a registered metarl env id) has Discrete actions and vector
+    observations (the configs' ``check``)."""
     env = metarl.make_vec(env_id, 1, seed=0)
     if not isinstance(env.single_action_space, gym.spaces.Discrete):
         raise ValueError(f"env {env_id!r} has {env.single_action_space} actions; episodic control needs "
@@ -122,6 +96,18 @@ class EpisodeStats:
         tail = self.returns[-window:]
         return sum(tail) / len(tail) if tail else float("nan")
 
+    def row(self, cfg, env_steps: int) -> dict:
+        """The progress values every episodic-control learner logs: ``episode_return`` (mean of the
+        last :data:`RETURN_WINDOW` episodes), ``episodes`` (finished so far) and ``epsilon`` now."""
+        return {"episode_return": self.recent_mean(), "episodes": len(self.returns),
+                "epsilon": epsilon_at(cfg, env_steps)}
+
+    def summary(self) -> dict:
+        """What ``train`` adds to the harness's summary: ``episodes``, ``final_episode_return`` and every
+        finished training episode as ``episode_end_steps`` / ``episode_returns`` (learning curves)."""
+        return {"episodes": len(self.returns), "final_episode_return": self.recent_mean(),
+                "episode_end_steps": list(self.end_steps), "episode_returns": list(self.returns)}
+
     def state_dict(self) -> dict:
         return {"running": self.running.cpu(), "end_steps": list(self.end_steps), "returns": list(self.returns)}
 
@@ -137,6 +123,13 @@ def steps_to_reach(end_steps, returns, threshold: float, window: int = 10) -> in
         if sum(returns[i - window + 1:i + 1]) / window >= threshold:
             return int(end_steps[i])
     return None
+
+
+# ----------------------------------------------------------------------------- runs and evaluation
+def iteration_sizes(cfg) -> tuple[int, int]:
+    """``(vector steps per iteration, iterations)``: one progress row per ``log_every`` env steps."""
+    steps = max(1, cfg.log_every // cfg.num_envs)
+    return steps, max(1, cfg.total_env_steps // (steps * cfg.num_envs))
 
 
 @torch.no_grad()
@@ -192,89 +185,5 @@ def index_from_tensor(data: torch.Tensor, *, device="cpu", backend=None) -> Flat
         return FlatIndex.load(path, device=device, backend=backend)
 
 
-# ----------------------------------------------------------------------------- the run
-def iteration_sizes(cfg) -> tuple[int, int]:
-    """``(vector steps per iteration, iterations)``: one progress row per ``log_every`` env steps."""
-    steps = max(1, cfg.log_every // cfg.num_envs)
-    return steps, max(1, cfg.total_env_steps // (steps * cfg.num_envs))
-
-
-def train_loop(kind: str, cfg, learner, run_dir=None, *, resume: bool = False, progress: bool = True,
-               max_iterations: int | None = None) -> dict:
-    """Run ``learner`` (an object with ``stats`` (:class:`EpisodeStats`), ``step()`` — one vector env
-    step and whatever learning it implies —, ``columns`` and ``log_values()`` — the extra
-    progress.csv columns —, ``state_dict()`` / ``load_state_dict()`` and ``report(num_episodes)``)
-    for ``cfg.total_env_steps`` env steps, with the files and behaviour of
-    :func:`metarl.algos.rl2.train` (see :func:`metarl.algos.mfec.train`). Returns the summary."""
-    run_dir = Path(run_dir) if run_dir is not None else None
-    steps, iterations = iteration_sizes(cfg)
-    per_iteration = steps * cfg.num_envs
-    it = 0
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            ck = load_for_resume(run_dir, kind, cfg)
-            learner.load_state_dict(ck["learner"])
-            it = int(ck["iteration"])
-        (run_dir / CONFIG_JSON).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-    elif resume:
-        raise ValueError("resume=True needs the run_dir to resume from")
-    columns = ["iteration", "env_steps", "episode_return", "episodes", "epsilon", *learner.columns,
-               "env_steps_per_s"]
-    writer = _tensorboard(run_dir)
-    log = ProgressLog(run_dir, columns, keep_through=it if resume else None)
-    bar = _progress(progress, iterations, it)
-
-    def save():
-        checkpoint.save(run_dir / CHECKPOINT, {"config": dataclasses.asdict(cfg), "iteration": it,
-                                               "learner": learner.state_dict()}, kind=kind)
-
-    start = last_ckpt = time.perf_counter()
-    steps_done = 0
-    interrupted = False
-    try:
-        while it < iterations and (max_iterations is None or it < max_iterations):
-            for _ in range(steps):
-                learner.step()
-            it += 1
-            steps_done += per_iteration
-            rate = steps_done / (time.perf_counter() - start)
-            mean_ret = learner.stats.recent_mean()
-            row = [it, it * per_iteration, mean_ret, len(learner.stats.returns),
-                   epsilon_at(cfg, it * per_iteration), *learner.log_values(), rate]
-            log.write(row)
-            if writer is not None:
-                for name, val in zip(columns[2:], row[2:]):
-                    writer.add_scalar(name, val, it * per_iteration)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(episode_return=f"{mean_ret:.1f}", steps_per_s=f"{rate:.3g}")
-            if run_dir is not None and time.perf_counter() - last_ckpt > 60 * cfg.checkpoint_minutes:
-                save()
-                last_ckpt = time.perf_counter()
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        if run_dir is not None:
-            save()
-        if bar is not None:
-            bar.close()
-        log.close()
-        if writer is not None:
-            writer.close()
-    seconds = time.perf_counter() - start
-    summary = {"iterations": it, "env_steps": it * per_iteration, "train_seconds": seconds,
-               "env_steps_per_s": steps_done / max(1e-9, seconds), "interrupted": interrupted,
-               "episodes": len(learner.stats.returns), "final_episode_return": learner.stats.recent_mean()}
-    if not interrupted and it >= iterations:
-        summary["eval"] = learner.report()
-    if run_dir is not None:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    # every finished training episode, for learning curves (not in summary.json: it can be long)
-    summary["episode_end_steps"] = list(learner.stats.end_steps)
-    summary["episode_returns"] = list(learner.stats.returns)
-    return summary
-
-
 __all__ = ["EpisodeStats", "epsilon_at", "epsilon_greedy", "evaluate_returns", "report_returns", "steps_to_reach",
-           "train_loop", "make_env", "check_env", "index_to_tensor", "index_from_tensor"]
+           "iteration_sizes", "make_env", "check_env", "index_to_tensor", "index_from_tensor"]

@@ -37,14 +37,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import torch
 
-from metarl import checkpoint
-from metarl.algos import episodic
-from metarl.algos._run import check_positive_ints
+from metarl.algos import episodic, harness
 from metarl.algos.episodic import EpisodeStats, epsilon_at, epsilon_greedy
+from metarl.config import Config, env_ids, field
 from metarl.kernels.returns import lambda_returns
 from metarl.memory import FlatIndex
 
@@ -52,50 +50,46 @@ KIND = "mfec"
 
 
 @dataclasses.dataclass
-class MFECConfig:
+class MFECConfig(Config):
     """MFEC. Defaults: CartPole-v1 with 4 env copies; a mean training return of 150 within 4-8k env
     steps, greedy returns of ~170-280 after 30k (3 seeds, bench/episodic.py)."""
 
-    env: str = "CartPole-v1"
+    env: str = field("CartPole-v1", choices=env_ids)
     """A metarl env with Discrete actions and vector observations (CartPole-v1, Acrobot-v1, MountainCar-v0)."""
-    num_envs: int = 4
+    num_envs: int = field(4, ge=1)
     """Env copies stepped together (each writes its episodes to the shared memories)."""
-    total_env_steps: int = 50_000
+    total_env_steps: int = field(50_000, ge=1)
     """Training budget in env steps (all envs together)."""
-    projection_dim: int = 64
+    projection_dim: int = field(64, ge=0)
     """Dimension of the Gaussian random projection phi(s) (paper: 64); 0 = the raw observation."""
-    k: int = 11
+    k: int = field(11, ge=1)
     """Nearest neighbours averaged for a key not in memory (paper: 11)."""
-    capacity: int = 1_000_000
+    capacity: int = field(1_000_000, ge=1)
     """Entries per action's memory, least recently used evicted beyond it (paper: 10^6; grows as needed)."""
-    gamma: float = 1.0
+    gamma: float = field(1.0, ge=0, le=1)
     """Discount of the returns R_t written to memory (paper: 1)."""
     bootstrap_truncated: bool = True
     """Complete the return of an episode cut by the time limit with gamma^(steps left) max_a Q_EC(phi(final obs), a),
     as DQN does (False: the paper's plain Monte-Carlo return, which makes late states of long episodes look poor)."""
-    epsilon_start: float = 1.0
+    epsilon_start: float = field(1.0, ge=0, le=1)
     """Exploration rate at the start."""
-    epsilon_end: float = 0.01
+    epsilon_end: float = field(0.01, ge=0, le=1)
     """Exploration rate after the decay."""
-    epsilon_decay_steps: int = 2_000
+    epsilon_decay_steps: int = field(2_000, ge=0)
     """Env steps over which epsilon decays linearly (0: epsilon_end from the start)."""
-    seed: int = 0
+    seed: int = field(0, ge=0)
     """Seed of the envs, the projection and the exploration."""
     device: str = "cpu"
     """Torch device of envs and memories."""
-    eval_episodes: int = 100
-    """Greedy evaluation episodes at the end of training."""
-    log_every: int = 1_000
+    eval_episodes: int = field(100, ge=1)
+    """Greedy evaluation episodes at the end of training (and by ``metarl eval``)."""
+    log_every: int = field(1_000, ge=1)
     """Env steps per progress row (one iteration)."""
-    checkpoint_minutes: float = 5.0
+    checkpoint_minutes: float = field(5.0, gt=0)
     """Minutes between checkpoints (one is also written at the end and on Ctrl-C)."""
 
-    def __post_init__(self):
-        episodic.check_common(self)
-        check_positive_ints(self, "k", "capacity")
-        if isinstance(self.projection_dim, bool) or not isinstance(self.projection_dim, int) \
-                or self.projection_dim < 0:
-            raise ValueError(f"projection_dim must be an int >= 0 (0: no projection), got {self.projection_dim!r}")
+    def check(self):
+        episodic.check_env(self.env)
 
 
 class MFECAgent:
@@ -239,12 +233,16 @@ def make_agent(cfg: MFECConfig, env) -> MFECAgent:
 
 
 class MFECLearner:
-    """One MFEC run: the env copies, the agent, and the steps of the episodes in progress."""
+    """MFEC as the run harness drives it (:mod:`metarl.algos.harness`): the env copies, the agent,
+    and the steps of the episodes in progress. :meth:`vector_step` steps every env copy once and
+    writes the episodes that ended; :meth:`step` (one iteration, one progress row) is
+    ``log_every // num_envs`` of them."""
 
-    columns = ["memory_size"]
+    kind = KIND
 
     def __init__(self, cfg: MFECConfig):
-        self.cfg = cfg
+        self.config = cfg
+        self.steps_per_iteration, self.iterations = episodic.iteration_sizes(cfg)
         self.env = episodic.make_env(cfg)
         self.agent = make_agent(cfg, self.env)
         self.generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
@@ -259,8 +257,13 @@ class MFECLearner:
         self.pos = torch.zeros(n, dtype=torch.int64, device=dev)
         self.obs, _ = self.env.reset(seed=cfg.seed)
 
-    def step(self) -> None:
-        cfg, n = self.cfg, self.cfg.num_envs
+    def step(self) -> dict:
+        for _ in range(self.steps_per_iteration):
+            self.vector_step()
+        return {**self.stats.row(self.config, self.env_steps), "memory_size": sum(self.agent.sizes)}
+
+    def vector_step(self) -> None:
+        cfg, n = self.config, self.config.num_envs
         # act
         keys = self.agent.keys(self.obs)
         q = self.agent.estimate(keys)
@@ -279,7 +282,7 @@ class MFECLearner:
         self.stats.update(reward, done, self.env_steps)
         # update the tables with the episodes that ended
         if bool(done.any()):
-            cut = truncated & ~terminated if self.cfg.bootstrap_truncated else torch.zeros_like(done)
+            cut = truncated & ~terminated if cfg.bootstrap_truncated else torch.zeros_like(done)
             self._write_episodes(done, cut, info["final_obs"])
 
     def _write_episodes(self, done: torch.Tensor, cut: torch.Tensor, final_obs: torch.Tensor) -> None:
@@ -292,10 +295,10 @@ class MFECLearner:
             value = torch.where(torch.isinf(q), -torch.inf, q).max(1).values
             value = torch.where(torch.isinf(value), 0.0, value)          # every table empty: 0
             last = lengths[cut[ended]] - 1
-            rewards[last, cut[ended].nonzero().flatten()] += self.cfg.gamma * value
+            rewards[last, cut[ended].nonzero().flatten()] += self.config.gamma * value
         zeros = torch.zeros_like(rewards)
         returns = lambda_returns(rewards, zeros, torch.zeros_like(rewards, dtype=torch.bool),
-                                 zeros[0], self.cfg.gamma, 1.0)
+                                 zeros[0], self.config.gamma, 1.0)
         mask = torch.arange(t, device=rewards.device).unsqueeze(1) < lengths      # [t, ended]
         self.agent.write(self.buf_keys[:t, ended][mask], self.buf_actions[:t, ended][mask], returns[mask])
         self.buf_rewards[:, ended] = 0.0
@@ -307,11 +310,10 @@ class MFECLearner:
         self.buf_keys, self.buf_actions, self.buf_rewards = (grow(self.buf_keys), grow(self.buf_actions),
                                                              grow(self.buf_rewards))
 
-    def log_values(self) -> list:
-        return [sum(self.agent.sizes)]
-
-    def report(self, num_episodes: int | None = None) -> dict:
-        return report(self.agent, self.cfg, num_episodes)
+    def report(self, num_tasks: int | None = None) -> dict:
+        """``{"eval": {"mfec": (mean, se), "random": (mean, se)}}`` over ``num_tasks`` episodes
+        (default ``eval_episodes``)."""
+        return {"eval": report(self.agent, self.config, num_tasks)}
 
     def state_dict(self) -> dict:
         t = int(self.pos.max())
@@ -321,7 +323,7 @@ class MFECLearner:
                 "buf_actions": self.buf_actions[:t].cpu(), "buf_rewards": self.buf_rewards[:t].cpu()}
 
     def load_state_dict(self, sd: dict) -> None:
-        dev = self.cfg.device
+        dev = self.config.device
         self.agent.load_state_dict(sd["agent"])
         self.env.load_state_dict(sd["env"])
         self.obs = sd["obs"].to(dev)
@@ -341,21 +343,24 @@ class MFECLearner:
 
 
 # ----------------------------------------------------------------------------- public API
-def train(cfg: MFECConfig, run_dir=None, *, resume: bool = False, progress: bool = True,
+def train(cfg: MFECConfig, run_dir=None, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
           max_iterations: int | None = None) -> dict:
-    """Train MFEC; returns a summary dict: ``env_steps``, ``train_seconds``, ``env_steps_per_s``,
-    ``episodes``, ``final_episode_return`` (mean of the last 20 training episodes), ``eval``
-    (``{"mfec": (mean, se), "random": (mean, se)}`` over ``eval_episodes`` greedy episodes) and
-    the lists ``episode_end_steps`` / ``episode_returns`` of every training episode.
+    """Train MFEC through the run harness (:func:`metarl.algos.harness.run`); returns its summary
+    (``iterations``, ``env_steps``, ``train_seconds``, ``env_steps_per_s``, ``interrupted``, ``history``
+    and after a complete run ``eval``: ``{"mfec": (mean, se), "random": (mean, se)}`` over
+    ``eval_episodes`` greedy episodes) with ``episodes``, ``final_episode_return`` (mean of the last 20
+    training episodes) and the lists ``episode_end_steps`` / ``episode_returns`` of every training episode.
 
     ``run_dir`` (or None: no files) receives ``config.json``, ``progress.csv`` (one row per
     ``log_every`` env steps), TensorBoard events when ``tensorboard`` is installed, ``summary.json``
-    and ``checkpoint.pt`` (atomic; memories, env, RNG and the episodes in progress; every
-    ``checkpoint_minutes``, at the end and on Ctrl-C). ``resume=True`` continues from it exactly.
-    ``max_iterations`` stops early (tests; the run can be resumed).
+    and ``checkpoint.pt`` (memories, env, RNG and the episodes in progress). ``resume=True``
+    continues from it exactly; ``overwrite=True`` starts over in a directory that holds a run;
+    ``max_iterations`` stops early (the run can be resumed).
     """
-    return episodic.train_loop(KIND, cfg, MFECLearner(cfg), run_dir, resume=resume, progress=progress,
-                               max_iterations=max_iterations)
+    learner = MFECLearner(cfg)
+    summary = harness.run(learner, run_dir, resume=resume, overwrite=overwrite, progress=progress,
+                          max_iterations=max_iterations, progress_keys=("episode_return", "env_steps_per_s"))
+    return {**summary, **learner.stats.summary()}
 
 
 def evaluate(agent: MFECAgent, cfg: MFECConfig, num_episodes: int | None = None, seed: int = 12345,
@@ -371,11 +376,11 @@ def report(agent: MFECAgent, cfg: MFECConfig, num_episodes: int | None = None, s
 
 def load_model(run_dir) -> tuple[MFECAgent, MFECConfig]:
     """The agent (memories and projection) and config of a run directory (from its checkpoint)."""
-    ck = checkpoint.load(Path(run_dir) / episodic.CHECKPOINT, kind=KIND)
+    ck = harness.load_checkpoint(run_dir, KIND)
     cfg = MFECConfig(**ck["config"])
     agent = make_agent(cfg, episodic.make_env(cfg, 1))
     agent.load_state_dict(ck["learner"]["agent"])
     return agent, cfg
 
 
-__all__ = ["MFECConfig", "MFECAgent", "train", "evaluate", "report", "load_model"]
+__all__ = ["MFECConfig", "MFECAgent", "MFECLearner", "train", "evaluate", "report", "load_model"]

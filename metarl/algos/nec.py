@@ -30,90 +30,78 @@ or the command line: ``metarl train nec --env CartPole-v1``.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from metarl import checkpoint
-from metarl.algos import episodic
-from metarl.algos._run import check_positive_ints
+from metarl.algos import episodic, harness
 from metarl.algos.episodic import EpisodeStats, epsilon_at, epsilon_greedy
+from metarl.config import Config, env_ids, field
 from metarl.memory import DND
 
 KIND = "nec"
 
 
 @dataclasses.dataclass
-class NECConfig:
+class NECConfig(Config):
     """NEC. Defaults: a small-CPU setting (8 env copies, 10k entries per action, p = 50, N = 100) that
     takes CartPole-v1 to a mean training return of 150 within ~4k env steps and to 500 by 30k (3 seeds,
     bench/episodic.py)."""
 
-    env: str = "CartPole-v1"
+    env: str = field("CartPole-v1", choices=env_ids)
     """A metarl env with Discrete actions and vector observations (CartPole-v1, Acrobot-v1, MountainCar-v0)."""
-    num_envs: int = 8
+    num_envs: int = field(8, ge=1)
     """Env copies stepped together (they share the memories and the replay buffer)."""
-    total_env_steps: int = 50_000
+    total_env_steps: int = field(50_000, ge=1)
     """Training budget in env steps (all envs together)."""
-    hidden_size: int = 64
+    hidden_size: int = field(64, ge=1)
     """Units of each of the embedding MLP's two tanh hidden layers."""
-    key_dim: int = 32
+    key_dim: int = field(32, ge=1)
     """Embedding (key) size."""
-    capacity: int = 10_000
+    capacity: int = field(10_000, ge=1)
     """Entries per action's DND, least recently used evicted beyond it (preallocated; paper: 5e5 for Atari)."""
-    neighbours: int = 50
+    neighbours: int = field(50, ge=1)
     """p: nearest keys per lookup (paper: 50)."""
-    delta: float = 1e-3
+    delta: float = field(1e-3, gt=0)
     """delta of the kernel 1 / (d^2 + delta) (paper: 1e-3)."""
-    n_step: int = 100
+    n_step: int = field(100, ge=1)
     """N of the N-step Q targets (paper: 100)."""
-    gamma: float = 0.99
+    gamma: float = field(0.99, ge=0, le=1)
     """Discount."""
-    alpha: float = 0.1
+    alpha: float = field(0.1, gt=0, le=1)
     """Tabular write rate for a key already in memory: Q_i += alpha (Q^N - Q_i) (paper: 0.1)."""
-    lr: float = 1e-3
+    lr: float = field(1e-3, gt=0)
     """Adam learning rate of the embedding network."""
-    dnd_lr: float = 0.1
-    """SGD learning rate of the DND keys and values (gradients of the same loss)."""
-    batch_size: int = 32
+    dnd_lr: float = field(0.1, ge=0)
+    """SGD learning rate of the DND keys and values (gradients of the same loss; 0: the DND learns by its
+    writes only)."""
+    batch_size: int = field(32, ge=1)
     """Replay minibatch size (paper: 32)."""
-    replay_size: int = 100_000
+    replay_size: int = field(100_000, ge=1)
     """Replay buffer capacity in transitions (paper: 1e5)."""
-    train_every: int = 8
+    train_every: int = field(8, ge=1)
     """Env steps (all envs together) per learning step."""
-    learning_starts: int = 1_000
+    learning_starts: int = field(1_000, ge=0)
     """Env steps before the first learning step."""
-    epsilon_start: float = 1.0
+    epsilon_start: float = field(1.0, ge=0, le=1)
     """Exploration rate at the start."""
-    epsilon_end: float = 0.01
+    epsilon_end: float = field(0.01, ge=0, le=1)
     """Exploration rate after the decay."""
-    epsilon_decay_steps: int = 2_000
+    epsilon_decay_steps: int = field(2_000, ge=0)
     """Env steps over which epsilon decays linearly (0: epsilon_end from the start)."""
-    seed: int = 0
+    seed: int = field(0, ge=0)
     """Seed of the envs, network init, replay sampling and exploration."""
     device: str = "cpu"
     """Torch device of envs, network and memories."""
-    eval_episodes: int = 100
-    """Greedy evaluation episodes at the end of training."""
-    log_every: int = 1_000
+    eval_episodes: int = field(100, ge=1)
+    """Greedy evaluation episodes at the end of training (and by ``metarl eval``)."""
+    log_every: int = field(1_000, ge=1)
     """Env steps per progress row (one iteration)."""
-    checkpoint_minutes: float = 5.0
+    checkpoint_minutes: float = field(5.0, gt=0)
     """Minutes between checkpoints (one is also written at the end and on Ctrl-C)."""
 
-    def __post_init__(self):
-        episodic.check_common(self)
-        check_positive_ints(self, "hidden_size", "key_dim", "capacity", "neighbours", "n_step",
-                            "batch_size", "replay_size", "train_every")
-        if isinstance(self.learning_starts, bool) or not isinstance(self.learning_starts, int) \
-                or self.learning_starts < 0:
-            raise ValueError(f"learning_starts must be an int >= 0, got {self.learning_starts!r}")
-        episodic.check_range(self, "alpha", 0.0, 1.0, lo_open=True)
-        for name in ("delta", "lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if not self.dnd_lr >= 0:
-            raise ValueError(f"dnd_lr must be >= 0 (0: the DND learns by its writes only), got {self.dnd_lr!r}")
+    def check(self):
+        episodic.check_env(self.env)
         if self.num_envs > self.capacity:
             raise ValueError(f"capacity ({self.capacity}) must be at least num_envs ({self.num_envs}): "
                              "every step writes one key per env")
@@ -129,9 +117,9 @@ class NECAgent(nn.Module):
         >>> import torch
         >>> agent = NECAgent(obs_dim=4, num_actions=2, hidden_size=8, key_dim=4, capacity=16, neighbours=3)
         >>> obs = torch.zeros(2, 4)
-        >>> agent(obs)                                  # empty memories answer 0
+        >>> agent(obs).detach()                         # empty memories answer 0
         tensor([[0., 0.],
-                [0., 0.]], grad_fn=<TBackward0>)
+                [0., 0.]])
         >>> _ = agent.dnd.write(agent.embed(obs[:1]).detach(), torch.tensor([1.5]), torch.tensor([1]))
         >>> agent(obs).detach()
         tensor([[0.0000, 1.5000],
@@ -206,13 +194,17 @@ class Replay:
 
 
 class NECLearner:
-    """One NEC run: env copies, agent, optimisers, replay, and per env a window of the last ``n_step``
-    transitions (slot ``t % n_step`` holds vector step ``t``; ``count[i]`` of them are pending)."""
+    """NEC as the run harness drives it (:mod:`metarl.algos.harness`): env copies, agent, optimisers,
+    replay, and per env a window of the last ``n_step`` transitions (slot ``t % n_step`` holds vector
+    step ``t``; ``count[i]`` of them are pending). :meth:`vector_step` steps every env copy once, writes
+    the targets that became known and learns; :meth:`step` (one iteration, one progress row) is
+    ``log_every // num_envs`` of them."""
 
-    columns = ["loss", "memory_size"]
+    kind = KIND
 
     def __init__(self, cfg: NECConfig):
-        self.cfg = cfg
+        self.config = cfg
+        self.steps_per_iteration, self.iterations = episodic.iteration_sizes(cfg)
         self.env = episodic.make_env(cfg)
         self.agent = make_agent(cfg, self.env)
         self.opt_net = torch.optim.Adam(self.agent.embed.parameters(), lr=cfg.lr)
@@ -223,7 +215,6 @@ class NECLearner:
         self.replay = Replay(cfg.replay_size, obs_dim, dev)
         self.stats = EpisodeStats(n, dev)
         self.t = 0                # vector steps taken
-        self.losses: list[float] = []
         self.win_obs = torch.zeros((n, w, obs_dim), device=dev)
         self.win_keys = torch.zeros((n, w, cfg.key_dim), device=dev)
         self.win_actions = torch.zeros((n, w), dtype=torch.int64, device=dev)
@@ -233,15 +224,24 @@ class NECLearner:
 
     @property
     def env_steps(self) -> int:
-        return self.t * self.cfg.num_envs
+        return self.t * self.config.num_envs
 
     def _ordered(self, newest: int) -> torch.Tensor:
         """Window slots oldest first, for a window whose newest vector step is ``newest``."""
-        w = self.cfg.n_step
+        w = self.config.n_step
         return (newest - w + 1 + torch.arange(w, device=self.count.device)) % w
 
-    def step(self) -> None:
-        cfg, n, w = self.cfg, self.cfg.num_envs, self.cfg.n_step
+    def step(self) -> dict:
+        losses = []
+        for _ in range(self.steps_per_iteration):
+            losses += self.vector_step()
+        return {**self.stats.row(self.config, self.env_steps),
+                "loss": sum(losses) / len(losses) if losses else float("nan"),
+                "memory_size": int(self.agent.dnd.ntotal.sum())}
+
+    def vector_step(self) -> list[float]:
+        """One step of every env copy, its writes and its learning steps; returns their losses."""
+        cfg, n, w = self.config, self.config.num_envs, self.config.n_step
         obs = self.obs
         writes = []
         # act
@@ -274,14 +274,14 @@ class NECLearner:
             self.agent.dnd.write(k, g, a, alpha=cfg.alpha)
             self.replay.add(o, a, g)
         # learn: one step per multiple of train_every env steps passed, from learning_starts on
-        if len(self.replay):
-            lo = max(self.env_steps - n, cfg.learning_starts - 1)
-            for _ in range(max(0, self.env_steps // cfg.train_every - lo // cfg.train_every)):
-                self._learn()
+        if not len(self.replay):
+            return []
+        lo = max(self.env_steps - n, cfg.learning_starts - 1)
+        return [self._learn() for _ in range(max(0, self.env_steps // cfg.train_every - lo // cfg.train_every))]
 
     def _flush(self, done, terminated, truncated, final_obs):
         """Targets of the pending transitions of the envs whose episode ended at step t."""
-        cfg, w = self.cfg, self.cfg.n_step
+        cfg, w = self.config, self.config.n_step
         ended = done.nonzero().flatten()
         bootstrap = torch.zeros(ended.numel(), device=done.device)
         trunc = truncated[ended] & ~terminated[ended]
@@ -296,34 +296,32 @@ class NECLearner:
         s, env = slots[j], ended[e]
         return self.win_obs[env, s], self.win_keys[env, s], self.win_actions[env, s], targets[e, j]
 
-    def _learn(self) -> None:
-        obs, actions, targets = self.replay.sample(self.cfg.batch_size, self.generator)
+    def _learn(self) -> float:
+        """One gradient step on a replay minibatch; returns its loss."""
+        obs, actions, targets = self.replay.sample(self.config.batch_size, self.generator)
         loss = ((self.agent(obs, actions) - targets) ** 2).mean()
         self.opt_net.zero_grad(set_to_none=True)
         self.opt_dnd.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_net.step()
         self.opt_dnd.step()
-        self.losses.append(loss.item())
+        return loss.item()
 
-    def log_values(self) -> list:
-        mean_loss = sum(self.losses) / len(self.losses) if self.losses else float("nan")
-        self.losses = []
-        return [mean_loss, int(self.agent.dnd.ntotal.sum())]
-
-    def report(self, num_episodes: int | None = None) -> dict:
-        return report(self.agent, self.cfg, num_episodes)
+    def report(self, num_tasks: int | None = None) -> dict:
+        """``{"eval": {"nec": (mean, se), "random": (mean, se)}}`` over ``num_tasks`` episodes
+        (default ``eval_episodes``)."""
+        return {"eval": report(self.agent, self.config, num_tasks)}
 
     def state_dict(self) -> dict:
         return {"agent": self.agent.state_dict(), "opt_net": self.opt_net.state_dict(),
                 "opt_dnd": self.opt_dnd.state_dict(), "replay": self.replay.state_dict(),
                 "env": self.env.state_dict(), "obs": self.obs.cpu(), "generator": self.generator.get_state(),
-                "stats": self.stats.state_dict(), "t": self.t, "losses": list(self.losses),
+                "stats": self.stats.state_dict(), "t": self.t,
                 "window": {name: getattr(self, name).cpu() for name in
                            ("win_obs", "win_keys", "win_actions", "win_rewards", "count")}}
 
     def load_state_dict(self, sd: dict) -> None:
-        dev = self.cfg.device
+        dev = self.config.device
         self.agent.load_state_dict(sd["agent"])
         self.opt_net.load_state_dict(sd["opt_net"])
         self.opt_dnd.load_state_dict(sd["opt_dnd"])
@@ -332,20 +330,22 @@ class NECLearner:
         self.obs = sd["obs"].to(dev)
         self.generator.set_state(sd["generator"])
         self.stats.load_state_dict(sd["stats"])
-        self.t, self.losses = int(sd["t"]), list(sd["losses"])
+        self.t = int(sd["t"])
         for name, v in sd["window"].items():
             setattr(self, name, v.to(dev))
 
 
 # ----------------------------------------------------------------------------- public API
-def train(cfg: NECConfig, run_dir=None, *, resume: bool = False, progress: bool = True,
+def train(cfg: NECConfig, run_dir=None, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
           max_iterations: int | None = None) -> dict:
-    """Train NEC; returns the summary dict of :func:`metarl.algos.mfec.train` (``eval``:
-    ``{"nec": (mean, se), "random": (mean, se)}``), with the same files in ``run_dir``; the
-    checkpoint holds the network, the DNDs, both optimisers, the replay buffer, the env, the RNG
+    """Train NEC through the run harness; returns the summary of :func:`metarl.algos.mfec.train`
+    (``eval``: ``{"nec": (mean, se), "random": (mean, se)}``), with the same files in ``run_dir``;
+    the checkpoint holds the network, the DNDs, both optimisers, the replay buffer, the env, the RNG
     and the N-step windows, so ``resume=True`` continues exactly."""
-    return episodic.train_loop(KIND, cfg, NECLearner(cfg), run_dir, resume=resume, progress=progress,
-                               max_iterations=max_iterations)
+    learner = NECLearner(cfg)
+    summary = harness.run(learner, run_dir, resume=resume, overwrite=overwrite, progress=progress,
+                          max_iterations=max_iterations, progress_keys=("episode_return", "env_steps_per_s"))
+    return {**summary, **learner.stats.summary()}
 
 
 @torch.no_grad()
@@ -363,11 +363,11 @@ def report(agent: NECAgent, cfg: NECConfig, num_episodes: int | None = None, see
 
 def load_model(run_dir) -> tuple[NECAgent, NECConfig]:
     """The agent (network and DNDs) and config of a run directory (from its checkpoint)."""
-    ck = checkpoint.load(Path(run_dir) / episodic.CHECKPOINT, kind=KIND)
+    ck = harness.load_checkpoint(run_dir, KIND)
     cfg = NECConfig(**ck["config"])
     agent = make_agent(cfg, episodic.make_env(cfg, 1))
     agent.load_state_dict(ck["learner"]["agent"])
     return agent, cfg
 
 
-__all__ = ["NECConfig", "NECAgent", "n_step_targets", "train", "evaluate", "report", "load_model"]
+__all__ = ["NECConfig", "NECAgent", "NECLearner", "n_step_targets", "train", "evaluate", "report", "load_model"]
