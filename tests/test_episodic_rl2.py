@@ -1,5 +1,6 @@
 """Episodic meta-RL (``metarl.algos.episodic_rl2``): the memory's lookup by hand, the cell against
-torch's LSTM, the lifetime sampler, resume, bad configs, and a short run that learns."""
+torch's LSTM, the lifetime sampler, exact resume through the run harness, bad configs (every field's
+range: tests/test_config.py), and a short run that learns."""
 import math
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 from metarl import checkpoint
 from metarl.algos import episodic_rl2 as E
+from metarl.algos import harness
 from metarl.algos.episodic_rl2 import EpisodicAgent, EpisodicLSTMCell, EpisodicMemory, EpisodicRL2Config
 
 
@@ -81,10 +83,15 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
                             eval_lifetimes=5)
     full = E.train(cfg, tmp_path / "full", progress=False)
     E.train(cfg, tmp_path / "part", progress=False, max_iterations=2)
+    ck = harness.load_checkpoint(tmp_path / "part", "episodic-rl2")
+    assert ck["iteration"] == ck["learner"]["iteration"] == 2
     resumed = E.train(cfg, tmp_path / "part", progress=False, resume=True)
+    assert resumed["iterations"] == 4 and [r["iteration"] for r in resumed["history"]] == [3, 4]
     for (n, a), b in zip(full["model"].state_dict().items(), resumed["model"].state_dict().values()):
         assert torch.equal(a, b), n
     assert resumed["eval"] == full["eval"]
+    rows = [(tmp_path / name / "progress.csv").read_text().splitlines() for name in ("full", "part")]
+    assert [r.split(",")[:6] for r in rows[0]] == [r.split(",")[:6] for r in rows[1]]
     agent, cfg2 = E.load_model(tmp_path / "part")
     assert cfg2 == cfg and checkpoint.read_kind(tmp_path / "part" / "checkpoint.pt") == "episodic-rl2"
     with pytest.raises(ValueError, match="config differs"):
@@ -92,12 +99,14 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.parametrize("field,value", [("arms", 1), ("hidden", 0), ("p_good", 1.5), ("gamma", -0.1),
-                                         ("lr", 0.0), ("entropy_coef", -1.0), ("lifetimes", 2.5)])
+                                         ("lr", 0.0), ("entropy_coef", -1.0), ("lifetimes", 2.5),
+                                         ("match_scale", float("inf")), ("memory", "yes")])
 def test_bad_config_raises(field, value):
     with pytest.raises(ValueError, match=field):
         EpisodicRL2Config(**{field: value})
 
 
+@pytest.mark.slow
 def test_short_run_learns_within_trials(one_thread):
     """Within-trial adaptation (the RL^2 part) is learned quickly: after 200 updates the reward per
     pull is clearly above the first pull's chance level (0.3 with 4 arms, p 0.9 / 0.1). (The

@@ -31,87 +31,68 @@ batch of ``lifetimes`` lifetimes run in parallel.
     >>> from metarl.algos.episodic_rl2 import EpisodicRL2Config, train
     >>> summary = train(EpisodicRL2Config(), progress=False)     # 800 updates, ~3 min  # doctest: +SKIP
     >>> summary["eval"]["first pull, recurring task"]                           # doctest: +SKIP
+
+or the command line: ``metarl train episodic-rl2``.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
 import math
-import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from metarl import checkpoint
-from metarl.algos._run import (
-    CHECKPOINT,
-    CONFIG_JSON,
-    ProgressLog,
-    check_nonnegative,
-    check_positive,
-    check_positive_ints,
-    check_unit_interval,
-    load_for_resume,
-)
+from metarl.algos import harness
+from metarl.algos.pg import mean_se
+from metarl.config import Config, field
 from metarl.memory import DND
 
 
 # ----------------------------------------------------------------------------- config
 @dataclasses.dataclass
-class EpisodicRL2Config:
+class EpisodicRL2Config(Config):
     """Episodic meta-RL on recurring contextual bandits (module docstring)."""
 
-    arms: int = 4
+    arms: int = field(4, ge=2)
     """Arms per bandit task."""
-    p_good: float = 0.9
+    p_good: float = field(0.9, ge=0, le=1)
     """Reward probability of a task's good arm."""
-    p_bad: float = 0.1
+    p_bad: float = field(0.1, ge=0, le=1)
     """Reward probability of every other arm."""
-    context_dim: int = 16
+    context_dim: int = field(16, ge=1)
     """Size of a task's context vector (standard normal entries over √context_dim)."""
-    tasks_per_lifetime: int = 3
+    tasks_per_lifetime: int = field(3, ge=1)
     """Distinct tasks in one lifetime (drawn afresh per lifetime; trials pick among them)."""
-    trials_per_lifetime: int = 6
+    trials_per_lifetime: int = field(6, ge=1)
     """Trials in one lifetime (the memory is emptied at a lifetime's start)."""
-    pulls_per_trial: int = 10
+    pulls_per_trial: int = field(10, ge=1)
     """Pulls in one trial (the LSTM state is reset at a trial's start)."""
     memory: bool = True
     """Store and reinstate cell states (False: the RL^2 baseline with an empty memory)."""
-    match_scale: float = 10.0
+    match_scale: float = field(10.0, gt=0)
     """κ of the match signal exp(−κ d²) given to the agent with the retrieved state."""
-    hidden: int = 64
+    hidden: int = field(64, ge=1)
     """LSTM hidden size."""
-    lifetimes: int = 32
+    lifetimes: int = field(32, ge=1)
     """Lifetimes run in parallel per update (the batch)."""
-    iterations: int = 800
+    iterations: int = field(800, ge=1)
     """Updates (one Adam step per batch of lifetimes)."""
-    lr: float = 5e-3
+    lr: float = field(5e-3, gt=0)
     """Adam learning rate."""
-    gamma: float = 0.9
+    gamma: float = field(0.9, ge=0, le=1)
     """Discount within a trial."""
-    value_coef: float = 0.5
+    value_coef: float = field(0.5, ge=0)
     """Weight of the value loss."""
-    entropy_coef: float = 0.01
+    entropy_coef: float = field(0.01, ge=0)
     """Entropy bonus at the start, annealed linearly to 0 over training."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = field(1.0, gt=0)
     """Gradient clipping."""
-    eval_lifetimes: int = 500
-    """Held-out lifetimes evaluated at the end."""
-    seed: int = 0
+    eval_lifetimes: int = field(500, ge=1)
+    """Held-out lifetimes evaluated at the end (and by ``metarl eval``)."""
+    seed: int = field(0, ge=0)
     """Seed of the network init, tasks and action sampling."""
-    checkpoint_minutes: float = 5.0
+    checkpoint_minutes: float = field(5.0, gt=0)
     """Minutes between checkpoints (one is also written at the end and on Ctrl-C)."""
-
-    def __post_init__(self):
-        check_positive_ints(self, "arms", "context_dim", "tasks_per_lifetime", "trials_per_lifetime", "pulls_per_trial",
-                            "hidden", "lifetimes", "iterations", "eval_lifetimes")
-        if self.arms < 2:
-            raise ValueError(f"arms must be >= 2, got {self.arms}")
-        check_unit_interval(self, "p_good", "p_bad", "gamma")
-        check_positive(self, "lr", "match_scale", "max_grad_norm")
-        check_nonnegative(self, "value_coef", "entropy_coef")
 
     @property
     def input_size(self) -> int:
@@ -252,17 +233,12 @@ def run_lifetimes(agent: EpisodicAgent, cfg: EpisodicRL2Config, life: dict, gene
     return out
 
 
-def _first_pull_stats(rewards: torch.Tensor, recurring: torch.Tensor) -> dict:
+def _first_pull_groups(rewards: torch.Tensor, recurring: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The first pull's rewards on recurring and on new tasks, and the reward per pull of each
+    lifetime, from ``rewards [n, L, T]`` and ``recurring [n, L]``."""
     first = rewards[:, :, 0]
-    rec, new = first[recurring], first[~recurring]
-
-    def mean_se(x):
-        if x.numel() == 0:
-            return math.nan, math.nan
-        se = float(x.std() / math.sqrt(x.numel())) if x.numel() > 1 else math.nan
-        return float(x.mean()), se
-    return {"first pull, recurring task": mean_se(rec), "first pull, new task": mean_se(new),
-            "reward per pull": mean_se(rewards.mean((1, 2)))}
+    return {"first pull, recurring task": first[recurring], "first pull, new task": first[~recurring],
+            "reward per pull": rewards.mean((1, 2))}
 
 
 @torch.no_grad()
@@ -273,106 +249,94 @@ def evaluate(agent: EpisodicAgent, cfg: EpisodicRL2Config, lifetimes: int | None
     g = torch.Generator().manual_seed(seed)
     life = sample_lifetimes(cfg, lifetimes, g)
     out = run_lifetimes(agent, cfg, life, g, train=False)
-    stats = _first_pull_stats(out["rewards"], life["recurring"])
+    stats = {k: mean_se(x) if x.numel() else (math.nan, math.nan)
+             for k, x in _first_pull_groups(out["rewards"], life["recurring"]).items()}
     stats["first pull by chance"] = ((cfg.p_good + (cfg.arms - 1) * cfg.p_bad) / cfg.arms, 0.0)
     return stats
 
 
-# ----------------------------------------------------------------------------- training
-def train(cfg: EpisodicRL2Config, run_dir=None, *, resume: bool = False, progress: bool = True,
-          max_iterations: int | None = None) -> dict:
-    """Train the agent (module docstring); returns ``{"iterations", "env_steps", "train_seconds",
-    "eval", "model"}`` (``eval`` once the run is complete). ``run_dir`` receives ``config.json``,
-    ``progress.csv`` (``env_steps``, first-pull rewards, reward per pull, entropy) and
-    ``checkpoint.pt`` (atomic; periodic, at the end and on Ctrl-C); ``resume=True`` continues
-    from it with the results of an uninterrupted run."""
-    run_dir = Path(run_dir) if run_dir is not None else None
-    torch.manual_seed(cfg.seed)
-    agent = EpisodicAgent(cfg)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr)
-    g = torch.Generator().manual_seed(cfg.seed)
-    it = 0
-    if resume:
-        ck = load_for_resume(run_dir, "episodic-rl2", cfg)
-        agent.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        g.set_state(ck["generator"])
-        it = ck["iteration"]
-    steps_per_it = cfg.lifetimes * cfg.trials_per_lifetime * cfg.pulls_per_trial
-    header = ["iteration", "env_steps", "first_pull_recurring", "first_pull_new", "reward_per_pull", "entropy",
-              "seconds"]
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_JSON).write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-    log = ProgressLog(run_dir, header, keep_through=it if resume else None)
-    total = cfg.iterations if max_iterations is None else min(cfg.iterations, max_iterations)
+# ----------------------------------------------------------------------------- the learner
+class EpisodicRL2Learner:
+    """Episodic meta-RL as the run harness drives it (:mod:`metarl.algos.harness`): each :meth:`step`
+    runs a batch of ``lifetimes`` fresh lifetimes and makes one A2C update (Adam) on them."""
 
-    def snapshot():
-        return {"config": dataclasses.asdict(cfg), "iteration": it, "model": agent.state_dict(),
-                "optimizer": optimizer.state_dict(), "generator": g.get_state()}
+    kind = "episodic-rl2"
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=total, initial=it, unit="update", dynamic_ncols=True)
-    start = last_ckpt = time.perf_counter()
-    interrupted, last = False, None
-    try:
-        while it < total:
-            if run_dir is not None:
-                last = copy.deepcopy(snapshot())
-            life = sample_lifetimes(cfg, cfg.lifetimes, g)
-            out = run_lifetimes(agent, cfg, life, g)
-            ent_coef = cfg.entropy_coef * (1 - it / cfg.iterations)
-            loss = out["pg_loss"] + cfg.value_coef * out["v_loss"] - ent_coef * out["entropy_t"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            it += 1
-            stats = _first_pull_stats(out["rewards"], life["recurring"])
-            row = [it, it * steps_per_it, stats["first pull, recurring task"][0], stats["first pull, new task"][0],
-                   stats["reward per pull"][0], out["entropy"], time.perf_counter() - start]
-            log.write(row)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(recurring=f"{row[2]:.2f}", new=f"{row[3]:.2f}", pull=f"{row[4]:.2f}")
-            if run_dir is not None and time.perf_counter() - last_ckpt > 60 * cfg.checkpoint_minutes:
-                checkpoint.save(run_dir / CHECKPOINT, snapshot(), kind="episodic-rl2")
-                last_ckpt = time.perf_counter()
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        if bar is not None:
-            bar.close()
-        log.close()
-        if run_dir is not None:
-            checkpoint.save(run_dir / CHECKPOINT, last if interrupted and last is not None else snapshot(),
-                            kind="episodic-rl2")
-    summary = {"iterations": it, "env_steps": it * steps_per_it, "train_seconds": time.perf_counter() - start}
-    if interrupted:
-        summary["interrupted"] = True
-    elif it >= cfg.iterations:
-        summary["eval"] = evaluate(agent, cfg)
-    if run_dir is not None:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    summary["model"] = agent
-    return summary
+    def __init__(self, cfg: EpisodicRL2Config):
+        self.config = cfg
+        torch.manual_seed(cfg.seed)
+        self.agent = EpisodicAgent(cfg)
+        self.optimizer = torch.optim.Adam(self.agent.parameters(), lr=cfg.lr)
+        self.generator = torch.Generator().manual_seed(cfg.seed)       # lifetimes, actions and rewards
+        self.iterations = cfg.iterations
+        self.iteration = 0
+        self.steps_per_iteration = cfg.lifetimes * cfg.trials_per_lifetime * cfg.pulls_per_trial
+
+    @property
+    def env_steps(self) -> int:
+        """Pulls so far (all lifetimes together)."""
+        return self.iteration * self.steps_per_iteration
+
+    def step(self) -> dict:
+        cfg = self.config
+        life = sample_lifetimes(cfg, cfg.lifetimes, self.generator)
+        out = run_lifetimes(self.agent, cfg, life, self.generator)
+        ent_coef = cfg.entropy_coef * (1 - self.iteration / cfg.iterations)
+        loss = out["pg_loss"] + cfg.value_coef * out["v_loss"] - ent_coef * out["entropy_t"]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.agent.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.iteration += 1
+        means = {k: float(x.mean()) for k, x in _first_pull_groups(out["rewards"], life["recurring"]).items()}
+        return {"first_pull_recurring": means["first pull, recurring task"],
+                "first_pull_new": means["first pull, new task"],
+                "reward_per_pull": means["reward per pull"], "entropy": out["entropy"]}
+
+    def state_dict(self) -> dict:
+        return {"iteration": self.iteration, "agent": self.agent.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.iteration = int(sd["iteration"])
+        self.agent.load_state_dict(sd["agent"])
+        self.optimizer.load_state_dict(sd["optimizer"])
+        self.generator.set_state(sd["generator"])
+
+    def report(self, num_tasks: int | None = None) -> dict:
+        """``{"eval": evaluate(...)}`` over ``num_tasks`` held-out lifetimes (default ``eval_lifetimes``)."""
+        return {"eval": evaluate(self.agent, self.config, num_tasks)}
+
+
+def train(cfg: EpisodicRL2Config, run_dir=None, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, max_iterations: int | None = None) -> dict:
+    """Train the agent (module docstring) through the run harness (:func:`metarl.algos.harness.run`);
+    returns its summary (``iterations``, ``env_steps`` (pulls), ``train_seconds``, ``interrupted``,
+    ``history``, and after a complete run ``eval``: :func:`evaluate`) with ``model``, the trained
+    :class:`EpisodicAgent`. ``run_dir`` (or None: no files) receives ``config.json``, ``progress.csv``
+    (first-pull rewards, reward per pull, entropy), ``checkpoint.pt`` and ``summary.json``;
+    ``resume=True`` continues from its checkpoint with the results of an uninterrupted run;
+    ``overwrite=True`` starts over in a directory that holds a run. ``max_iterations`` stops early."""
+    learner = EpisodicRL2Learner(cfg)
+    summary = harness.run(learner, run_dir, resume=resume, overwrite=overwrite, progress=progress,
+                          max_iterations=max_iterations,
+                          progress_keys=("first_pull_recurring", "first_pull_new", "reward_per_pull"))
+    return {**summary, "model": learner.agent}
 
 
 def load_model(run_dir) -> tuple[EpisodicAgent, EpisodicRL2Config]:
     """The trained agent and config of a run directory (from its checkpoint)."""
-    ck = checkpoint.load(Path(run_dir) / CHECKPOINT, kind="episodic-rl2")
+    ck = harness.load_checkpoint(run_dir, EpisodicRL2Learner.kind)
     cfg = EpisodicRL2Config(**ck["config"])
     agent = EpisodicAgent(cfg)
-    agent.load_state_dict(ck["model"])
+    agent.load_state_dict(ck["learner"]["agent"])
     return agent, cfg
 
 
 def report(agent: EpisodicAgent, cfg: EpisodicRL2Config, lifetimes: int | None = None) -> dict:
-    """:func:`evaluate` for the CLI's ``metarl eval``."""
+    """The trained agent on ``lifetimes`` held-out lifetimes (:func:`evaluate`)."""
     return evaluate(agent, cfg, lifetimes)
 
 
-__all__ = ["EpisodicRL2Config", "EpisodicLSTMCell", "EpisodicAgent", "EpisodicMemory", "sample_lifetimes",
-           "run_lifetimes", "evaluate", "train", "load_model", "report"]
+__all__ = ["EpisodicRL2Config", "EpisodicRL2Learner", "EpisodicLSTMCell", "EpisodicAgent", "EpisodicMemory",
+           "sample_lifetimes", "run_lifetimes", "evaluate", "train", "load_model", "report"]
