@@ -15,6 +15,9 @@ What is measured
       256 processes do not fit this machine's memory, and more processes than cores add nothing).
     * ``envpool v4`` / ``envpool v5``: envpool's ``HalfCheetah-v4``/``Ant-v4`` and ``-v5`` (its
       threaded C++ MuJoCo, ``num_threads=--threads``, synchronous: batch size = N), N <= 4096.
+    * ``metarl warp@cuda`` (with a CUDA device, or ``--device cuda``): the same family with
+      ``backend="warp"`` (MuJoCo Warp, all worlds in one launch per substep), N up to 65536 (add
+      sizes with ``--sizes``); ratio ``warp / metarl`` to the CPU path of the same run.
     * ``mj_step 1thr``: the floor. One ``MjData`` on one thread, stepped from Python as gymnasium
       does per env-step: set the controls, ``mj_step`` x frame_skip (+ ``mj_rnePostConstraint`` for
       the Ant, whose observation needs it), reset when the Ant is unhealthy. The Python call costs
@@ -63,18 +66,19 @@ ROBOTS = {
 SIZES = (16, 256, 4096)
 MAX_N = {"gym sync": 256, "gym async": 16, "envpool v4": 4096, "envpool v5": 4096}
 COLUMNS = ("metarl", "metarl 1thr", "gym sync", "gym async", "envpool v4", "envpool v5", "mj_step 1thr")
+WARP = "metarl warp@cuda"
 NEEDS = {"gym sync": "gymnasium", "gym async": "gymnasium", "envpool v4": "envpool", "envpool v5": "envpool"}
 
 
 # ----------------------------------------------------------------------------- columns
-def bench_metarl(robot, n, seconds, threads) -> dict:
+def bench_metarl(robot, n, seconds, threads, device="cpu") -> dict:
     import torch
 
     import metarl
-    env = metarl.make_vec(ROBOTS[robot][0], n, seed=0, num_threads=threads)
+    env = metarl.make_vec(ROBOTS[robot][0], n, seed=0, num_threads=threads, device=device)
     env.reset(seed=0)
-    actions = [torch.from_numpy(a) for a in random_actions(env.single_action_space, n)]
-    result = measure(env.step, actions, n, seconds)
+    actions = [torch.from_numpy(a).to(device) for a in random_actions(env.single_action_space, n)]
+    result = measure(env.step, actions, n, seconds, torch.cuda.synchronize if device == "cuda" else None)
     env.close()
     return result
 
@@ -131,6 +135,8 @@ def bench_column(robot, column, sizes, seconds, threads) -> list[dict]:
                 out.append(bench_metarl(robot, n, seconds, threads))
             elif column == "metarl 1thr":
                 out.append(bench_metarl(robot, n, seconds, 1))
+            elif column == WARP:
+                out.append(bench_metarl(robot, n, seconds, threads, "cuda"))
             elif column.startswith("gym"):
                 out.append(bench_gym(robot, n, seconds, column.split()[1]))
             else:
@@ -150,16 +156,17 @@ def run_isolated(robot, column, sizes, seconds, threads) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- driver
-def run_robot(robot, sizes, seconds, threads) -> dict:
+def run_robot(robot, sizes, seconds, threads, warp=False) -> dict:
     results = {}
-    for col in COLUMNS:
+    for col in COLUMNS + ((WARP,) if warp else ()):
         if col in NEEDS and importlib.util.find_spec(NEEDS[col]) is None:
             results[col] = [{"error": "not installed"} for _ in sizes]
             continue
-        run_sizes = [n for n in sizes if n <= MAX_N.get(col, n)]
+        # N > 4096 (for the GPU) only for metarl's two backends
+        cap = MAX_N.get(col, None if col in ("metarl", WARP) else 4096)
+        run_sizes = [n for n in sizes if cap is None or n <= cap]
         measured = iter(run_isolated(robot, col, run_sizes, seconds, threads) if run_sizes else [])
-        results[col] = [next(measured) if n in run_sizes else {"error": f"skipped (N > {MAX_N[col]})"}
-                        for n in sizes]
+        results[col] = [next(measured) if n in run_sizes else {"error": f"skipped (N > {cap})"} for n in sizes]
         print(f"  {robot:<13} {col:<13} " + "  ".join(
             f"{n}: {r['steps_per_s']:.3g}" if "steps_per_s" in r else f"{n}: {r['error']}"
             for n, r in zip(sizes, results[col])), flush=True)
@@ -179,6 +186,10 @@ def run_robot(robot, sizes, seconds, threads) -> dict:
             row["metarl_over_floor"] = rate["metarl"] / row["floor"] if raw else None
         if "metarl 1thr" in rate and raw:
             row["metarl_1thr_over_mj_step_1thr"] = rate["metarl 1thr"] / raw
+        if WARP in results:
+            row["results"][WARP] = results[WARP][i]
+            if WARP in {c for c in results if "steps_per_s" in results[c][i]} and "metarl" in rate:
+                row["warp_over_metarl"] = results[WARP][i]["steps_per_s"] / rate["metarl"]
         rows.append(row)
     return {"family": ROBOTS[robot][0], "gym_id": ROBOTS[robot][1], "rows": rows}
 
@@ -193,14 +204,16 @@ def markdown_table(robot, res, threads) -> str:
     def ratio(x):
         return "—" if x is None else f"{x:.2f}x"
 
-    cols = [c for c in COLUMNS if c != "mj_step 1thr"]
+    cols = [c for c in COLUMNS if c != "mj_step 1thr"] + ([WARP] if WARP in res["rows"][0]["results"] else [])
     head = ["N", *cols, "floor", "metarl / gym best", "metarl / envpool", "metarl / floor", "1thr / mj_step 1thr"]
+    head += ["warp / metarl"] if WARP in cols else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for row in res["rows"]:
         cells = [str(row["n"])] + [cell(row["results"][c]) for c in cols] + [
             f"{row['floor']:.3g}" if row["floor"] else "—", ratio(row.get("metarl_over_gym_best")),
             ratio(row.get("metarl_over_envpool")), ratio(row.get("metarl_over_floor")),
-            ratio(row.get("metarl_1thr_over_mj_step_1thr"))]
+            ratio(row.get("metarl_1thr_over_mj_step_1thr"))] + ([ratio(row.get("warp_over_metarl"))]
+                                                                 if WARP in cols else [])
         lines.append("| " + " | ".join(cells) + " |")
     errors = sorted({f"{c}: {r['error']}" for row in res["rows"] for c, r in row["results"].items()
                      if "error" in r and not r["error"].startswith("skip")})
@@ -219,6 +232,8 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=1.0, help="timed budget per measurement (default: 1.0)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="threads for metarl and envpool (default: all cores, %(default)s)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                        help="cuda adds metarl's warp backend on the GPU (default: cuda when available)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"),
                         help="folder for the JSON (default: bench/results)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -238,7 +253,9 @@ def main(argv=None):
     info["load_average_before"] = os.getloadavg()
     print(f"# MuJoCo benchmark — {info['cpu']}, {info['cores']} cores, {args.threads} threads\n", flush=True)
     warn_if_loaded(info["load_average_before"])
-    results = {r: run_robot(r, sizes, args.seconds, args.threads) for r in robots}
+    import torch
+    warp = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda"
+    results = {r: run_robot(r, sizes, args.seconds, args.threads, warp) for r in robots}
     info["load_average_after"] = os.getloadavg()
     elapsed = time.perf_counter() - start
     print()

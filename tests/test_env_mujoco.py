@@ -406,3 +406,58 @@ def test_docstring_examples(module):
     mod = importlib.import_module(f"metarl.envs.mujoco.{module}")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+# ----------------------------------------------------------------------------- MuJoCo Warp
+def _warp_matches_cpu(env_id, device):
+    """One step at a time from shared states: the warp backend against the CPU path. MuJoCo Warp is
+    float32 with its own collision and constraint code: steps without contact agree to ~1e-4, the
+    Ant's steps through a contact do not (up to ~1 m/s in a joint velocity, measured on Warp's CPU
+    device), so for the Ant only its first two steps after the reset, in the air, are compared, and
+    not its reward: MuJoCo Warp's ``xpos`` after an RK4 step is not taken at the same RK stage as
+    MuJoCo's, which moves the torso velocity by up to ~0.3 m/s."""
+    pytest.importorskip("mujoco_warp")
+    n = 4
+    cpu = metarl.make_vec(env_id, n, seed=0, autoreset_mode="same_step", max_episode_steps=5)
+    gpu = metarl.make_vec(env_id, n, seed=0, autoreset_mode="same_step", max_episode_steps=5, device=device,
+                          backend="warp")
+    assert gpu.backend == "warp"
+    tasks = cpu.sample_tasks(n, generator=torch.Generator().manual_seed(0))
+    o_cpu, _ = cpu.reset(seed=0, options={"tasks": tasks})
+    o_gpu, _ = gpu.reset(seed=0, options={"tasks": tasks})
+    torch.testing.assert_close(o_gpu.cpu(), o_cpu, atol=1e-6, rtol=0)  # the reset is the same torch code
+    lay = cpu.layout
+    g = torch.Generator().manual_seed(1)
+    for _ in range(2 if lay.ncfrc else 12):
+        gpu._rows.copy_(cpu._rows)
+        gpu._elapsed.copy_(cpu._elapsed)
+        a = torch.rand(n, cpu.single_action_space.shape[0], generator=g) * 2 - 1
+        (o1, r1, te1, tr1, _), (o2, r2, te2, tr2, _) = cpu.step(a), gpu.step(a.to(device))
+        torch.testing.assert_close(o2.cpu(), o1, atol=1e-3, rtol=0)
+        if not lay.ncfrc:
+            torch.testing.assert_close(r2.cpu(), r1, atol=1e-3, rtol=0)
+        assert torch.equal(te2.cpu(), te1) and torch.equal(tr2.cpu(), tr1)
+
+
+@pytest.mark.slow  # Warp compiles MuJoCo Warp's kernels on first use: about a minute per model on the CPU
+@pytest.mark.parametrize("env_id", FAMILIES)
+def test_warp_backend_on_the_cpu_matches_the_cpu_path(env_id):
+    _warp_matches_cpu(env_id, "cpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("env_id", FAMILIES)
+def test_warp_backend_on_the_gpu_matches_the_cpu_path(env_id):
+    _warp_matches_cpu(env_id, "cuda")
+
+
+def test_warp_backend_choice_and_missing_extra(monkeypatch):
+    with pytest.raises(ValueError, match="'mujoco', 'warp'"):
+        metarl.make_vec("HalfCheetahVel-v0", 2, backend="triton")
+    from metarl.kernels.envs import mujoco_gpu
+
+    mujoco_gpu.require_mujoco_warp.cache_clear()
+    monkeypatch.setitem(sys.modules, "mujoco_warp", None)
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[mujoco-warp\]"'):
+        metarl.make_vec("HalfCheetahVel-v0", 2, backend="warp")
+    mujoco_gpu.require_mujoco_warp.cache_clear()

@@ -31,6 +31,7 @@ import glob
 import os
 
 import numpy as np
+import torch
 from numba import carray, cfunc, types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -232,7 +233,7 @@ class MujocoBatch:
         self._arg = np.array([rows.ctypes.data, layout.width, layout.extras, layout.body, layout.ncfrc,
                               _field_offset("xpos"), _field_offset("cfrc_ext"), frame_skip, STATE_SPEC, 0],
                              dtype=np.int64)
-        self._expanded: dict[str, np.ndarray] = {}
+        self._expanded: dict[str, torch.Tensor] = {}
 
     def step(self, ids: np.ndarray | None = None) -> None:
         """Step every env, or the sorted unique int32 ``ids``, once (``frame_skip`` substeps)."""
@@ -244,15 +245,15 @@ class MujocoBatch:
                                         self._arg.ctypes.data, 0)
         self._check(nfail, ids)
 
-    def expand(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        """Per-env values ``[nsim, *shape]`` of the model field ``name`` (a live view: write to change)."""
+    def expand(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """Per-env values ``[nsim, *shape]`` float64 of the model field ``name`` (a live view: write to change)."""
         if name not in self._expanded:
             size, elem = ctypes.c_int(), ctypes.c_int()
             ptr = self._lib.mjb_expand(self._b, name.encode(), ctypes.byref(size), ctypes.byref(elem))
             if not ptr or elem.value != 8 or size.value != int(np.prod(shape)):
                 raise ValueError(f"model field {name!r} cannot be set per env as float64 {shape}")
             buf = (ctypes.c_double * (self.nsim * size.value)).from_address(ptr)
-            self._expanded[name] = np.frombuffer(buf, dtype=np.float64).reshape(self.nsim, *shape)
+            self._expanded[name] = torch.from_numpy(np.frombuffer(buf, dtype=np.float64).reshape(self.nsim, *shape))
         return self._expanded[name]
 
     def _check(self, nfail: int, ids) -> None:

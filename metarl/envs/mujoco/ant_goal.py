@@ -70,4 +70,4 @@ class AntGoalVecEnv(AntBase):
         xy = rows[:, self.layout.extras:self.layout.extras + 2]
         reward = (-(xy - goal).abs().sum(1) - self.CTRL_COST * action.square().sum(1)
                   - self.CONTACT_COST * self._contact_cost(rows))
-        return reward, torch.zeros(reward.shape, dtype=torch.bool)
+        return reward, torch.zeros_like(reward, dtype=torch.bool)

@@ -26,10 +26,11 @@ from metarl.envs.base import TaskVectorEnv
 from metarl.envs.tasks import Tasks
 from metarl.kernels.envs._autoreset import NEXT_STEP, reset_masked_reference, step_with_autoreset_reference
 from metarl.kernels.envs.mujoco_batch import MujocoBatch, default_row, make_layout, require_mujoco
+from metarl.kernels.envs.mujoco_gpu import WarpBatch
 from metarl.kernels.rng import uniform_reference
 
 TWO_PI = 2.0 * np.pi
-BACKENDS = ("mujoco",)
+BACKENDS = ("mujoco", "warp")
 
 
 def gymnasium_asset(xml_file: str) -> str:
@@ -40,12 +41,16 @@ def gymnasium_asset(xml_file: str) -> str:
 class MujocoTaskVecEnv(TaskVectorEnv):
     """N copies of a gymnasium v5 MuJoCo robot, each with its own task, stepped by one batch call.
 
-    Observations ``[N, obs_dim]`` and rewards ``[N]`` are float32 torch tensors on the CPU;
+    Observations ``[N, obs_dim]`` and rewards ``[N]`` are float32 torch tensors on ``env.device``;
     actions ``[N, nu]`` float (the actuators' control range, as gymnasium's action space;
     MuJoCo clamps out-of-range controls and the control cost sees them unclamped, as in gymnasium).
     ``get_state``/``set_state`` read and write ``(qpos, qvel)`` ``[N, nq + nv]`` float64
     (gymnasium's ``state_vector()`` and ``set_state(qpos, qvel)``); ``state_dict`` holds the whole
     row (time, solver warm start, the Ant's last torso position and contact forces) for exact resume.
+
+    Backends: ``"mujoco"`` (the CPU default: MuJoCo's thread pool, exact against gymnasium) and
+    ``"warp"`` (the CUDA default: MuJoCo Warp, float32, all worlds in one launch per substep; on the
+    CPU only for tests). The torch autoreset, rewards and resets run on the env's device either way.
 
     Family options (keyword arguments of ``metarl.make_vec``):
         max_episode_steps: the time limit (default 1000, gymnasium's; the meta-RL papers use 200).
@@ -71,6 +76,8 @@ class MujocoTaskVecEnv(TaskVectorEnv):
     """body whose ``xpos`` xy gives the velocity (Ant-v5: the torso); -1: ``qpos[0]`` gives it"""
     contact_forces: bool = False
     """keep ``cfrc_ext`` after each step (Ant-v5 observes and penalises it)"""
+    model_fields: tuple[str, ...] = ()
+    """model fields that tasks set per env (the randomised-physics families)"""
     max_episode_steps = 1000
 
     def __init__(self, num_envs: int, *, device="cpu", seed: int | None = None, autoreset_mode="next_step",
@@ -95,12 +102,15 @@ class MujocoTaskVecEnv(TaskVectorEnv):
 
     # ------------------------------------------------------------------ TaskVectorEnv hooks
     def _resolve_backend(self, backend: str | None) -> str:
-        if self.device.type != "cpu":
-            raise ValueError(f"the MuJoCo families run on the CPU (device='cpu'), got device={self.device}; "
-                             "a MuJoCo Warp backend for CUDA is not implemented yet")
         if backend not in (None, "cpu", *BACKENDS):
             raise ValueError(f"backend must be one of {BACKENDS} (or None) for a MuJoCo family, got {backend!r}")
-        return "mujoco"
+        if self.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"the MuJoCo families run on the CPU or a CUDA GPU, got device={self.device}")
+        if self.device.type == "cuda":
+            if backend not in (None, "warp"):
+                raise ValueError(f"backend={backend!r} runs on the CPU; on {self.device} use 'warp'")
+            return "warp"
+        return "warp" if backend == "warp" else "mujoco"
 
     def _make_spaces(self):
         lay = self.layout
@@ -111,12 +121,15 @@ class MujocoTaskVecEnv(TaskVectorEnv):
 
     def _new_state(self) -> torch.Tensor:
         """The rows ``[N, S]`` float64 (see ``mujoco_batch``), seen as the ``[S, N]`` state of the autoreset."""
-        self._default_row = torch.from_numpy(default_row(self.model, self.layout))
+        self._default_row = torch.from_numpy(default_row(self.model, self.layout)).to(self.device)
         self._rows = self._default_row.repeat(self.num_envs, 1)
         return self._rows.t()
 
     def _init_kernels(self) -> None:
-        self._batch = MujocoBatch(self.model, self._rows.numpy(), self.layout, self.frame_skip, self.num_threads)
+        if self.backend == "warp":
+            self._batch = WarpBatch(self.model, self._rows, self.layout, self.frame_skip, self.model_fields)
+        else:
+            self._batch = MujocoBatch(self.model, self._rows.numpy(), self.layout, self.frame_skip, self.num_threads)
         self._push_tasks()
 
     def _step_kernel(self, a: torch.Tensor, same_step: bool):
@@ -132,7 +145,10 @@ class MujocoTaskVecEnv(TaskVectorEnv):
 
     # ------------------------------------------------------------------ tasks and state
     def _push_tasks(self) -> None:
-        """Copy task fields that are model parameters into the batch (families with varied physics)."""
+        """Copy the task fields that are model parameters into the batch's per-env model fields."""
+        for name, t in zip(self.task_type.field_names(), self._params):
+            if name in self.model_fields:
+                self._batch.expand(name, tuple(t.shape[1:])).copy_(t)
 
     def set_tasks(self, tasks: Tasks, env_ids=None) -> None:
         super().set_tasks(tasks, env_ids)
@@ -170,7 +186,7 @@ class MujocoTaskVecEnv(TaskVectorEnv):
         rows[:, lay.ctrl:lay.ctrl + lay.nu] = action
         ids = None
         if self._mode == NEXT_STEP and bool(self._needs_reset.any()):
-            ids = (~self._needs_reset).nonzero().flatten().to(torch.int32).numpy()
+            ids = (~self._needs_reset).nonzero().flatten().to(torch.int32).cpu().numpy()
         if ids is None or len(ids):
             self._batch.step(ids)
         velocity = (self._position() - before) / self.dt
@@ -308,6 +324,7 @@ class RandParamsBase(MujocoTaskVecEnv):
     """
 
     frame_skip, reset_noise_scale, qvel_noise, skipped_qpos, clip_qvel = 4, 5e-3, "uniform", 1, 10.0
+    model_fields = ("body_mass", "body_inertia", "dof_damping", "geom_friction")
     CTRL_COST = 1e-3
     HEALTHY_REWARD = 1.0
 
@@ -317,12 +334,9 @@ class RandParamsBase(MujocoTaskVecEnv):
         self.log_scale_limit = float(log_scale_limit)
         super().__init__(num_envs, **kwargs)
 
-    def _field_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {name: tuple(getattr(self.model, name).shape) for name in self.task_type.field_names()}
-
     def default_tasks(self, n: int):
-        return self.task_type(*(torch.from_numpy(getattr(self.model, name).copy()).expand(n, *shape).clone()
-                                for name, shape in self._field_shapes().items()))
+        fields = (torch.from_numpy(getattr(self.model, name).copy()) for name in self.model_fields)
+        return self.task_type(*(f.expand(n, *f.shape).clone() for f in fields))
 
     def sample_tasks(self, n: int, generator: torch.Generator | None = None):
         tasks = self.default_tasks(n)
@@ -336,10 +350,6 @@ class RandParamsBase(MujocoTaskVecEnv):
         for name, t in zip(self.task_type.field_names(), tasks.fields()):
             if not bool(torch.isfinite(t).all()) or not bool((t >= 0).all()):
                 raise ValueError(f"tasks.{name} must be finite and non-negative")
-
-    def _push_tasks(self) -> None:
-        for (name, shape), t in zip(self._field_shapes().items(), self._params):
-            self._batch.expand(name, shape)[:] = t.numpy()
 
     def _healthy(self, rows: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

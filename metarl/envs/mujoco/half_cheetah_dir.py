@@ -52,4 +52,4 @@ class HalfCheetahDirVecEnv(HalfCheetahBase):
     def _reward(self, rows, velocity, action, params):
         (direction,) = params
         reward = direction * velocity[:, 0] - self.CTRL_COST * action.square().sum(1)
-        return reward, torch.zeros(reward.shape, dtype=torch.bool)
+        return reward, torch.zeros_like(reward, dtype=torch.bool)

@@ -65,4 +65,4 @@ class HalfCheetahVelVecEnv(HalfCheetahBase):
     def _reward(self, rows, velocity, action, params):
         (goal_velocity,) = params
         reward = -(velocity[:, 0] - goal_velocity).abs() - self.CTRL_COST * action.square().sum(1)
-        return reward, torch.zeros(reward.shape, dtype=torch.bool)
+        return reward, torch.zeros_like(reward, dtype=torch.bool)
