@@ -171,7 +171,10 @@ class Layout:
     """cfrc_ext values kept (nbody * 6, or 0)"""
     width: int
     """S, the row width"""
-    __name__: str = "mujoco_batch"
+
+    # an env's ``kernels`` attribute is a module for the kernel families; code that prints its name
+    # (metarl.rollout: "no fused kernel for ...") reads this
+    __name__ = "mujoco_batch"
 
 
 def make_layout(model, body: int = -1, keep_cfrc: bool = False) -> Layout:
