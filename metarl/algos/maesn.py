@@ -29,21 +29,13 @@ Evaluation always uses the env's reward (sparse on SemicircleGoal-v0).
 
 Tasks of a batch run in ONE vector env (env j on task ``j // trajectories_per_task``).
 
-What it shows (``bench/reproduce_maesn.py``, SemicircleGoal-v0, seeds 0-2, 40 held-out goals,
-K = 5 episodes of 200 steps per adaptation step; bench/RESULTS.md, session 7): with the defaults
-(60 updates, ~15 s per seed on one core) the goal region is reached in 44 / 51 / 58 / 65 % of
-episodes after 0 / 1 / 2 / 3 latent steps, against 43 / 54 / 50 / 50 % for first-order MAML and
-35-39 % for a pretrained policy with Gaussian noise trained and adapted the same way: MAESN is
-level with MAML before adaptation and after one step, and ahead after three, on every seed.
-
-What the defaults owe to measurement (RESULTS, session 7): θ learns a goal-reaching policy in 60
-updates when z is handed to it as a goal code, so the hard part is making the learned latents one.
-With every ``μ_i`` at 0 and σ = 1 (the earlier defaults) z carries no task information, the policy
-learns to ignore it and heads for the goals' centroid (41 % reached after 3 steps). Drawing
-``μ_i ~ N(0, I)`` with σ = 0.1 gives each task a distinct code from the first update; a small KL
-weight (0.1) then widens σ and pulls the codes toward the prior without erasing them. The authors'
-latent rule (``latent_gradient="score"``) and their TRPO step (``outer="trpo"``) are available and
-measured no better here.
+What it shows (``bench/reproduce_maesn.py``, SemicircleGoal-v0, seeds 0-2, 40 held-out goals;
+bench/RESULTS.md, session 7): with the defaults (60 updates, ~15 s per seed on one core) the goal
+region is reached in 44 / 51 / 58 / 65 % of episodes after 0 / 1 / 2 / 3 latent steps, against
+43 / 54 / 50 / 50 % for first-order MAML and 35-39 % for a pretrained policy. The defaults that get
+there: per-task latents drawn from N(0, I) with σ = 0.1 (distinct task codes from the first update;
+with μ_i = 0 and σ = 1 the policy learns to ignore z) and a small KL weight (0.1). The authors'
+latent rule (``latent_gradient="score"``) and TRPO step (``outer="trpo"``) measured no better here.
 """
 from __future__ import annotations
 
@@ -58,6 +50,7 @@ from metarl.algos.pg import (
     Params,
     collect,
     dense_rewards,
+    eval_task_count,
     gaussian_kl,
     gaussian_log_prob,
     init_mlp,
@@ -164,7 +157,7 @@ class MAESNConfig(Config):
                              f"Navigation2D-v0), got env={self.env!r}")
 
 
-# ----------------------------------------------------------------------------- model
+# ----------------------------------------------------------------------------- pieces
 def make_env(cfg: MAESNConfig, num_envs: int, seed: int | None = None):
     """``num_envs`` copies of ``cfg.env`` (Box actions only)."""
     return make_box_env(cfg.env, num_envs, cfg.seed if seed is None else seed)
@@ -349,10 +342,7 @@ def evaluate(model: dict, cfg: MAESNConfig, num_tasks: int | None = None, steps:
     default ``cfg.eval_tasks``), starting from ``N(0, I)``: ``{"returns": [mean env return after 0..steps
     steps], "se": [...], "reached": [fraction of episodes with a positive return (sparse: goal region
     reached)]}``."""
-    num_tasks = cfg.eval_tasks if num_tasks is None else num_tasks
-    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int (the config's eval_tasks is {cfg.eval_tasks}), "
-                         f"got {num_tasks!r}")
+    num_tasks = eval_task_count(num_tasks, cfg.eval_tasks)
     steps = cfg.eval_steps if steps is None else steps
     env = make_env(cfg, num_tasks * cfg.trajectories_per_task, seed=seed)
     _, test = env.sample_task_split(1, num_tasks, seed=seed)

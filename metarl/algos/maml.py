@@ -57,6 +57,7 @@ from metarl.algos.pg import (
     collect,
     conjugate_gradient,
     dense_rewards,
+    eval_task_count,
     fit_linear_baseline,
     gaussian_kl,
     gaussian_log_prob,
@@ -96,16 +97,12 @@ class MAMLConfig(Config):
     policy_init: str = field("xavier", choices=POLICY_INITS)
     """Initialisation of the policy MLP: 'xavier' (Glorot-uniform weights and zero biases in every
     layer, the output included: rllab's MLP, which the MAML code uses) or 'torch' (``nn.Linear``'s
-    default: kaiming-uniform weights with a = √5 and uniform biases). On 2D navigation (100 TRPO
-    updates, bench/RESULTS.md session 6) 'xavier' trained stably on CPU seeds 0–4 and 6 (3-step
-    return −4.4 to −5.5) where 'torch' diverged on seed 2 (the pre-update policy's mean drifted off
-    the action box); it is no cure for that drift, though: 'xavier' diverged on CPU seed 5 and on
-    3 of GPU seeds 3–6, 'torch' on 2 of those."""
+    default). On 2D navigation 'xavier' trained stably on more seeds, but no init cures the drift of
+    the pre-update policy off the action box that diverges some seeds (bench/RESULTS.md, session 6)."""
     mean_squash: str = field("none", choices=MEAN_SQUASHES)
     """'none': the policy's mean is the MLP's output (unbounded, as rllab's); 'tanh': the mean is
-    ``tanh`` of it, inside ``[-1, 1]``, the normalised action box (needs ``normalize_actions``).
-    Not a cure for the drift that 'torch' init showed on 2D navigation seed 2: with 'tanh' the
-    pre-update mean drifted to the box's edge instead (−216 at 0 steps after 28 updates)."""
+    ``tanh`` of it, inside ``[-1, 1]``, the normalised action box (needs ``normalize_actions``); no cure
+    for that drift either (the mean drifted to the box's edge instead)."""
     inner_lr: float = field(0.5, gt=0)
     """α: inner SGD step size (the authors' code on 2D navigation, which the spec follows; the
     paper's text says 0.1)."""
@@ -125,9 +122,8 @@ class MAMLConfig(Config):
     trust_region: str = field("post", choices=("post", "both"))
     """TRPO: which policies the trust region bounds: "post" (the adapted policies, the authors' code)
     or "both" (the sum of the adapted policies' mean KL and the pre-update policy's, on the
-    pre-update samples, ≤ ``max_kl``), which bounds how far each update moves θ itself. Measured:
-    it did not stop the divergence of seed 5 (the pre-update policy still drifts off over 100
-    updates; bench/RESULTS.md, session 7)."""
+    pre-update samples, ≤ ``max_kl``: bounds how far each update moves θ itself; it did not stop the
+    divergence of seed 5, bench/RESULTS.md session 7)."""
     cg_iters: int = field(10, ge=1)
     """TRPO: conjugate gradient iterations."""
     cg_damping: float = field(1e-5, ge=0)
@@ -294,10 +290,7 @@ def evaluate(policy_params, cfg: MAMLConfig, num_tasks: int | None = None, steps
 
     ``policy_params``: a :class:`GaussianMLPPolicy`, or its ``state_dict()`` / ``named_parameters`` dict.
     """
-    num_tasks = cfg.eval_tasks if num_tasks is None else num_tasks
-    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int (the config's eval_tasks is {cfg.eval_tasks}), "
-                         f"got {num_tasks!r}")
+    num_tasks = eval_task_count(num_tasks, cfg.eval_tasks)
     if metric not in ("return", "reached"):
         raise ValueError(f"metric must be 'return' or 'reached', got {metric!r}")
     steps = sorted(set(int(s) for s in (cfg.eval_steps if steps is None else steps)))

@@ -1,6 +1,6 @@
 """Policy-gradient pieces the learners share (one copy each).
 
-- **statistics**: :func:`mean_se`;
+- **evaluation**: :func:`mean_se`, :func:`eval_task_count`;
 - **Gaussian policies**: :func:`gaussian_log_prob`, :func:`gaussian_kl`; :class:`GaussianMLPPolicy`
   (an ``nn.Module``, applied with shared or per-task stacked parameters by :class:`FunctionalPolicy`)
   and the functional tanh MLP on stacked per-task parameters (:func:`init_mlp`, :func:`mlp_forward`,
@@ -40,6 +40,15 @@ def mean_se(x: torch.Tensor) -> tuple[float, float]:
     x = x.detach().double().flatten()
     se = float(x.std() / math.sqrt(x.numel())) if x.numel() > 1 else math.nan
     return float(x.mean()), se
+
+
+def eval_task_count(num_tasks: int | None, eval_tasks: int) -> int:
+    """How many held-out tasks an evaluation runs: ``num_tasks``, or the config's ``eval_tasks`` when
+    None (0 there means no evaluation unless a number is given); a ValueError unless a positive int."""
+    n = eval_tasks if num_tasks is None else num_tasks
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"num_tasks must be a positive int (the config's eval_tasks is {eval_tasks}), got {n!r}")
+    return n
 
 
 # ----------------------------------------------------------------------------- Gaussian policies
@@ -427,7 +436,7 @@ def trpo_step(objective: Callable[[], tuple[torch.Tensor, torch.Tensor]], params
     return stats
 
 
-__all__ = ["mean_se", "gaussian_log_prob", "gaussian_kl", "GaussianMLPPolicy", "FunctionalPolicy", "init_mlp",
-           "mlp_forward", "stack", "make_box_env", "action_map", "Batch", "collect", "dense_rewards", "per_task",
-           "per_task_mean", "task_mean", "returns_to_go", "baseline_features", "fit_linear_baseline",
+__all__ = ["mean_se", "eval_task_count", "gaussian_log_prob", "gaussian_kl", "GaussianMLPPolicy", "FunctionalPolicy",
+           "init_mlp", "mlp_forward", "stack", "make_box_env", "action_map", "Batch", "collect", "dense_rewards",
+           "per_task", "per_task_mean", "task_mean", "returns_to_go", "baseline_features", "fit_linear_baseline",
            "per_task_advantages", "task_advantages", "conjugate_gradient", "trpo_step"]

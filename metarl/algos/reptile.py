@@ -39,6 +39,7 @@ from metarl.algos.pg import (
     Batch,
     Params,
     collect,
+    eval_task_count,
     gaussian_log_prob,
     init_mlp,
     make_box_env,
@@ -190,10 +191,7 @@ def evaluate(phi: Params, cfg: ReptileConfig, num_tasks: int | None = None, step
     """Adapt ``phi`` to held-out tasks (``sample_task_split``'s test set for ``seed``; ``num_tasks``
     default ``cfg.eval_tasks``); returns ``{"returns": [mean return after 0, 1, ..., steps adaptation
     steps], "se": [...]}``."""
-    num_tasks = cfg.eval_tasks if num_tasks is None else num_tasks
-    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive int (the config's eval_tasks is {cfg.eval_tasks}), "
-                         f"got {num_tasks!r}")
+    num_tasks = eval_task_count(num_tasks, cfg.eval_tasks)
     steps = cfg.eval_steps if steps is None else steps
     env = make_env(cfg, num_tasks * cfg.trajectories_per_task, seed=seed)
     _, test = env.sample_task_split(1, num_tasks, seed=seed)
