@@ -23,6 +23,13 @@ What is measured
       the Ant, whose observation needs it), reset when the Ant is unhealthy. The Python call costs
       ~1 us of a 40-300 us step. ``floor = threads x`` that rate (perfect scaling: an upper bound).
 
+CPU time
+    On a machine other jobs share, wall-clock rates of threaded code mostly measure the
+    neighbours. Each in-process column therefore also reports the process CPU time (all its
+    threads) per env-step over about ``--seconds`` of further calls: ``mj_step CPU / metarl CPU`` is
+    the fraction of the floor metarl reaches in work done, whatever the load (spinning threads
+    count against it). gymnasium's async workers are other processes and are left out.
+
 How
     Each column runs in its own Python process (threads pools of one tool would otherwise steal
     the cores of the next), warms up for a quarter of ``--seconds`` and reports the best of 5
@@ -71,6 +78,15 @@ NEEDS = {"gym sync": "gymnasium", "gym async": "gymnasium", "envpool v4": "envpo
 
 
 # ----------------------------------------------------------------------------- columns
+def with_cpu_time(result: dict, step, actions, n, seconds) -> dict:
+    """``result`` plus ``cpu_us_per_step``: process CPU time (every thread) per env-step of ``step``."""
+    calls, t0, c0 = 0, time.perf_counter(), time.process_time()
+    while calls < 3 or time.perf_counter() - t0 < seconds:
+        step(actions[calls % len(actions)])
+        calls += 1
+    return {**result, "cpu_us_per_step": 1e6 * (time.process_time() - c0) / (calls * n)}
+
+
 def bench_metarl(robot, n, seconds, threads, device="cpu") -> dict:
     import torch
 
@@ -79,6 +95,8 @@ def bench_metarl(robot, n, seconds, threads, device="cpu") -> dict:
     env.reset(seed=0)
     actions = [torch.from_numpy(a).to(device) for a in random_actions(env.single_action_space, n)]
     result = measure(env.step, actions, n, seconds, torch.cuda.synchronize if device == "cuda" else None)
+    if device == "cpu":
+        result = with_cpu_time(result, env.step, actions, n, seconds)
     env.close()
     return result
 
@@ -87,7 +105,10 @@ def bench_gym(robot, n, seconds, mode) -> dict:
     import gymnasium as gym
     env = gym.make_vec(ROBOTS[robot][1], num_envs=n, vectorization_mode=mode)
     env.reset(seed=0)
-    result = measure(env.step, random_actions(env.single_action_space, n), n, seconds)
+    actions = random_actions(env.single_action_space, n)
+    result = measure(env.step, actions, n, seconds)
+    if mode == "sync":
+        result = with_cpu_time(result, env.step, actions, n, seconds)
     env.close()
     return result
 
@@ -97,7 +118,8 @@ def bench_envpool(robot, n, seconds, version, threads) -> dict:
     env_id = ROBOTS[robot][2] if version == "v4" else ROBOTS[robot][1]
     env = envpool.make_gymnasium(env_id, num_envs=n, seed=0, num_threads=threads)
     env.reset()
-    result = measure(env.step, random_actions(env.action_space, n), n, seconds)
+    actions = random_actions(env.action_space, n)
+    result = with_cpu_time(measure(env.step, actions, n, seconds), env.step, actions, n, seconds)
     env.close()
     return result
 
@@ -120,7 +142,7 @@ def bench_mj_step(robot, seconds) -> dict:
                 u.reset()
 
     u.reset(seed=0)
-    return measure(step, ctrl, 1, seconds)
+    return with_cpu_time(measure(step, ctrl, 1, seconds), step, ctrl, 1, seconds)
 
 
 def bench_column(robot, column, sizes, seconds, threads) -> list[dict]:
@@ -186,6 +208,10 @@ def run_robot(robot, sizes, seconds, threads, warp=False) -> dict:
             row["metarl_over_floor"] = rate["metarl"] / row["floor"] if raw else None
         if "metarl 1thr" in rate and raw:
             row["metarl_1thr_over_mj_step_1thr"] = rate["metarl 1thr"] / raw
+        cpu = {c: results[c][i]["cpu_us_per_step"] for c in COLUMNS if "cpu_us_per_step" in results[c][i]}
+        row["cpu_us_per_step"] = cpu
+        if "metarl" in cpu and "mj_step 1thr" in cpu:
+            row["cpu_floor_fraction"] = cpu["mj_step 1thr"] / cpu["metarl"]
         if WARP in results:
             row["results"][WARP] = results[WARP][i]
             if WARP in {c for c in results if "steps_per_s" in results[c][i]} and "metarl" in rate:
@@ -221,7 +247,16 @@ def markdown_table(robot, res, threads) -> str:
             "single-thread mj_step rate; gym best = the best gymnasium vector env at that N or at its cap.")
     if errors:
         note += " Not measured — " + "; ".join(errors) + "."
-    return f"### {robot} ({res['family']} vs {res['gym_id']})\n\n" + "\n".join(lines) + "\n\n" + note + "\n"
+    cpu_cols = [c for c in COLUMNS if c != "gym async"]
+    cpu_lines = ["| N | " + " | ".join(f"{c} CPU µs" for c in cpu_cols) + " | mj_step CPU / metarl CPU |",
+                 "|" + "---:|" * (len(cpu_cols) + 2)]
+    for row in res["rows"]:
+        cpu = row["cpu_us_per_step"]
+        cpu_lines.append(f"| {row['n']} | " + " | ".join(f"{cpu[c]:.1f}" if c in cpu else "—" for c in cpu_cols)
+                         + f" | {ratio(row.get('cpu_floor_fraction'))} |")
+    return (f"### {robot} ({res['family']} vs {res['gym_id']})\n\n" + "\n".join(lines) + "\n\n" + note
+            + "\n\nProcess CPU time per env-step (all threads; the load-independent view):\n\n"
+            + "\n".join(cpu_lines) + "\n")
 
 
 def main(argv=None):
