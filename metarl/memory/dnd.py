@@ -190,13 +190,18 @@ class DND(nn.Module):
     def _weighted(self, h_rows, mem, slots):
         """``Σ w_i Q_i`` over ``slots`` (-1: none) of memories ``mem`` (broadcast with slots), differentiable."""
         hit = slots >= 0
-        s = slots.clamp_min(0)
-        diff = h_rows.unsqueeze(-2) - self.keys[mem, s]            # [..., kk, d]
+        # one flat index_select per table rather than table[mem, s]: the backward of advanced indexing
+        # accumulated the key gradients in a varying order (NEC runs differed in the last bit)
+        flat = (mem * self.capacity + slots.clamp_min(0)).reshape(-1)
+        shape = hit.shape
+        keys = self.keys.flatten(0, 1).index_select(0, flat).view(*shape, self.key_dim)        # [..., kk, d]
+        values = self.values.flatten(0, 1).index_select(0, flat).view(*shape, *self._value_shape)
+        diff = h_rows.unsqueeze(-2) - keys
         w = torch.where(hit, 1.0 / ((diff * diff).sum(-1) + self.delta), 0.0)
         w = w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)   # no neighbours: all w = 0
         if self.value_dim is None:
-            return (w * self.values[mem, s]).sum(-1)
-        return (w.unsqueeze(-1) * self.values[mem, s]).sum(-2)
+            return (w * values).sum(-1)
+        return (w.unsqueeze(-1) * values).sum(-2)
 
     # ------------------------------------------------------------------ lookup
     def lookup(self, h, actions=None):
