@@ -37,7 +37,8 @@ def limit_threads(num_threads: int | None) -> None:
     the size its pool was started with: by default the number of CPUs), and, through ``threadpoolctl``,
     every OpenMP runtime and BLAS library loaded in the process: the ``libgomp`` shared by torch and
     ``metarl._C``, Numba's ``libgomp`` and the OpenBLAS of NumPy and SciPy. Numba's pool and SciPy's
-    BLAS are loaded first, so that no pool starts later at its default size.
+    BLAS are loaded first, so that no pool starts later at its default size (starting Numba's pool
+    would also reset torch's).
 
     Example: four training processes on an 8-core host, two cores each::
 
@@ -57,10 +58,12 @@ def limit_threads(num_threads: int | None) -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
+    # Numba first: starting its OpenMP pool (on first use) sets the OpenMP thread count back to
+    # NUMBA_NUM_THREADS, and that reaches torch's libgomp too (torch.get_num_threads() 1 -> 2 here).
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     torch.set_num_threads(n)
     try:
         torch.set_num_interop_threads(n)
     except RuntimeError:  # torch allows it once, before any inter-op work
         pass
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))  # also loads Numba's threading layer
     threadpool_limits(limits=n)

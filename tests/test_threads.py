@@ -58,6 +58,38 @@ def probe():
     return json.loads(out.stdout.splitlines()[-1])
 
 
+FRESH = """
+import json
+import numba
+import numpy
+import torch
+from numba import njit, prange
+
+from metarl.threads import limit_threads
+
+
+@njit(parallel=True)
+def thread_ids(out):
+    for i in prange(out.shape[0]):
+        out[i] = numba.get_thread_id()
+
+
+limit_threads(1)                   # before Numba's pool has started
+ids = numpy.full(10000, -1)
+thread_ids(ids)                    # starts it
+print(json.dumps({"torch": torch.get_num_threads(), "numba_ids": sorted(set(ids.tolist()))}))
+"""
+
+
+def test_limit_holds_after_numba_starts_its_pool():
+    # Numba's pool starting (its first parallel kernel) reset torch's OpenMP thread count to the cores
+    out = subprocess.run([sys.executable, "-c", FRESH], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, NUMBA_NUM_THREADS="3", OMP_NUM_THREADS="3"))
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.splitlines()[-1])
+    assert got == {"torch": 1, "numba_ids": [0]}
+
+
 def _counts(state):
     libs = {api: [n for a, _, n in state["libs"] if a == api] for api in ("openmp", "blas")}
     return state["torch"], state["numba"], state["cpp"], libs
