@@ -385,6 +385,18 @@ def test_trial_wrapper_and_gymnasium_make_vec():
     assert obs.shape == (2, 105) and vec.max_episode_steps == 200 and isinstance(vec, gym.vector.VectorEnv)
 
 
+def test_observation_options_threads_and_close():
+    env = metarl.make_vec("HalfCheetahDir-v0", 2, seed=0, exclude_current_positions_from_observation=False)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (2, 18) and torch.equal(obs[:, 0], env.get_state()[:, 0].float())
+    assert metarl.make_vec("AntDir-v0", 2, exclude_current_positions_from_observation=False).obs_dim == 107
+    assert metarl.make_vec("AntGoal-v0", 2, exclude_current_positions_from_observation=True).obs_dim == 105
+    assert env.num_threads == torch.get_num_threads() and env._batch.nthread == env.num_threads
+    env.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        env.step(torch.zeros(2, 6))
+
+
 def test_observations_in_space_over_long_random_runs():
     for env_id in ("AntDir-v0", "HopperRandParams-v0"):
         env = metarl.make_vec(env_id, 8, seed=0, max_episode_steps=50)

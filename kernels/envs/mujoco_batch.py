@@ -240,6 +240,8 @@ class MujocoBatch:
 
     def step(self, ids: np.ndarray | None = None) -> None:
         """Step every env, or the sorted unique int32 ``ids``, once (``frame_skip`` substeps)."""
+        if not self._b:
+            raise RuntimeError("the batch is closed (env.close() was called)")
         if ids is None:
             nfail = self._lib.mjb_apply(self._b, None, 0, self._func.address, self._arg.ctypes.data, 0)
         else:
