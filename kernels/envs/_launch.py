@@ -8,8 +8,11 @@ Every family's kernels share one argument order::
     obs[N, O], reward[N] f32, terminated[N], truncated[N], final_obs,   # outputs
     max_steps, mode
 
-Reset kernels: ``state, elapsed, needs_reset, counter, *params, key, mask[N] bool, obs``
-(reset the masked envs, write the observation of every env).
+The autoreset inside them is written once, in :mod:`._autoreset`.
+
+Reset kernels: ``state, elapsed, needs_reset, counter, key, mask[N] bool, obs`` (reset the
+masked envs, write the observation of every env; a reset does not read the task). The
+launchers take ``params`` all the same, for the Triton sizes and one argument order.
 
 Triton kernels end with ``n, max_steps, MODE, BLOCK`` (reset: ``n, BLOCK``) plus
 any constexpr sizes the family returns from ``triton_meta(params) -> dict``, and
@@ -67,7 +70,7 @@ def step_numba(fam, state, elapsed, needs_reset, counter, params, action, key,
 
 
 def reset_numba(fam, state, elapsed, needs_reset, counter, params, key, mask, obs):
-    fam._reset_nb(state, elapsed, needs_reset, counter, *params, key, mask, obs)
+    fam._reset_nb(state, elapsed, needs_reset, counter, key, mask, obs)
 
 
 def step_triton(fam, state, elapsed, needs_reset, counter, params, action, key,
@@ -82,7 +85,7 @@ def step_triton(fam, state, elapsed, needs_reset, counter, params, action, key,
 def reset_triton(fam, state, elapsed, needs_reset, counter, params, key, mask, obs):
     n = state.shape[1]
     grid = (triton_cdiv(n, TRITON_BLOCK),)
-    fam._reset_tl[grid](state, elapsed, needs_reset, counter, *params, key, mask, obs, n, BLOCK=TRITON_BLOCK,
+    fam._reset_tl[grid](state, elapsed, needs_reset, counter, key, mask, obs, n, BLOCK=TRITON_BLOCK,
                         **_triton_meta(fam, params))
 
 

@@ -52,10 +52,12 @@ from numba import njit, prange
 from metarl.kernels._triton import constexpr, lazy_jit
 from metarl.kernels.envs import _launch
 from metarl.kernels.envs._autoreset import (
-    NEXT_STEP,
-    SAME_STEP,
+    autoreset_tl,
     make_reset_masked_reference,
     make_step_reference,
+    masked_reset_tl,
+    reset_env_nb,
+    step_env_nb,
 )
 from metarl.kernels.envs._math import sincos_nb
 from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
@@ -182,14 +184,46 @@ def _wrap_nb(x):
 
 
 @njit(inline="always", cache=True)
-def _reset_one_nb(i, state, key, counter):
-    for lane in range(4):
-        state[lane, i] = _LOW32 + _SPAN32 * uniform_nb(key[i], counter[i], lane)
-    counter[i] += 1
+def _dynamics_nb(i, state, params, action, key, counter):
+    # link_length_2 is not read, as in gymnasium
+    link_length_1, _, link_mass_1, link_mass_2, link_com_pos_1, link_com_pos_2, link_moi, dt = params
+    l1 = link_length_1[i]
+    m1 = link_mass_1[i]
+    m2 = link_mass_2[i]
+    lc1 = link_com_pos_1[i]
+    lc2 = link_com_pos_2[i]
+    moi = link_moi[i]
+    h = dt[i]
+    h2 = h / _TWO32
+    torque = _F(action[i] - 1)
+    s0 = state[0, i]
+    s1 = state[1, i]
+    s2 = state[2, i]
+    s3 = state[3, i]
+    a0, a1, a2, a3 = _dsdt_nb(s0, s1, s2, s3, torque, m1, m2, l1, lc1, lc2, moi)
+    b0, b1, b2, b3 = _dsdt_nb(s0 + h2 * a0, s1 + h2 * a1, s2 + h2 * a2, s3 + h2 * a3,
+                              torque, m1, m2, l1, lc1, lc2, moi)
+    c0, c1, c2, c3 = _dsdt_nb(s0 + h2 * b0, s1 + h2 * b1, s2 + h2 * b2, s3 + h2 * b3,
+                              torque, m1, m2, l1, lc1, lc2, moi)
+    d0, d1, d2, d3 = _dsdt_nb(s0 + h * c0, s1 + h * c1, s2 + h * c2, s3 + h * c3,
+                              torque, m1, m2, l1, lc1, lc2, moi)
+    h6 = h / _SIX32
+    th1 = _wrap_nb(s0 + h6 * (a0 + _TWO32 * b0 + _TWO32 * c0 + d0))
+    th2 = _wrap_nb(s1 + h6 * (a1 + _TWO32 * b1 + _TWO32 * c1 + d1))
+    w1 = min(max(s2 + h6 * (a2 + _TWO32 * b2 + _TWO32 * c2 + d2), -_MAX_VEL_1_32), _MAX_VEL_1_32)
+    w2 = min(max(s3 + h6 * (a3 + _TWO32 * b3 + _TWO32 * c3 + d3), -_MAX_VEL_2_32), _MAX_VEL_2_32)
+    term = -sincos_nb(th1)[1] - sincos_nb(th2 + th1)[1] > _ONE32
+    return (_F(0.0) if term else _F(-1.0)), term, th1, th2, w1, w2
 
 
 @njit(inline="always", cache=True)
-def _observe_one_nb(i, state, out):
+def _reset_state_nb(i, key, counter):
+    return (_LOW32 + _SPAN32 * uniform_nb(key, counter, 0), _LOW32 + _SPAN32 * uniform_nb(key, counter, 1),
+            _LOW32 + _SPAN32 * uniform_nb(key, counter, 2), _LOW32 + _SPAN32 * uniform_nb(key, counter, 3))
+
+
+@njit(inline="always", cache=True)
+def _observe_nb(i, state, out):
     sin1, cos1 = sincos_nb(state[0, i])
     sin2, cos2 = sincos_nb(state[1, i])
     out[i, 0] = cos1
@@ -204,7 +238,7 @@ def _observe_one_nb(i, state, out):
 def _step_nb(
     # state, updated in place
     state, elapsed, needs_reset, counter,
-    # task params [N] each (link_length_2 is not read, as in gymnasium)
+    # task params [N, ...] each
     link_length_1, link_length_2, link_mass_1, link_mass_2, link_com_pos_1, link_com_pos_2, link_moi, dt,
     # inputs
     action, key,
@@ -213,76 +247,16 @@ def _step_nb(
     # sizes / modes
     max_steps, mode,
 ):
-    n = state.shape[1]
-    for i in prange(n):
-        if mode == NEXT_STEP and needs_reset[i]:
-            _reset_one_nb(i, state, key, counter)
-            _observe_one_nb(i, state, obs)
-            reward[i] = 0.0
-            terminated[i] = False
-            truncated[i] = False
-            elapsed[i] = 0
-            needs_reset[i] = False
-            continue
-        l1 = link_length_1[i]
-        m1 = link_mass_1[i]
-        m2 = link_mass_2[i]
-        lc1 = link_com_pos_1[i]
-        lc2 = link_com_pos_2[i]
-        moi = link_moi[i]
-        h = dt[i]
-        h2 = h / _TWO32
-        torque = _F(action[i] - 1)
-        s0 = state[0, i]
-        s1 = state[1, i]
-        s2 = state[2, i]
-        s3 = state[3, i]
-        a0, a1, a2, a3 = _dsdt_nb(s0, s1, s2, s3, torque, m1, m2, l1, lc1, lc2, moi)
-        b0, b1, b2, b3 = _dsdt_nb(s0 + h2 * a0, s1 + h2 * a1, s2 + h2 * a2, s3 + h2 * a3,
-                                  torque, m1, m2, l1, lc1, lc2, moi)
-        c0, c1, c2, c3 = _dsdt_nb(s0 + h2 * b0, s1 + h2 * b1, s2 + h2 * b2, s3 + h2 * b3,
-                                  torque, m1, m2, l1, lc1, lc2, moi)
-        d0, d1, d2, d3 = _dsdt_nb(s0 + h * c0, s1 + h * c1, s2 + h * c2, s3 + h * c3,
-                                  torque, m1, m2, l1, lc1, lc2, moi)
-        h6 = h / _SIX32
-        th1 = _wrap_nb(s0 + h6 * (a0 + _TWO32 * b0 + _TWO32 * c0 + d0))
-        th2 = _wrap_nb(s1 + h6 * (a1 + _TWO32 * b1 + _TWO32 * c1 + d1))
-        w1 = min(max(s2 + h6 * (a2 + _TWO32 * b2 + _TWO32 * c2 + d2), -_MAX_VEL_1_32), _MAX_VEL_1_32)
-        w2 = min(max(s3 + h6 * (a3 + _TWO32 * b3 + _TWO32 * c3 + d3), -_MAX_VEL_2_32), _MAX_VEL_2_32)
-        state[0, i] = th1
-        state[1, i] = th2
-        state[2, i] = w1
-        state[3, i] = w2
-        term = -sincos_nb(th1)[1] - sincos_nb(th2 + th1)[1] > _ONE32
-        e = elapsed[i] + 1
-        trunc = max_steps > 0 and e >= max_steps
-        reward[i] = 0.0 if term else -1.0
-        terminated[i] = term
-        truncated[i] = trunc
-        if mode == SAME_STEP:
-            if term or trunc:
-                _observe_one_nb(i, state, final_obs)
-                _reset_one_nb(i, state, key, counter)
-                e = 0
-            else:
-                for j in range(6):
-                    final_obs[i, j] = 0.0
-        else:
-            needs_reset[i] = term or trunc
-        elapsed[i] = e
-        _observe_one_nb(i, state, obs)
+    for i in prange(key.shape[0]):
+        params = (link_length_1, link_length_2, link_mass_1, link_mass_2, link_com_pos_1, link_com_pos_2, link_moi, dt)
+        step_env_nb(i, _dynamics_nb, _reset_state_nb, _observe_nb, STOCHASTIC, OBS_DIM, state, elapsed, needs_reset,
+                    counter, params, action, key, obs, reward, terminated, truncated, final_obs, max_steps, mode)
 
 
 @njit(parallel=True, cache=True)
-def _reset_nb(state, elapsed, needs_reset, counter,
-              link_length_1, link_length_2, link_mass_1, link_mass_2, link_com_pos_1, link_com_pos_2, link_moi, dt,
-              key, mask, obs):
-    for i in prange(state.shape[1]):
-        if mask[i]:
-            _reset_one_nb(i, state, key, counter)
-            elapsed[i] = 0
-            needs_reset[i] = False
-        _observe_one_nb(i, state, obs)
+def _reset_nb(state, elapsed, needs_reset, counter, key, mask, obs):
+    for i in prange(key.shape[0]):
+        reset_env_nb(i, _reset_state_nb, _observe_nb, state, elapsed, needs_reset, counter, key, mask, obs)
 
 
 # ----------------------------------------------------------------------------- triton
@@ -311,6 +285,24 @@ def _wrap_tl(x):
     x = tl.where(x > pi, x - two_pi * tl.ceil((x - pi) * inv_two_pi), x)
     x = tl.where(x < -pi, x + two_pi * tl.ceil((-pi - x) * inv_two_pi), x)
     return tl.where(x > pi, x - two_pi, x)
+
+
+@lazy_jit
+def _reset_state_tl(key, counter):
+    return (-0.1 + 0.2 * uniform_tl(key, counter, 0), -0.1 + 0.2 * uniform_tl(key, counter, 1),
+            -0.1 + 0.2 * uniform_tl(key, counter, 2), -0.1 + 0.2 * uniform_tl(key, counter, 3))
+
+
+@lazy_jit
+def _observe_tl(out_ptr, offs, m, keep, th1, th2, w1, w2):
+    """(cos θ1, sin θ1, cos θ2, sin θ2, θ̇1, θ̇2) into the rows ``offs`` of ``out [N, 6]`` where ``keep``,
+    zeros elsewhere."""
+    tl.store(out_ptr + offs * 6 + 0, tl.where(keep, tl.cos(th1), 0.0), mask=m)
+    tl.store(out_ptr + offs * 6 + 1, tl.where(keep, tl.sin(th1), 0.0), mask=m)
+    tl.store(out_ptr + offs * 6 + 2, tl.where(keep, tl.cos(th2), 0.0), mask=m)
+    tl.store(out_ptr + offs * 6 + 3, tl.where(keep, tl.sin(th2), 0.0), mask=m)
+    tl.store(out_ptr + offs * 6 + 4, tl.where(keep, w1, 0.0), mask=m)
+    tl.store(out_ptr + offs * 6 + 5, tl.where(keep, w2, 0.0), mask=m)
 
 
 @lazy_jit
@@ -344,7 +336,6 @@ def _step_tl(
     action = tl.load(action_ptr + offs, mask=m)
     key = tl.load(key_ptr + offs, mask=m)
     counter = tl.load(counter_ptr + offs, mask=m)
-    elapsed = tl.load(elapsed_ptr + offs, mask=m)
 
     torque = (action - 1).to(tl.float32)
     h2 = h / 2.0
@@ -361,82 +352,40 @@ def _step_tl(
     w1 = tl.minimum(tl.maximum(s2 + h6 * (a2 + 2.0 * b2 + 2.0 * c2 + d2), -12.566370614359172), 12.566370614359172)
     w2 = tl.minimum(tl.maximum(s3 + h6 * (a3 + 2.0 * b3 + 2.0 * c3 + d3), -28.274333882308138), 28.274333882308138)
     term = -tl.cos(th1) - tl.cos(th2 + th1) > 1.0
-    e = elapsed + 1
-    trunc = (e >= max_steps) & (max_steps > 0)
     reward = tl.where(term, 0.0, -1.0)
 
-    if MODE == 0:  # next_step: envs flagged last step are reset instead of stepped
-        r = tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1)
-        do_reset = r
-        term = term & ~r
-        trunc = trunc & ~r
-        reward = tl.where(r, 0.0, reward)
-        tl.store(needs_reset_ptr + offs, term | trunc, mask=m)
-    else:
-        done = term | trunc
-        do_reset = done & (MODE == 1)
-        if MODE == 2:
-            tl.store(needs_reset_ptr + offs, done, mask=m)
-    reset_counter = counter
-    counter = counter + do_reset.to(tl.int64)
+    do_reset, reset_counter = autoreset_tl(elapsed_ptr, needs_reset_ptr, counter_ptr, reward_ptr, terminated_ptr,
+                                           truncated_ptr, reward, term, counter, offs, m, max_steps,
+                                           STOCHASTIC=False, MODE=MODE)
     if MODE == 1:  # same_step: the pre-reset observation goes to final_obs
-        tl.store(final_obs_ptr + offs * 6 + 0, tl.where(do_reset, tl.cos(th1), 0.0), mask=m)
-        tl.store(final_obs_ptr + offs * 6 + 1, tl.where(do_reset, tl.sin(th1), 0.0), mask=m)
-        tl.store(final_obs_ptr + offs * 6 + 2, tl.where(do_reset, tl.cos(th2), 0.0), mask=m)
-        tl.store(final_obs_ptr + offs * 6 + 3, tl.where(do_reset, tl.sin(th2), 0.0), mask=m)
-        tl.store(final_obs_ptr + offs * 6 + 4, tl.where(do_reset, w1, 0.0), mask=m)
-        tl.store(final_obs_ptr + offs * 6 + 5, tl.where(do_reset, w2, 0.0), mask=m)
-    th1 = tl.where(do_reset, -0.1 + 0.2 * uniform_tl(key, reset_counter, 0), th1)
-    th2 = tl.where(do_reset, -0.1 + 0.2 * uniform_tl(key, reset_counter, 1), th2)
-    w1 = tl.where(do_reset, -0.1 + 0.2 * uniform_tl(key, reset_counter, 2), w1)
-    w2 = tl.where(do_reset, -0.1 + 0.2 * uniform_tl(key, reset_counter, 3), w2)
-    e = tl.where(do_reset, 0, e)
-
+        _observe_tl(final_obs_ptr, offs, m, do_reset, th1, th2, w1, w2)
+    th1_0, th2_0, w1_0, w2_0 = _reset_state_tl(key, reset_counter)
+    th1 = tl.where(do_reset, th1_0, th1)
+    th2 = tl.where(do_reset, th2_0, th2)
+    w1 = tl.where(do_reset, w1_0, w1)
+    w2 = tl.where(do_reset, w2_0, w2)
     tl.store(state_ptr + offs, th1, mask=m)
     tl.store(state_ptr + n + offs, th2, mask=m)
     tl.store(state_ptr + 2 * n + offs, w1, mask=m)
     tl.store(state_ptr + 3 * n + offs, w2, mask=m)
-    tl.store(obs_ptr + offs * 6 + 0, tl.cos(th1), mask=m)
-    tl.store(obs_ptr + offs * 6 + 1, tl.sin(th1), mask=m)
-    tl.store(obs_ptr + offs * 6 + 2, tl.cos(th2), mask=m)
-    tl.store(obs_ptr + offs * 6 + 3, tl.sin(th2), mask=m)
-    tl.store(obs_ptr + offs * 6 + 4, w1, mask=m)
-    tl.store(obs_ptr + offs * 6 + 5, w2, mask=m)
-    tl.store(counter_ptr + offs, counter, mask=m)
-    tl.store(elapsed_ptr + offs, e, mask=m)
-    tl.store(reward_ptr + offs, reward, mask=m)
-    tl.store(terminated_ptr + offs, term, mask=m)
-    tl.store(truncated_ptr + offs, trunc, mask=m)
+    _observe_tl(obs_ptr, offs, m, m, th1, th2, w1, w2)
 
 
 @lazy_jit
-def _reset_tl(
-    state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr,
-    l1_ptr, l2_ptr, m1_ptr, m2_ptr, lc1_ptr, lc2_ptr, moi_ptr, dt_ptr,  # unused: reset ignores physics
-    key_ptr, mask_ptr, obs_ptr, n, BLOCK: constexpr,
-):
+def _reset_tl(state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr, key_ptr, mask_ptr, obs_ptr, n, BLOCK: constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
-    r = tl.load(mask_ptr + offs, mask=m, other=0).to(tl.int1)
-    key = tl.load(key_ptr + offs, mask=m)
-    counter = tl.load(counter_ptr + offs, mask=m)
-    th1 = tl.where(r, -0.1 + 0.2 * uniform_tl(key, counter, 0), tl.load(state_ptr + offs, mask=m))
-    th2 = tl.where(r, -0.1 + 0.2 * uniform_tl(key, counter, 1), tl.load(state_ptr + n + offs, mask=m))
-    w1 = tl.where(r, -0.1 + 0.2 * uniform_tl(key, counter, 2), tl.load(state_ptr + 2 * n + offs, mask=m))
-    w2 = tl.where(r, -0.1 + 0.2 * uniform_tl(key, counter, 3), tl.load(state_ptr + 3 * n + offs, mask=m))
+    r, counter = masked_reset_tl(elapsed_ptr, needs_reset_ptr, counter_ptr, mask_ptr, offs, m)
+    th1_0, th2_0, w1_0, w2_0 = _reset_state_tl(tl.load(key_ptr + offs, mask=m), counter)
+    th1 = tl.where(r, th1_0, tl.load(state_ptr + offs, mask=m))
+    th2 = tl.where(r, th2_0, tl.load(state_ptr + n + offs, mask=m))
+    w1 = tl.where(r, w1_0, tl.load(state_ptr + 2 * n + offs, mask=m))
+    w2 = tl.where(r, w2_0, tl.load(state_ptr + 3 * n + offs, mask=m))
     tl.store(state_ptr + offs, th1, mask=m)
     tl.store(state_ptr + n + offs, th2, mask=m)
     tl.store(state_ptr + 2 * n + offs, w1, mask=m)
     tl.store(state_ptr + 3 * n + offs, w2, mask=m)
-    tl.store(obs_ptr + offs * 6 + 0, tl.cos(th1), mask=m)
-    tl.store(obs_ptr + offs * 6 + 1, tl.sin(th1), mask=m)
-    tl.store(obs_ptr + offs * 6 + 2, tl.cos(th2), mask=m)
-    tl.store(obs_ptr + offs * 6 + 3, tl.sin(th2), mask=m)
-    tl.store(obs_ptr + offs * 6 + 4, w1, mask=m)
-    tl.store(obs_ptr + offs * 6 + 5, w2, mask=m)
-    tl.store(counter_ptr + offs, counter + r.to(tl.int64), mask=m)
-    tl.store(elapsed_ptr + offs, tl.where(r, 0, tl.load(elapsed_ptr + offs, mask=m)), mask=m)
-    tl.store(needs_reset_ptr + offs, tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1) & ~r, mask=m)
+    _observe_tl(obs_ptr, offs, m, m, th1, th2, w1, w2)
 
 
 # ----------------------------------------------------------------------------- public ops

@@ -19,16 +19,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from numba import njit, prange
 
 from metarl.kernels._triton import constexpr, lazy_jit
 from metarl.kernels.envs import _launch
 from metarl.kernels.envs._autoreset import (
-    NEXT_STEP,
-    SAME_STEP,
+    autoreset_tl,
     make_reset_masked_reference,
     make_step_reference,
+    masked_reset_tl,
+    reset_env_nb,
+    step_env_nb,
 )
 from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
 
@@ -70,11 +73,28 @@ reset_masked_reference_ = make_reset_masked_reference(reset_reference, observe_r
 
 
 # ----------------------------------------------------------------------------- numba
+@njit(inline="always", cache=True)
+def _dynamics_nb(i, state, params, action, key, counter):
+    (probs,) = params
+    u = uniform_nb(key[i], counter[i], 0)
+    return (np.float32(1.0) if u < probs[i, action[i]] else np.float32(0.0)), True
+
+
+@njit(inline="always", cache=True)
+def _reset_state_nb(i, key, counter):
+    return ()
+
+
+@njit(inline="always", cache=True)
+def _observe_nb(i, state, out):
+    out[i, 0] = 0.0
+
+
 @njit(parallel=True, cache=True)
 def _step_nb(
-    # state, updated in place (state is [0, N])
+    # state, updated in place
     state, elapsed, needs_reset, counter,
-    # task params: probs [N, K]
+    # task params [N, ...] each
     probs,
     # inputs
     action, key,
@@ -83,41 +103,16 @@ def _step_nb(
     # sizes / modes
     max_steps, mode,
 ):
-    n = key.shape[0]
-    for i in prange(n):
-        obs[i, 0] = 0.0
-        if mode == NEXT_STEP and needs_reset[i]:
-            counter[i] += 1  # the reset's counter value
-            reward[i] = 0.0
-            terminated[i] = False
-            truncated[i] = False
-            elapsed[i] = 0
-            needs_reset[i] = False
-            continue
-        u = uniform_nb(key[i], counter[i], 0)
-        counter[i] += 1
-        reward[i] = 1.0 if u < probs[i, action[i]] else 0.0
-        e = elapsed[i] + 1
-        trunc = max_steps > 0 and e >= max_steps
-        terminated[i] = True
-        truncated[i] = trunc
-        if mode == SAME_STEP:
-            final_obs[i, 0] = 0.0
-            counter[i] += 1  # the reset's counter value
-            e = 0
-        else:
-            needs_reset[i] = True
-        elapsed[i] = e
+    for i in prange(key.shape[0]):
+        params = (probs,)
+        step_env_nb(i, _dynamics_nb, _reset_state_nb, _observe_nb, STOCHASTIC, OBS_DIM, state, elapsed, needs_reset,
+                    counter, params, action, key, obs, reward, terminated, truncated, final_obs, max_steps, mode)
 
 
 @njit(parallel=True, cache=True)
-def _reset_nb(state, elapsed, needs_reset, counter, probs, key, mask, obs):
+def _reset_nb(state, elapsed, needs_reset, counter, key, mask, obs):
     for i in prange(key.shape[0]):
-        if mask[i]:
-            counter[i] += 1
-            elapsed[i] = 0
-            needs_reset[i] = False
-        obs[i, 0] = 0.0
+        reset_env_nb(i, _reset_state_nb, _observe_nb, state, elapsed, needs_reset, counter, key, mask, obs)
 
 
 # ----------------------------------------------------------------------------- triton
@@ -146,51 +141,25 @@ def _step_tl(
     action = tl.load(action_ptr + offs, mask=m, other=0)
     key = tl.load(key_ptr + offs, mask=m)
     counter = tl.load(counter_ptr + offs, mask=m)
-    elapsed = tl.load(elapsed_ptr + offs, mask=m)
     p = tl.load(probs_ptr + offs.to(tl.int64) * K + action, mask=m, other=0.0)
 
     u = uniform_tl(key, counter, 0)
     reward = tl.where(u < p, 1.0, 0.0)
     term = offs >= 0  # all True
-    e = elapsed + 1
-    trunc = (e >= max_steps) & (max_steps > 0)
-    counter = counter + 1  # the step's (or, next_step mode, the reset's) counter value
 
-    if MODE == 0:  # next_step: envs flagged last step are reset instead of stepped
-        r = tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1)
-        term = term & ~r
-        trunc = trunc & ~r
-        reward = tl.where(r, 0.0, reward)
-        e = tl.where(r, 0, e)
-        tl.store(needs_reset_ptr + offs, term | trunc, mask=m)
-    elif MODE == 1:  # same_step: every step ends an episode and resets
+    autoreset_tl(elapsed_ptr, needs_reset_ptr, counter_ptr, reward_ptr, terminated_ptr, truncated_ptr,
+                 reward, term, counter, offs, m, max_steps, STOCHASTIC=True, MODE=MODE)
+    if MODE == 1:  # same_step: every step ends an episode; the final observation is the constant 0
         tl.store(final_obs_ptr + offs, tl.zeros((BLOCK,), tl.float32), mask=m)
-        counter = counter + 1
-        e = tl.zeros((BLOCK,), tl.int32)
-    else:
-        tl.store(needs_reset_ptr + offs, term | trunc, mask=m)
-
     tl.store(obs_ptr + offs, tl.zeros((BLOCK,), tl.float32), mask=m)
-    tl.store(counter_ptr + offs, counter, mask=m)
-    tl.store(elapsed_ptr + offs, e, mask=m)
-    tl.store(reward_ptr + offs, reward, mask=m)
-    tl.store(terminated_ptr + offs, term, mask=m)
-    tl.store(truncated_ptr + offs, trunc, mask=m)
 
 
 @lazy_jit
-def _reset_tl(
-    state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr,
-    probs_ptr,  # unused: a reset draws nothing
-    key_ptr, mask_ptr, obs_ptr, n, BLOCK: constexpr, K: constexpr,
-):
+def _reset_tl(state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr, key_ptr, mask_ptr, obs_ptr, n,
+              BLOCK: constexpr, K: constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
-    r = tl.load(mask_ptr + offs, mask=m, other=0).to(tl.int1)
-    counter = tl.load(counter_ptr + offs, mask=m)
-    tl.store(counter_ptr + offs, counter + r.to(tl.int64), mask=m)
-    tl.store(elapsed_ptr + offs, tl.where(r, 0, tl.load(elapsed_ptr + offs, mask=m)), mask=m)
-    tl.store(needs_reset_ptr + offs, tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1) & ~r, mask=m)
+    masked_reset_tl(elapsed_ptr, needs_reset_ptr, counter_ptr, mask_ptr, offs, m)  # a reset draws nothing
     tl.store(obs_ptr + offs, tl.zeros((BLOCK,), tl.float32), mask=m)
 
 

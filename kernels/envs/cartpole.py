@@ -28,10 +28,12 @@ from numba import njit, prange
 from metarl.kernels._triton import constexpr, lazy_jit
 from metarl.kernels.envs import _launch
 from metarl.kernels.envs._autoreset import (
-    NEXT_STEP,
-    SAME_STEP,
+    autoreset_tl,
     make_reset_masked_reference,
     make_step_reference,
+    masked_reset_tl,
+    reset_env_nb,
+    step_env_nb,
 )
 from metarl.kernels.envs._math import sincos_nb
 from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
@@ -88,19 +90,39 @@ reset_masked_reference_ = make_reset_masked_reference(reset_reference, observe_r
 
 # ----------------------------------------------------------------------------- numba
 @njit(inline="always", cache=True)
-def _reset_value_nb(key, counter, lane):
-    return np.float32(-0.05) + np.float32(0.1) * uniform_nb(key, counter, lane)
+def _dynamics_nb(i, state, params, action, key, counter):
+    # the same float32 operations in the same order as csrc/cartpole.cpp (bit-identical)
+    gravity, masscart, masspole, length, force_mag, tau = params
+    x = state[0, i]
+    x_dot = state[1, i]
+    theta = state[2, i]
+    theta_dot = state[3, i]
+    f = force_mag[i] if action[i] == 1 else -force_mag[i]
+    sintheta, costheta = sincos_nb(theta)
+    total_mass = masspole[i] + masscart[i]
+    polemass_length = masspole[i] * length[i]
+    temp = (f + polemass_length * theta_dot * theta_dot * sintheta) / total_mass
+    thetaacc = (gravity[i] * sintheta - costheta * temp) / (
+        length[i] * (np.float32(4.0 / 3.0) - masspole[i] * costheta * costheta / total_mass))
+    xacc = temp - polemass_length * thetaacc * costheta / total_mass
+    x = x + tau[i] * x_dot
+    x_dot = x_dot + tau[i] * xacc
+    theta = theta + tau[i] * theta_dot
+    theta_dot = theta_dot + tau[i] * thetaacc
+    term = (x < -X_THRESHOLD) | (x > X_THRESHOLD) | (theta < -THETA_THRESHOLD) | (theta > THETA_THRESHOLD)
+    return np.float32(1.0), term, x, x_dot, theta, theta_dot
 
 
 @njit(inline="always", cache=True)
-def _reset_one_nb(i, state, key, counter):
-    for lane in range(4):
-        state[lane, i] = np.float32(-0.05) + np.float32(0.1) * uniform_nb(key[i], counter[i], lane)
-    counter[i] += 1
+def _reset_state_nb(i, key, counter):
+    return (np.float32(-0.05) + np.float32(0.1) * uniform_nb(key, counter, 0),
+            np.float32(-0.05) + np.float32(0.1) * uniform_nb(key, counter, 1),
+            np.float32(-0.05) + np.float32(0.1) * uniform_nb(key, counter, 2),
+            np.float32(-0.05) + np.float32(0.1) * uniform_nb(key, counter, 3))
 
 
 @njit(inline="always", cache=True)
-def _observe_one_nb(i, state, out):
+def _observe_nb(i, state, out):
     for j in range(4):
         out[i, j] = state[j, i]
 
@@ -109,7 +131,7 @@ def _observe_one_nb(i, state, out):
 def _step_nb(
     # state, updated in place
     state, elapsed, needs_reset, counter,
-    # task params [N] each
+    # task params [N, ...] each
     gravity, masscart, masspole, length, force_mag, tau,
     # inputs
     action, key,
@@ -118,82 +140,42 @@ def _step_nb(
     # sizes / modes
     max_steps, mode,
 ):
-    # Branch-free body (selects, vectorizable sin/cos) so LLVM vectorizes the loop;
-    # the reset values are computed for every env and selected where needed.
-    n = state.shape[1]
-    same_step = mode == SAME_STEP
-    for i in prange(n):
-        x = state[0, i]
-        x_dot = state[1, i]
-        theta = state[2, i]
-        theta_dot = state[3, i]
-        f = force_mag[i] if action[i] == 1 else -force_mag[i]
-        sintheta, costheta = sincos_nb(theta)
-        total_mass = masspole[i] + masscart[i]
-        polemass_length = masspole[i] * length[i]
-        temp = (f + polemass_length * theta_dot * theta_dot * sintheta) / total_mass
-        thetaacc = (gravity[i] * sintheta - costheta * temp) / (
-            length[i] * (np.float32(4.0 / 3.0) - masspole[i] * costheta * costheta / total_mass))
-        xacc = temp - polemass_length * thetaacc * costheta / total_mass
-        x = x + tau[i] * x_dot
-        x_dot = x_dot + tau[i] * xacc
-        theta = theta + tau[i] * theta_dot
-        theta_dot = theta_dot + tau[i] * thetaacc
-        term = (x < -X_THRESHOLD) | (x > X_THRESHOLD) | (theta < -THETA_THRESHOLD) | (theta > THETA_THRESHOLD)
-        e = elapsed[i] + 1
-        trunc = (max_steps > 0) & (e >= max_steps)
-        skipped = needs_reset[i] & (mode == NEXT_STEP)  # next_step: reset instead of stepping
-        term = term & (not skipped)
-        trunc = trunc & (not skipped)
-        done = term | trunc
-        do_reset = skipped | (done & same_step)
-        if same_step:
-            final_obs[i, 0] = x if done else np.float32(0.0)
-            final_obs[i, 1] = x_dot if done else np.float32(0.0)
-            final_obs[i, 2] = theta if done else np.float32(0.0)
-            final_obs[i, 3] = theta_dot if done else np.float32(0.0)
-        c = counter[i]
-        k = key[i]
-        x = _reset_value_nb(k, c, 0) if do_reset else x
-        x_dot = _reset_value_nb(k, c, 1) if do_reset else x_dot
-        theta = _reset_value_nb(k, c, 2) if do_reset else theta
-        theta_dot = _reset_value_nb(k, c, 3) if do_reset else theta_dot
-        counter[i] = c + 1 if do_reset else c
-        elapsed[i] = 0 if do_reset else e
-        needs_reset[i] = done & (not same_step)
-        reward[i] = np.float32(0.0) if skipped else np.float32(1.0)
-        terminated[i] = term
-        truncated[i] = trunc
-        state[0, i] = x
-        state[1, i] = x_dot
-        state[2, i] = theta
-        state[3, i] = theta_dot
-        obs[i, 0] = x
-        obs[i, 1] = x_dot
-        obs[i, 2] = theta
-        obs[i, 3] = theta_dot
+    for i in prange(key.shape[0]):
+        params = (gravity, masscart, masspole, length, force_mag, tau)
+        step_env_nb(i, _dynamics_nb, _reset_state_nb, _observe_nb, STOCHASTIC, OBS_DIM, state, elapsed, needs_reset,
+                    counter, params, action, key, obs, reward, terminated, truncated, final_obs, max_steps, mode)
 
 
 @njit(parallel=True, cache=True)
-def _reset_nb(state, elapsed, needs_reset, counter,
-              gravity, masscart, masspole, length, force_mag, tau, key, mask, obs):
-    for i in prange(state.shape[1]):
-        if mask[i]:
-            _reset_one_nb(i, state, key, counter)
-            elapsed[i] = 0
-            needs_reset[i] = False
-        _observe_one_nb(i, state, obs)
+def _reset_nb(state, elapsed, needs_reset, counter, key, mask, obs):
+    for i in prange(key.shape[0]):
+        reset_env_nb(i, _reset_state_nb, _observe_nb, state, elapsed, needs_reset, counter, key, mask, obs)
 
 
 # ----------------------------------------------------------------------------- C++
 def step_cpp():
-    """The C++/OpenMP step (``csrc/cartpole.cpp``), same arguments as ``_step_nb``."""
+    """The C++/OpenMP step (``csrc/cartpole.cpp``): ``_step_nb``'s arguments with the params unpacked."""
     from metarl import _C
 
     return _C.cartpole_step
 
 
 # ----------------------------------------------------------------------------- triton
+@lazy_jit
+def _reset_state_tl(key, counter):
+    return (-0.05 + 0.1 * uniform_tl(key, counter, 0), -0.05 + 0.1 * uniform_tl(key, counter, 1),
+            -0.05 + 0.1 * uniform_tl(key, counter, 2), -0.05 + 0.1 * uniform_tl(key, counter, 3))
+
+
+@lazy_jit
+def _observe_tl(out_ptr, offs, m, keep, x, x_dot, theta, theta_dot):
+    """The state into the rows ``offs`` of ``out [N, 4]`` where ``keep``, zeros elsewhere."""
+    tl.store(out_ptr + offs * 4 + 0, tl.where(keep, x, 0.0), mask=m)
+    tl.store(out_ptr + offs * 4 + 1, tl.where(keep, x_dot, 0.0), mask=m)
+    tl.store(out_ptr + offs * 4 + 2, tl.where(keep, theta, 0.0), mask=m)
+    tl.store(out_ptr + offs * 4 + 3, tl.where(keep, theta_dot, 0.0), mask=m)
+
+
 @lazy_jit
 def _step_tl(
     # state, updated in place (state is [4, N] with row stride N)
@@ -224,7 +206,6 @@ def _step_tl(
     action = tl.load(action_ptr + offs, mask=m)
     key = tl.load(key_ptr + offs, mask=m)
     counter = tl.load(counter_ptr + offs, mask=m)
-    elapsed = tl.load(elapsed_ptr + offs, mask=m)
 
     f = tl.where(action == 1, force_mag, -force_mag)
     costheta = tl.cos(theta)
@@ -240,71 +221,40 @@ def _step_tl(
     nth = theta + tau * theta_dot
     nth_dot = theta_dot + tau * thetaacc
     term = (nx < -2.4) | (nx > 2.4) | (nth < -0.20943951023931953) | (nth > 0.20943951023931953)
-    e = elapsed + 1
-    trunc = (e >= max_steps) & (max_steps > 0)
     reward = tl.full((BLOCK,), 1.0, tl.float32)
 
-    if MODE == 0:  # next_step: envs flagged last step are reset instead of stepped
-        r = tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1)
-        do_reset = r
-        term = term & ~r
-        trunc = trunc & ~r
-        reward = tl.where(r, 0.0, reward)
-        tl.store(needs_reset_ptr + offs, term | trunc, mask=m)
-        reset_counter = counter
-        counter = counter + r.to(tl.int64)
-    else:
-        done = term | trunc
-        do_reset = done & (MODE == 1)
-        reset_counter = counter
-        counter = counter + do_reset.to(tl.int64)
-        if MODE == 2:
-            tl.store(needs_reset_ptr + offs, done, mask=m)
+    do_reset, reset_counter = autoreset_tl(elapsed_ptr, needs_reset_ptr, counter_ptr, reward_ptr, terminated_ptr,
+                                           truncated_ptr, reward, term, counter, offs, m, max_steps,
+                                           STOCHASTIC=False, MODE=MODE)
     if MODE == 1:  # same_step: the pre-reset observation goes to final_obs
-        tl.store(final_obs_ptr + offs * 4 + 0, tl.where(do_reset, nx, 0.0), mask=m)
-        tl.store(final_obs_ptr + offs * 4 + 1, tl.where(do_reset, nx_dot, 0.0), mask=m)
-        tl.store(final_obs_ptr + offs * 4 + 2, tl.where(do_reset, nth, 0.0), mask=m)
-        tl.store(final_obs_ptr + offs * 4 + 3, tl.where(do_reset, nth_dot, 0.0), mask=m)
-    nx = tl.where(do_reset, -0.05 + 0.1 * uniform_tl(key, reset_counter, 0), nx)
-    nx_dot = tl.where(do_reset, -0.05 + 0.1 * uniform_tl(key, reset_counter, 1), nx_dot)
-    nth = tl.where(do_reset, -0.05 + 0.1 * uniform_tl(key, reset_counter, 2), nth)
-    nth_dot = tl.where(do_reset, -0.05 + 0.1 * uniform_tl(key, reset_counter, 3), nth_dot)
-    e = tl.where(do_reset, 0, e)
-
+        _observe_tl(final_obs_ptr, offs, m, do_reset, nx, nx_dot, nth, nth_dot)
+    x0, x_dot0, th0, th_dot0 = _reset_state_tl(key, reset_counter)
+    nx = tl.where(do_reset, x0, nx)
+    nx_dot = tl.where(do_reset, x_dot0, nx_dot)
+    nth = tl.where(do_reset, th0, nth)
+    nth_dot = tl.where(do_reset, th_dot0, nth_dot)
     tl.store(state_ptr + offs, nx, mask=m)
     tl.store(state_ptr + n + offs, nx_dot, mask=m)
     tl.store(state_ptr + 2 * n + offs, nth, mask=m)
     tl.store(state_ptr + 3 * n + offs, nth_dot, mask=m)
-    tl.store(obs_ptr + offs * 4 + 0, nx, mask=m)
-    tl.store(obs_ptr + offs * 4 + 1, nx_dot, mask=m)
-    tl.store(obs_ptr + offs * 4 + 2, nth, mask=m)
-    tl.store(obs_ptr + offs * 4 + 3, nth_dot, mask=m)
-    tl.store(counter_ptr + offs, counter, mask=m)
-    tl.store(elapsed_ptr + offs, e, mask=m)
-    tl.store(reward_ptr + offs, reward, mask=m)
-    tl.store(terminated_ptr + offs, term, mask=m)
-    tl.store(truncated_ptr + offs, trunc, mask=m)
+    _observe_tl(obs_ptr, offs, m, m, nx, nx_dot, nth, nth_dot)
 
 
 @lazy_jit
-def _reset_tl(
-    state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr,
-    gravity_ptr, masscart_ptr, masspole_ptr, length_ptr, force_mag_ptr, tau_ptr,  # unused: reset ignores physics
-    key_ptr, mask_ptr, obs_ptr, n, BLOCK: constexpr,
-):
+def _reset_tl(state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr, key_ptr, mask_ptr, obs_ptr, n, BLOCK: constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
-    r = tl.load(mask_ptr + offs, mask=m, other=0).to(tl.int1)
-    key = tl.load(key_ptr + offs, mask=m)
-    counter = tl.load(counter_ptr + offs, mask=m)
-    for lane in tl.static_range(4):
-        s = tl.load(state_ptr + lane * n + offs, mask=m)
-        s = tl.where(r, -0.05 + 0.1 * uniform_tl(key, counter, lane), s)
-        tl.store(state_ptr + lane * n + offs, s, mask=m)
-        tl.store(obs_ptr + offs * 4 + lane, s, mask=m)
-    tl.store(counter_ptr + offs, counter + r.to(tl.int64), mask=m)
-    tl.store(elapsed_ptr + offs, tl.where(r, 0, tl.load(elapsed_ptr + offs, mask=m)), mask=m)
-    tl.store(needs_reset_ptr + offs, tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1) & ~r, mask=m)
+    r, counter = masked_reset_tl(elapsed_ptr, needs_reset_ptr, counter_ptr, mask_ptr, offs, m)
+    x0, x_dot0, th0, th_dot0 = _reset_state_tl(tl.load(key_ptr + offs, mask=m), counter)
+    x = tl.where(r, x0, tl.load(state_ptr + offs, mask=m))
+    x_dot = tl.where(r, x_dot0, tl.load(state_ptr + n + offs, mask=m))
+    theta = tl.where(r, th0, tl.load(state_ptr + 2 * n + offs, mask=m))
+    theta_dot = tl.where(r, th_dot0, tl.load(state_ptr + 3 * n + offs, mask=m))
+    tl.store(state_ptr + offs, x, mask=m)
+    tl.store(state_ptr + n + offs, x_dot, mask=m)
+    tl.store(state_ptr + 2 * n + offs, theta, mask=m)
+    tl.store(state_ptr + 3 * n + offs, theta_dot, mask=m)
+    _observe_tl(obs_ptr, offs, m, m, x, x_dot, theta, theta_dot)
 
 
 # ----------------------------------------------------------------------------- public ops

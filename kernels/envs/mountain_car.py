@@ -26,10 +26,12 @@ from numba import njit, prange
 from metarl.kernels._triton import constexpr, lazy_jit
 from metarl.kernels.envs import _launch
 from metarl.kernels.envs._autoreset import (
-    NEXT_STEP,
-    SAME_STEP,
+    autoreset_tl,
     make_reset_masked_reference,
     make_step_reference,
+    masked_reset_tl,
+    reset_env_nb,
+    step_env_nb,
 )
 from metarl.kernels.envs._math import sincos_nb
 from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
@@ -82,15 +84,33 @@ reset_masked_reference_ = make_reset_masked_reference(reset_reference, observe_r
 
 
 # ----------------------------------------------------------------------------- numba
-@njit(inline="always", cache=True)
-def _reset_one_nb(i, state, key, counter):
-    state[0, i] = np.float32(-0.6) + np.float32(0.2) * uniform_nb(key[i], counter[i], 0)
-    state[1, i] = 0.0
-    counter[i] += 1
+_MIN_POSITION32 = np.float32(MIN_POSITION)
+_MAX_POSITION32 = np.float32(MAX_POSITION)
+_MAX_SPEED32 = np.float32(MAX_SPEED)
 
 
 @njit(inline="always", cache=True)
-def _observe_one_nb(i, state, out):
+def _dynamics_nb(i, state, params, action, key, counter):
+    force, gravity = params
+    position = state[0, i]
+    velocity = state[1, i]
+    velocity = velocity + (np.float32(action[i] - 1) * force[i]
+                           + sincos_nb(np.float32(3.0) * position)[1] * (-gravity[i]))
+    velocity = min(max(velocity, -_MAX_SPEED32), _MAX_SPEED32)
+    position = min(max(position + velocity, _MIN_POSITION32), _MAX_POSITION32)
+    if position == _MIN_POSITION32 and velocity < 0:
+        velocity = np.float32(0.0)
+    term = position >= GOAL_POSITION and velocity >= GOAL_VELOCITY
+    return np.float32(-1.0), term, position, velocity
+
+
+@njit(inline="always", cache=True)
+def _reset_state_nb(i, key, counter):
+    return np.float32(-0.6) + np.float32(0.2) * uniform_nb(key, counter, 0), np.float32(0.0)
+
+
+@njit(inline="always", cache=True)
+def _observe_nb(i, state, out):
     out[i, 0] = state[0, i]
     out[i, 1] = state[1, i]
 
@@ -99,68 +119,41 @@ def _observe_one_nb(i, state, out):
 def _step_nb(
     # state, updated in place
     state, elapsed, needs_reset, counter,
-    # task params [N] each
+    # task params [N, ...] each
     force, gravity,
-    # inputs (action [N] int64)
+    # inputs
     action, key,
     # outputs
     obs, reward, terminated, truncated, final_obs,
     # sizes / modes
     max_steps, mode,
 ):
-    n = state.shape[1]
-    lo_p, hi_p, max_v = np.float32(MIN_POSITION), np.float32(MAX_POSITION), np.float32(MAX_SPEED)
-    for i in prange(n):
-        if mode == NEXT_STEP and needs_reset[i]:
-            _reset_one_nb(i, state, key, counter)
-            _observe_one_nb(i, state, obs)
-            reward[i] = 0.0
-            terminated[i] = False
-            truncated[i] = False
-            elapsed[i] = 0
-            needs_reset[i] = False
-            continue
-        position = state[0, i]
-        velocity = state[1, i]
-        velocity = velocity + (np.float32(action[i] - 1) * force[i]
-                               + sincos_nb(np.float32(3.0) * position)[1] * (-gravity[i]))
-        velocity = min(max(velocity, -max_v), max_v)
-        position = min(max(position + velocity, lo_p), hi_p)
-        if position == lo_p and velocity < 0:
-            velocity = np.float32(0.0)
-        state[0, i] = position
-        state[1, i] = velocity
-        term = position >= GOAL_POSITION and velocity >= GOAL_VELOCITY
-        e = elapsed[i] + 1
-        trunc = max_steps > 0 and e >= max_steps
-        reward[i] = -1.0
-        terminated[i] = term
-        truncated[i] = trunc
-        if mode == SAME_STEP:
-            if term or trunc:
-                _observe_one_nb(i, state, final_obs)
-                _reset_one_nb(i, state, key, counter)
-                e = 0
-            else:
-                final_obs[i, 0] = 0.0
-                final_obs[i, 1] = 0.0
-        else:
-            needs_reset[i] = term or trunc
-        elapsed[i] = e
-        _observe_one_nb(i, state, obs)
+    for i in prange(key.shape[0]):
+        params = (force, gravity)
+        step_env_nb(i, _dynamics_nb, _reset_state_nb, _observe_nb, STOCHASTIC, OBS_DIM, state, elapsed, needs_reset,
+                    counter, params, action, key, obs, reward, terminated, truncated, final_obs, max_steps, mode)
 
 
 @njit(parallel=True, cache=True)
-def _reset_nb(state, elapsed, needs_reset, counter, force, gravity, key, mask, obs):
-    for i in prange(state.shape[1]):
-        if mask[i]:
-            _reset_one_nb(i, state, key, counter)
-            elapsed[i] = 0
-            needs_reset[i] = False
-        _observe_one_nb(i, state, obs)
+def _reset_nb(state, elapsed, needs_reset, counter, key, mask, obs):
+    for i in prange(key.shape[0]):
+        reset_env_nb(i, _reset_state_nb, _observe_nb, state, elapsed, needs_reset, counter, key, mask, obs)
 
 
 # ----------------------------------------------------------------------------- triton
+@lazy_jit
+def _reset_state_tl(key, counter):
+    position = -0.6 + 0.2 * uniform_tl(key, counter, 0)
+    return position, tl.zeros_like(position)
+
+
+@lazy_jit
+def _observe_tl(out_ptr, offs, m, keep, position, velocity):
+    """(position, velocity) into the rows ``offs`` of ``out [N, 2]`` where ``keep``, zeros elsewhere."""
+    tl.store(out_ptr + offs * 2 + 0, tl.where(keep, position, 0.0), mask=m)
+    tl.store(out_ptr + offs * 2 + 1, tl.where(keep, velocity, 0.0), mask=m)
+
+
 @lazy_jit
 def _step_tl(
     # state, updated in place (state is [2, N] with row stride N)
@@ -185,7 +178,6 @@ def _step_tl(
     action = tl.load(action_ptr + offs, mask=m)
     key = tl.load(key_ptr + offs, mask=m)
     counter = tl.load(counter_ptr + offs, mask=m)
-    elapsed = tl.load(elapsed_ptr + offs, mask=m)
 
     # bounds: float32 of -1.2, 0.6, 0.07, 0.5 (MIN_POSITION, MAX_POSITION, MAX_SPEED, GOAL_POSITION)
     nv = velocity + ((action - 1).to(tl.float32) * force + tl.cos(3.0 * position) * (-gravity))
@@ -193,66 +185,32 @@ def _step_tl(
     np_ = tl.minimum(tl.maximum(position + nv, -1.2000000476837158), 0.6000000238418579)
     nv = tl.where((np_ == -1.2000000476837158) & (nv < 0.0), 0.0, nv)
     term = (np_ >= 0.5) & (nv >= 0.0)
-    e = elapsed + 1
-    trunc = (e >= max_steps) & (max_steps > 0)
     reward = tl.full((BLOCK,), -1.0, tl.float32)
 
-    if MODE == 0:  # next_step: envs flagged last step are reset instead of stepped
-        r = tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1)
-        do_reset = r
-        term = term & ~r
-        trunc = trunc & ~r
-        reward = tl.where(r, 0.0, reward)
-        tl.store(needs_reset_ptr + offs, term | trunc, mask=m)
-        reset_counter = counter
-        counter = counter + r.to(tl.int64)
-    else:
-        done = term | trunc
-        do_reset = done & (MODE == 1)
-        reset_counter = counter
-        counter = counter + do_reset.to(tl.int64)
-        if MODE == 2:
-            tl.store(needs_reset_ptr + offs, done, mask=m)
+    do_reset, reset_counter = autoreset_tl(elapsed_ptr, needs_reset_ptr, counter_ptr, reward_ptr, terminated_ptr,
+                                           truncated_ptr, reward, term, counter, offs, m, max_steps,
+                                           STOCHASTIC=False, MODE=MODE)
     if MODE == 1:  # same_step: the pre-reset observation goes to final_obs
-        tl.store(final_obs_ptr + offs * 2 + 0, tl.where(do_reset, np_, 0.0), mask=m)
-        tl.store(final_obs_ptr + offs * 2 + 1, tl.where(do_reset, nv, 0.0), mask=m)
-    np_ = tl.where(do_reset, -0.6 + 0.2 * uniform_tl(key, reset_counter, 0), np_)
-    nv = tl.where(do_reset, 0.0, nv)
-    e = tl.where(do_reset, 0, e)
-
+        _observe_tl(final_obs_ptr, offs, m, do_reset, np_, nv)
+    p0, v0 = _reset_state_tl(key, reset_counter)
+    np_ = tl.where(do_reset, p0, np_)
+    nv = tl.where(do_reset, v0, nv)
     tl.store(state_ptr + offs, np_, mask=m)
     tl.store(state_ptr + n + offs, nv, mask=m)
-    tl.store(obs_ptr + offs * 2 + 0, np_, mask=m)
-    tl.store(obs_ptr + offs * 2 + 1, nv, mask=m)
-    tl.store(counter_ptr + offs, counter, mask=m)
-    tl.store(elapsed_ptr + offs, e, mask=m)
-    tl.store(reward_ptr + offs, reward, mask=m)
-    tl.store(terminated_ptr + offs, term, mask=m)
-    tl.store(truncated_ptr + offs, trunc, mask=m)
+    _observe_tl(obs_ptr, offs, m, m, np_, nv)
 
 
 @lazy_jit
-def _reset_tl(
-    state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr,
-    force_ptr, gravity_ptr,  # unused: reset ignores physics
-    key_ptr, mask_ptr, obs_ptr, n, BLOCK: constexpr,
-):
+def _reset_tl(state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr, key_ptr, mask_ptr, obs_ptr, n, BLOCK: constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
-    r = tl.load(mask_ptr + offs, mask=m, other=0).to(tl.int1)
-    key = tl.load(key_ptr + offs, mask=m)
-    counter = tl.load(counter_ptr + offs, mask=m)
-    position = tl.load(state_ptr + offs, mask=m)
-    velocity = tl.load(state_ptr + n + offs, mask=m)
-    position = tl.where(r, -0.6 + 0.2 * uniform_tl(key, counter, 0), position)
-    velocity = tl.where(r, 0.0, velocity)
+    r, counter = masked_reset_tl(elapsed_ptr, needs_reset_ptr, counter_ptr, mask_ptr, offs, m)
+    p0, v0 = _reset_state_tl(tl.load(key_ptr + offs, mask=m), counter)
+    position = tl.where(r, p0, tl.load(state_ptr + offs, mask=m))
+    velocity = tl.where(r, v0, tl.load(state_ptr + n + offs, mask=m))
     tl.store(state_ptr + offs, position, mask=m)
     tl.store(state_ptr + n + offs, velocity, mask=m)
-    tl.store(obs_ptr + offs * 2 + 0, position, mask=m)
-    tl.store(obs_ptr + offs * 2 + 1, velocity, mask=m)
-    tl.store(counter_ptr + offs, counter + r.to(tl.int64), mask=m)
-    tl.store(elapsed_ptr + offs, tl.where(r, 0, tl.load(elapsed_ptr + offs, mask=m)), mask=m)
-    tl.store(needs_reset_ptr + offs, tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1) & ~r, mask=m)
+    _observe_tl(obs_ptr, offs, m, m, position, velocity)
 
 
 # ----------------------------------------------------------------------------- public ops

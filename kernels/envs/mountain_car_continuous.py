@@ -9,7 +9,8 @@ Dynamics (as gymnasium's ``Continuous_MountainCarEnv.step``), action a ∈ ℝ::
 
 terminated when p' ≥ 0.45 and v' ≥ 0; reward ``100 · terminated − 0.1 a²`` (the
 *unclipped* action, as gymnasium); reset: p = −0.6 + 0.2 u₀ (lane 0 of one random
-event, gymnasium's U(−0.6, −0.4)), v = 0. The bounds are the float32 values of
+event, gymnasium's U(−0.6, −0.4)), v = 0, and the observation (p, v): MountainCar-v0's,
+whose reset and observation code this module reuses. The bounds are the float32 values of
 gymnasium's constants. Float32 throughout: parity with gymnasium is to float32
 tolerance (gymnasium itself rounds its state to float32 after every step).
 
@@ -28,13 +29,22 @@ from numba import njit, prange
 from metarl.kernels._triton import constexpr, lazy_jit
 from metarl.kernels.envs import _launch
 from metarl.kernels.envs._autoreset import (
-    NEXT_STEP,
-    SAME_STEP,
-    make_reset_masked_reference,
+    autoreset_tl,
     make_step_reference,
+    step_env_nb,
 )
 from metarl.kernels.envs._math import sincos_nb
-from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
+from metarl.kernels.envs.mountain_car import (  # noqa: F401 - MountainCar-v0's reset and observation, re-exported
+    _observe_nb,
+    _observe_tl,
+    _reset_nb,
+    _reset_state_nb,
+    _reset_state_tl,
+    _reset_tl,
+    observe_reference,
+    reset_masked_reference_,
+    reset_reference,
+)
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
     import triton.language as tl
@@ -71,102 +81,50 @@ def dynamics_reference(state, params, action, key, counter):
     return torch.stack((position, velocity)), reward, terminated
 
 
-def reset_reference(state, params, key, counter):
-    """Fresh states ``[2, N]``: p = −0.6 + 0.2 u₀, v = 0."""
-    position = -0.6 + 0.2 * uniform_reference(key, counter, 0)
-    return torch.stack((position, torch.zeros_like(position))).to(state.dtype)
-
-
-def observe_reference(state, params):
-    """Observation ``[N, 2]`` (position, velocity)."""
-    return state.t().contiguous()
-
-
 # batched step with gymnasium autoreset (see _autoreset.py)
 step_reference = make_step_reference(dynamics_reference, reset_reference, observe_reference, STOCHASTIC)
 
 
-reset_masked_reference_ = make_reset_masked_reference(reset_reference, observe_reference)
-
-
 # ----------------------------------------------------------------------------- numba
-@njit(inline="always", cache=True)
-def _reset_one_nb(i, state, key, counter):
-    state[0, i] = np.float32(-0.6) + np.float32(0.2) * uniform_nb(key[i], counter[i], 0)
-    state[1, i] = 0.0
-    counter[i] += 1
+_MIN_POSITION32 = np.float32(MIN_POSITION)
+_MAX_POSITION32 = np.float32(MAX_POSITION)
+_MAX_SPEED32 = np.float32(MAX_SPEED)
 
 
 @njit(inline="always", cache=True)
-def _observe_one_nb(i, state, out):
-    out[i, 0] = state[0, i]
-    out[i, 1] = state[1, i]
+def _dynamics_nb(i, state, params, action, key, counter):
+    (power,) = params
+    position = state[0, i]
+    velocity = state[1, i]
+    a = action[i, 0]
+    force = min(max(a, np.float32(MIN_ACTION)), np.float32(MAX_ACTION))
+    velocity = velocity + (force * power[i] - np.float32(GRAVITY) * sincos_nb(np.float32(3.0) * position)[1])
+    velocity = min(max(velocity, -_MAX_SPEED32), _MAX_SPEED32)
+    position = min(max(position + velocity, _MIN_POSITION32), _MAX_POSITION32)
+    if position == _MIN_POSITION32 and velocity < 0:
+        velocity = np.float32(0.0)
+    term = position >= GOAL_POSITION and velocity >= GOAL_VELOCITY
+    reward = (np.float32(100.0) if term else np.float32(0.0)) - (a * a) * np.float32(0.1)
+    return reward, term, position, velocity
 
 
 @njit(parallel=True, cache=True)
 def _step_nb(
     # state, updated in place
     state, elapsed, needs_reset, counter,
-    # task params [N]
+    # task params [N, ...] each
     power,
-    # inputs (action [N, 1] float32)
+    # inputs
     action, key,
     # outputs
     obs, reward, terminated, truncated, final_obs,
     # sizes / modes
     max_steps, mode,
 ):
-    n = state.shape[1]
-    lo_p, hi_p, max_v = np.float32(MIN_POSITION), np.float32(MAX_POSITION), np.float32(MAX_SPEED)
-    for i in prange(n):
-        if mode == NEXT_STEP and needs_reset[i]:
-            _reset_one_nb(i, state, key, counter)
-            _observe_one_nb(i, state, obs)
-            reward[i] = 0.0
-            terminated[i] = False
-            truncated[i] = False
-            elapsed[i] = 0
-            needs_reset[i] = False
-            continue
-        position = state[0, i]
-        velocity = state[1, i]
-        a = action[i, 0]
-        force = min(max(a, np.float32(MIN_ACTION)), np.float32(MAX_ACTION))
-        velocity = velocity + (force * power[i] - np.float32(GRAVITY) * sincos_nb(np.float32(3.0) * position)[1])
-        velocity = min(max(velocity, -max_v), max_v)
-        position = min(max(position + velocity, lo_p), hi_p)
-        if position == lo_p and velocity < 0:
-            velocity = np.float32(0.0)
-        state[0, i] = position
-        state[1, i] = velocity
-        term = position >= GOAL_POSITION and velocity >= GOAL_VELOCITY
-        e = elapsed[i] + 1
-        trunc = max_steps > 0 and e >= max_steps
-        reward[i] = (np.float32(100.0) if term else np.float32(0.0)) - (a * a) * np.float32(0.1)
-        terminated[i] = term
-        truncated[i] = trunc
-        if mode == SAME_STEP:
-            if term or trunc:
-                _observe_one_nb(i, state, final_obs)
-                _reset_one_nb(i, state, key, counter)
-                e = 0
-            else:
-                final_obs[i, 0] = 0.0
-                final_obs[i, 1] = 0.0
-        else:
-            needs_reset[i] = term or trunc
-        elapsed[i] = e
-        _observe_one_nb(i, state, obs)
-
-
-@njit(parallel=True, cache=True)
-def _reset_nb(state, elapsed, needs_reset, counter, power, key, mask, obs):
-    for i in prange(state.shape[1]):
-        if mask[i]:
-            _reset_one_nb(i, state, key, counter)
-            elapsed[i] = 0
-            needs_reset[i] = False
-        _observe_one_nb(i, state, obs)
+    for i in prange(key.shape[0]):
+        params = (power,)
+        step_env_nb(i, _dynamics_nb, _reset_state_nb, _observe_nb, STOCHASTIC, OBS_DIM, state, elapsed, needs_reset,
+                    counter, params, action, key, obs, reward, terminated, truncated, final_obs, max_steps, mode)
 
 
 # ----------------------------------------------------------------------------- triton
@@ -193,7 +151,6 @@ def _step_tl(
     a = tl.load(action_ptr + offs, mask=m)
     key = tl.load(key_ptr + offs, mask=m)
     counter = tl.load(counter_ptr + offs, mask=m)
-    elapsed = tl.load(elapsed_ptr + offs, mask=m)
 
     # bounds: float32 of -1.2, 0.6, 0.07, 0.45 (MIN_POSITION, MAX_POSITION, MAX_SPEED, GOAL_POSITION)
     force = tl.minimum(tl.maximum(a, -1.0), 1.0)
@@ -202,66 +159,19 @@ def _step_tl(
     np_ = tl.minimum(tl.maximum(position + nv, -1.2000000476837158), 0.6000000238418579)
     nv = tl.where((np_ == -1.2000000476837158) & (nv < 0.0), 0.0, nv)
     term = (np_ >= 0.44999998807907104) & (nv >= 0.0)
-    e = elapsed + 1
-    trunc = (e >= max_steps) & (max_steps > 0)
     reward = tl.where(term, 100.0, 0.0) - (a * a) * 0.1
 
-    if MODE == 0:  # next_step: envs flagged last step are reset instead of stepped
-        r = tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1)
-        do_reset = r
-        term = term & ~r
-        trunc = trunc & ~r
-        reward = tl.where(r, 0.0, reward)
-        tl.store(needs_reset_ptr + offs, term | trunc, mask=m)
-        reset_counter = counter
-        counter = counter + r.to(tl.int64)
-    else:
-        done = term | trunc
-        do_reset = done & (MODE == 1)
-        reset_counter = counter
-        counter = counter + do_reset.to(tl.int64)
-        if MODE == 2:
-            tl.store(needs_reset_ptr + offs, done, mask=m)
+    do_reset, reset_counter = autoreset_tl(elapsed_ptr, needs_reset_ptr, counter_ptr, reward_ptr, terminated_ptr,
+                                           truncated_ptr, reward, term, counter, offs, m, max_steps,
+                                           STOCHASTIC=False, MODE=MODE)
     if MODE == 1:  # same_step: the pre-reset observation goes to final_obs
-        tl.store(final_obs_ptr + offs * 2 + 0, tl.where(do_reset, np_, 0.0), mask=m)
-        tl.store(final_obs_ptr + offs * 2 + 1, tl.where(do_reset, nv, 0.0), mask=m)
-    np_ = tl.where(do_reset, -0.6 + 0.2 * uniform_tl(key, reset_counter, 0), np_)
-    nv = tl.where(do_reset, 0.0, nv)
-    e = tl.where(do_reset, 0, e)
-
+        _observe_tl(final_obs_ptr, offs, m, do_reset, np_, nv)
+    p0, v0 = _reset_state_tl(key, reset_counter)
+    np_ = tl.where(do_reset, p0, np_)
+    nv = tl.where(do_reset, v0, nv)
     tl.store(state_ptr + offs, np_, mask=m)
     tl.store(state_ptr + n + offs, nv, mask=m)
-    tl.store(obs_ptr + offs * 2 + 0, np_, mask=m)
-    tl.store(obs_ptr + offs * 2 + 1, nv, mask=m)
-    tl.store(counter_ptr + offs, counter, mask=m)
-    tl.store(elapsed_ptr + offs, e, mask=m)
-    tl.store(reward_ptr + offs, reward, mask=m)
-    tl.store(terminated_ptr + offs, term, mask=m)
-    tl.store(truncated_ptr + offs, trunc, mask=m)
-
-
-@lazy_jit
-def _reset_tl(
-    state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr,
-    power_ptr,  # unused: reset ignores physics
-    key_ptr, mask_ptr, obs_ptr, n, BLOCK: constexpr,
-):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    m = offs < n
-    r = tl.load(mask_ptr + offs, mask=m, other=0).to(tl.int1)
-    key = tl.load(key_ptr + offs, mask=m)
-    counter = tl.load(counter_ptr + offs, mask=m)
-    position = tl.load(state_ptr + offs, mask=m)
-    velocity = tl.load(state_ptr + n + offs, mask=m)
-    position = tl.where(r, -0.6 + 0.2 * uniform_tl(key, counter, 0), position)
-    velocity = tl.where(r, 0.0, velocity)
-    tl.store(state_ptr + offs, position, mask=m)
-    tl.store(state_ptr + n + offs, velocity, mask=m)
-    tl.store(obs_ptr + offs * 2 + 0, position, mask=m)
-    tl.store(obs_ptr + offs * 2 + 1, velocity, mask=m)
-    tl.store(counter_ptr + offs, counter + r.to(tl.int64), mask=m)
-    tl.store(elapsed_ptr + offs, tl.where(r, 0, tl.load(elapsed_ptr + offs, mask=m)), mask=m)
-    tl.store(needs_reset_ptr + offs, tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1) & ~r, mask=m)
+    _observe_tl(obs_ptr, offs, m, m, np_, nv)
 
 
 # ----------------------------------------------------------------------------- public ops

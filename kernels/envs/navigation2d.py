@@ -36,10 +36,12 @@ from numba import njit, prange
 from metarl.kernels._triton import constexpr, lazy_jit
 from metarl.kernels.envs import _launch
 from metarl.kernels.envs._autoreset import (
-    NEXT_STEP,
-    SAME_STEP,
+    autoreset_tl,
     make_reset_masked_reference,
     make_step_reference,
+    masked_reset_tl,
+    reset_env_nb,
+    step_env_nb,
 )
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
@@ -105,77 +107,83 @@ def _clip_nb(a):
     return min(max(a, -_MAX_ACTION32), _MAX_ACTION32)
 
 
+@njit(inline="always", cache=True)
+def _dynamics_nb(i, state, params, action, key, counter):
+    (goal,) = params
+    x = state[0, i] + _clip_nb(action[i, 0])
+    y = state[1, i] + _clip_nb(action[i, 1])
+    dx = x - goal[i, 0]
+    dy = y - goal[i, 1]
+    term = abs(dx) < _GOAL_TOLERANCE32 and abs(dy) < _GOAL_TOLERANCE32
+    return -np.sqrt(dx * dx + dy * dy), term, x, y
+
+
+@njit(inline="always", cache=True)
+def _reset_state_nb(i, key, counter):
+    return np.float32(0.0), np.float32(0.0)
+
+
+@njit(inline="always", cache=True)
+def _observe_nb(i, state, out):
+    out[i, 0] = state[0, i]
+    out[i, 1] = state[1, i]
+
+
 @njit(parallel=True, cache=True)
 def _step_nb(
     # state, updated in place
     state, elapsed, needs_reset, counter,
-    # task params: goal [N, 2]
+    # task params [N, ...] each
     goal,
-    # inputs: action [N, 2] float32
+    # inputs
     action, key,
     # outputs
     obs, reward, terminated, truncated, final_obs,
     # sizes / modes
     max_steps, mode,
 ):
-    n = state.shape[1]
-    for i in prange(n):
-        if mode == NEXT_STEP and needs_reset[i]:
-            state[0, i] = 0.0
-            state[1, i] = 0.0
-            counter[i] += 1
-            obs[i, 0] = 0.0
-            obs[i, 1] = 0.0
-            reward[i] = 0.0
-            terminated[i] = False
-            truncated[i] = False
-            elapsed[i] = 0
-            needs_reset[i] = False
-            continue
-        x = state[0, i] + _clip_nb(action[i, 0])
-        y = state[1, i] + _clip_nb(action[i, 1])
-        dx = x - goal[i, 0]
-        dy = y - goal[i, 1]
-        term = abs(dx) < _GOAL_TOLERANCE32 and abs(dy) < _GOAL_TOLERANCE32
-        e = elapsed[i] + 1
-        trunc = max_steps > 0 and e >= max_steps
-        reward[i] = -np.sqrt(dx * dx + dy * dy)
-        terminated[i] = term
-        truncated[i] = trunc
-        if mode == SAME_STEP:
-            if term or trunc:
-                final_obs[i, 0] = x
-                final_obs[i, 1] = y
-                x = np.float32(0.0)
-                y = np.float32(0.0)
-                counter[i] += 1
-                e = 0
-            else:
-                final_obs[i, 0] = 0.0
-                final_obs[i, 1] = 0.0
-        else:
-            needs_reset[i] = term or trunc
-        state[0, i] = x
-        state[1, i] = y
-        elapsed[i] = e
-        obs[i, 0] = x
-        obs[i, 1] = y
+    for i in prange(key.shape[0]):
+        params = (goal,)
+        step_env_nb(i, _dynamics_nb, _reset_state_nb, _observe_nb, STOCHASTIC, OBS_DIM, state, elapsed, needs_reset,
+                    counter, params, action, key, obs, reward, terminated, truncated, final_obs, max_steps, mode)
 
 
 @njit(parallel=True, cache=True)
-def _reset_nb(state, elapsed, needs_reset, counter, goal, key, mask, obs):
-    for i in prange(state.shape[1]):
-        if mask[i]:
-            state[0, i] = 0.0
-            state[1, i] = 0.0
-            counter[i] += 1
-            elapsed[i] = 0
-            needs_reset[i] = False
-        obs[i, 0] = state[0, i]
-        obs[i, 1] = state[1, i]
+def _reset_nb(state, elapsed, needs_reset, counter, key, mask, obs):
+    for i in prange(key.shape[0]):
+        reset_env_nb(i, _reset_state_nb, _observe_nb, state, elapsed, needs_reset, counter, key, mask, obs)
 
 
 # ----------------------------------------------------------------------------- triton
+@lazy_jit
+def _observe_tl(out_ptr, offs, m, keep, x, y):
+    """The position into the rows ``offs`` of ``out [N, 2]`` where ``keep``, zeros elsewhere."""
+    tl.store(out_ptr + offs * 2 + 0, tl.where(keep, x, 0.0), mask=m)
+    tl.store(out_ptr + offs * 2 + 1, tl.where(keep, y, 0.0), mask=m)
+
+
+@lazy_jit
+def _move_tl(state_ptr, goal_ptr, action_ptr, offs, m, n):
+    """The clipped move of the envs ``offs``: the new position ``(x, y)`` and its offset from the goal ``(dx, dy)``."""
+    ax = tl.minimum(tl.maximum(tl.load(action_ptr + offs * 2, mask=m), -0.1), 0.1)
+    ay = tl.minimum(tl.maximum(tl.load(action_ptr + offs * 2 + 1, mask=m), -0.1), 0.1)
+    x = tl.load(state_ptr + offs, mask=m) + ax
+    y = tl.load(state_ptr + n + offs, mask=m) + ay
+    return x, y, x - tl.load(goal_ptr + offs * 2, mask=m), y - tl.load(goal_ptr + offs * 2 + 1, mask=m)
+
+
+@lazy_jit
+def _finish_step_tl(state_ptr, obs_ptr, final_obs_ptr, do_reset, nx, ny, offs, m, n, MODE: constexpr):
+    """After the autoreset: final_obs (same_step), the reset to the origin, the state and obs stores."""
+    if MODE == 1:  # same_step: the pre-reset observation goes to final_obs
+        _observe_tl(final_obs_ptr, offs, m, do_reset, nx, ny)
+    nx = tl.where(do_reset, 0.0, nx)
+    ny = tl.where(do_reset, 0.0, ny)
+    tl.store(state_ptr + offs, nx, mask=m)
+    tl.store(state_ptr + n + offs, ny, mask=m)
+    _observe_tl(obs_ptr, offs, m, m, nx, ny)
+
+
 @lazy_jit
 def _step_tl(
     # state, updated in place (state is [2, N] with row stride N)
@@ -193,73 +201,25 @@ def _step_tl(
 ):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
-    x = tl.load(state_ptr + offs, mask=m)
-    y = tl.load(state_ptr + n + offs, mask=m)
-    gx = tl.load(goal_ptr + offs * 2, mask=m)
-    gy = tl.load(goal_ptr + offs * 2 + 1, mask=m)
-    ax = tl.load(action_ptr + offs * 2, mask=m)
-    ay = tl.load(action_ptr + offs * 2 + 1, mask=m)
-    counter = tl.load(counter_ptr + offs, mask=m)
-    elapsed = tl.load(elapsed_ptr + offs, mask=m)
-
-    nx = x + tl.minimum(tl.maximum(ax, -0.1), 0.1)
-    ny = y + tl.minimum(tl.maximum(ay, -0.1), 0.1)
-    dx = nx - gx
-    dy = ny - gy
+    nx, ny, dx, dy = _move_tl(state_ptr, goal_ptr, action_ptr, offs, m, n)
     reward = -tl.sqrt_rn(dx * dx + dy * dy)
     term = (tl.abs(dx) < 0.01) & (tl.abs(dy) < 0.01)
-    e = elapsed + 1
-    trunc = (e >= max_steps) & (max_steps > 0)
-
-    if MODE == 0:  # next_step: envs flagged last step are reset instead of stepped
-        r = tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1)
-        do_reset = r
-        term = term & ~r
-        trunc = trunc & ~r
-        reward = tl.where(r, 0.0, reward)
-        tl.store(needs_reset_ptr + offs, term | trunc, mask=m)
-    else:
-        done = term | trunc
-        do_reset = done & (MODE == 1)
-        if MODE == 2:
-            tl.store(needs_reset_ptr + offs, done, mask=m)
-    counter = counter + do_reset.to(tl.int64)
-    if MODE == 1:  # same_step: the pre-reset observation goes to final_obs
-        tl.store(final_obs_ptr + offs * 2 + 0, tl.where(do_reset, nx, 0.0), mask=m)
-        tl.store(final_obs_ptr + offs * 2 + 1, tl.where(do_reset, ny, 0.0), mask=m)
-    nx = tl.where(do_reset, 0.0, nx)
-    ny = tl.where(do_reset, 0.0, ny)
-    e = tl.where(do_reset, 0, e)
-
-    tl.store(state_ptr + offs, nx, mask=m)
-    tl.store(state_ptr + n + offs, ny, mask=m)
-    tl.store(obs_ptr + offs * 2 + 0, nx, mask=m)
-    tl.store(obs_ptr + offs * 2 + 1, ny, mask=m)
-    tl.store(counter_ptr + offs, counter, mask=m)
-    tl.store(elapsed_ptr + offs, e, mask=m)
-    tl.store(reward_ptr + offs, reward, mask=m)
-    tl.store(terminated_ptr + offs, term, mask=m)
-    tl.store(truncated_ptr + offs, trunc, mask=m)
+    do_reset, _ = autoreset_tl(elapsed_ptr, needs_reset_ptr, counter_ptr, reward_ptr, terminated_ptr, truncated_ptr,
+                               reward, term, tl.load(counter_ptr + offs, mask=m), offs, m, max_steps,
+                               STOCHASTIC=False, MODE=MODE)
+    _finish_step_tl(state_ptr, obs_ptr, final_obs_ptr, do_reset, nx, ny, offs, m, n, MODE)
 
 
 @lazy_jit
-def _reset_tl(
-    state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr,
-    goal_ptr,  # unused: the reset ignores the goal
-    key_ptr, mask_ptr, obs_ptr, n, BLOCK: constexpr,
-):
+def _reset_tl(state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr, key_ptr, mask_ptr, obs_ptr, n, BLOCK: constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
-    r = tl.load(mask_ptr + offs, mask=m, other=0).to(tl.int1)
-    counter = tl.load(counter_ptr + offs, mask=m)
-    for lane in tl.static_range(2):
-        s = tl.load(state_ptr + lane * n + offs, mask=m)
-        s = tl.where(r, 0.0, s)
-        tl.store(state_ptr + lane * n + offs, s, mask=m)
-        tl.store(obs_ptr + offs * 2 + lane, s, mask=m)
-    tl.store(counter_ptr + offs, counter + r.to(tl.int64), mask=m)
-    tl.store(elapsed_ptr + offs, tl.where(r, 0, tl.load(elapsed_ptr + offs, mask=m)), mask=m)
-    tl.store(needs_reset_ptr + offs, tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1) & ~r, mask=m)
+    r, _ = masked_reset_tl(elapsed_ptr, needs_reset_ptr, counter_ptr, mask_ptr, offs, m)
+    x = tl.where(r, 0.0, tl.load(state_ptr + offs, mask=m))  # reset: the origin
+    y = tl.where(r, 0.0, tl.load(state_ptr + n + offs, mask=m))
+    tl.store(state_ptr + offs, x, mask=m)
+    tl.store(state_ptr + n + offs, y, mask=m)
+    _observe_tl(obs_ptr, offs, m, m, x, y)
 
 
 # ----------------------------------------------------------------------------- public ops

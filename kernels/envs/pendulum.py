@@ -31,10 +31,12 @@ from numba import njit, prange
 from metarl.kernels._triton import constexpr, lazy_jit
 from metarl.kernels.envs import _launch
 from metarl.kernels.envs._autoreset import (
-    NEXT_STEP,
-    SAME_STEP,
+    autoreset_tl,
     make_reset_masked_reference,
     make_step_reference,
+    masked_reset_tl,
+    reset_env_nb,
+    step_env_nb,
 )
 from metarl.kernels.envs._math import sincos_nb
 from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
@@ -93,16 +95,30 @@ reset_masked_reference_ = make_reset_masked_reference(reset_reference, observe_r
 
 # ----------------------------------------------------------------------------- numba
 @njit(inline="always", cache=True)
-def _reset_one_nb(i, state, key, counter):
-    state[0, i] = np.float32(-PI) + np.float32(TWO_PI) * uniform_nb(key[i], counter[i], 0)
-    state[1, i] = np.float32(-1.0) + np.float32(2.0) * uniform_nb(key[i], counter[i], 1)
-    counter[i] += 1
+def _dynamics_nb(i, state, params, action, key, counter):
+    g, m, l, max_speed, max_torque, dt = params  # noqa: E741 - gymnasium's name
+    th = state[0, i]
+    thdot = state[1, i]
+    u = min(max(action[i, 0], -max_torque[i]), max_torque[i])
+    y = th + np.float32(PI)
+    an = y - np.floor(y / np.float32(TWO_PI)) * np.float32(TWO_PI) - np.float32(PI)
+    costs = an * an + np.float32(0.1) * (thdot * thdot) + np.float32(0.001) * (u * u)
+    li = l[i]
+    newthdot = thdot + (np.float32(3.0) * g[i] / (np.float32(2.0) * li) * sincos_nb(th)[0]
+                        + np.float32(3.0) / (m[i] * (li * li)) * u) * dt[i]
+    newthdot = min(max(newthdot, -max_speed[i]), max_speed[i])
+    return -costs, False, th + newthdot * dt[i], newthdot
 
 
 @njit(inline="always", cache=True)
-def _observe_one_nb(i, state, out):
-    th = state[0, i]
-    sin, cos = sincos_nb(th)
+def _reset_state_nb(i, key, counter):
+    return (np.float32(-PI) + np.float32(TWO_PI) * uniform_nb(key, counter, 0),
+            np.float32(-1.0) + np.float32(2.0) * uniform_nb(key, counter, 1))
+
+
+@njit(inline="always", cache=True)
+def _observe_nb(i, state, out):
+    sin, cos = sincos_nb(state[0, i])
     out[i, 0] = cos
     out[i, 1] = sin
     out[i, 2] = state[1, i]
@@ -112,70 +128,43 @@ def _observe_one_nb(i, state, out):
 def _step_nb(
     # state, updated in place
     state, elapsed, needs_reset, counter,
-    # task params [N] each
+    # task params [N, ...] each
     g, m, l, max_speed, max_torque, dt,  # noqa: E741 - gymnasium's name
-    # inputs (action [N, 1] float32)
+    # inputs
     action, key,
     # outputs
     obs, reward, terminated, truncated, final_obs,
     # sizes / modes
     max_steps, mode,
 ):
-    n = state.shape[1]
-    for i in prange(n):
-        if mode == NEXT_STEP and needs_reset[i]:
-            _reset_one_nb(i, state, key, counter)
-            _observe_one_nb(i, state, obs)
-            reward[i] = 0.0
-            terminated[i] = False
-            truncated[i] = False
-            elapsed[i] = 0
-            needs_reset[i] = False
-            continue
-        th = state[0, i]
-        thdot = state[1, i]
-        u = min(max(action[i, 0], -max_torque[i]), max_torque[i])
-        y = th + np.float32(PI)
-        an = y - np.floor(y / np.float32(TWO_PI)) * np.float32(TWO_PI) - np.float32(PI)
-        costs = an * an + np.float32(0.1) * (thdot * thdot) + np.float32(0.001) * (u * u)
-        li = l[i]
-        newthdot = thdot + (np.float32(3.0) * g[i] / (np.float32(2.0) * li) * sincos_nb(th)[0]
-                            + np.float32(3.0) / (m[i] * (li * li)) * u) * dt[i]
-        newthdot = min(max(newthdot, -max_speed[i]), max_speed[i])
-        newth = th + newthdot * dt[i]
-        state[0, i] = newth
-        state[1, i] = newthdot
-        e = elapsed[i] + 1
-        trunc = max_steps > 0 and e >= max_steps
-        reward[i] = -costs
-        terminated[i] = False
-        truncated[i] = trunc
-        if mode == SAME_STEP:
-            if trunc:
-                _observe_one_nb(i, state, final_obs)
-                _reset_one_nb(i, state, key, counter)
-                e = 0
-            else:
-                for j in range(3):
-                    final_obs[i, j] = 0.0
-        else:
-            needs_reset[i] = trunc
-        elapsed[i] = e
-        _observe_one_nb(i, state, obs)
+    for i in prange(key.shape[0]):
+        params = (g, m, l, max_speed, max_torque, dt)
+        step_env_nb(i, _dynamics_nb, _reset_state_nb, _observe_nb, STOCHASTIC, OBS_DIM, state, elapsed, needs_reset,
+                    counter, params, action, key, obs, reward, terminated, truncated, final_obs, max_steps, mode)
 
 
 @njit(parallel=True, cache=True)
-def _reset_nb(state, elapsed, needs_reset, counter, g, m, l, max_speed, max_torque, dt,  # noqa: E741
-              key, mask, obs):
-    for i in prange(state.shape[1]):
-        if mask[i]:
-            _reset_one_nb(i, state, key, counter)
-            elapsed[i] = 0
-            needs_reset[i] = False
-        _observe_one_nb(i, state, obs)
+def _reset_nb(state, elapsed, needs_reset, counter, key, mask, obs):
+    for i in prange(key.shape[0]):
+        reset_env_nb(i, _reset_state_nb, _observe_nb, state, elapsed, needs_reset, counter, key, mask, obs)
 
 
 # ----------------------------------------------------------------------------- triton
+@lazy_jit
+def _reset_state_tl(key, counter):
+    th = -3.141592653589793 + 6.283185307179586 * uniform_tl(key, counter, 0)
+    thdot = -1.0 + 2.0 * uniform_tl(key, counter, 1)
+    return th, thdot
+
+
+@lazy_jit
+def _observe_tl(out_ptr, offs, m, keep, th, thdot):
+    """(cos θ, sin θ, θ̇) into the rows ``offs`` of ``out [N, 3]`` where ``keep``, zeros elsewhere."""
+    tl.store(out_ptr + offs * 3 + 0, tl.where(keep, tl.cos(th), 0.0), mask=m)
+    tl.store(out_ptr + offs * 3 + 1, tl.where(keep, tl.sin(th), 0.0), mask=m)
+    tl.store(out_ptr + offs * 3 + 2, tl.where(keep, thdot, 0.0), mask=m)
+
+
 @lazy_jit
 def _step_tl(
     # state, updated in place (state is [2, N] with row stride N)
@@ -204,7 +193,6 @@ def _step_tl(
     action = tl.load(action_ptr + offs, mask=m)
     key = tl.load(key_ptr + offs, mask=m)
     counter = tl.load(counter_ptr + offs, mask=m)
-    elapsed = tl.load(elapsed_ptr + offs, mask=m)
 
     u = tl.minimum(tl.maximum(action, -max_torque), max_torque)
     y = th + 3.141592653589793
@@ -214,68 +202,31 @@ def _step_tl(
     newthdot = tl.minimum(tl.maximum(newthdot, -max_speed), max_speed)
     newth = th + newthdot * dt
     term = tl.full((BLOCK,), 0, tl.int1)  # never terminates
-    e = elapsed + 1
-    trunc = (e >= max_steps) & (max_steps > 0)
-    reward = -costs
 
-    if MODE == 0:  # next_step: envs flagged last step are reset instead of stepped
-        r = tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1)
-        do_reset = r
-        trunc = trunc & ~r
-        reward = tl.where(r, 0.0, reward)
-        tl.store(needs_reset_ptr + offs, term | trunc, mask=m)
-        reset_counter = counter
-        counter = counter + r.to(tl.int64)
-    else:
-        done = term | trunc
-        do_reset = done & (MODE == 1)
-        reset_counter = counter
-        counter = counter + do_reset.to(tl.int64)
-        if MODE == 2:
-            tl.store(needs_reset_ptr + offs, done, mask=m)
+    do_reset, reset_counter = autoreset_tl(elapsed_ptr, needs_reset_ptr, counter_ptr, reward_ptr, terminated_ptr,
+                                           truncated_ptr, -costs, term, counter, offs, m, max_steps,
+                                           STOCHASTIC=False, MODE=MODE)
     if MODE == 1:  # same_step: the pre-reset observation goes to final_obs
-        tl.store(final_obs_ptr + offs * 3 + 0, tl.where(do_reset, tl.cos(newth), 0.0), mask=m)
-        tl.store(final_obs_ptr + offs * 3 + 1, tl.where(do_reset, tl.sin(newth), 0.0), mask=m)
-        tl.store(final_obs_ptr + offs * 3 + 2, tl.where(do_reset, newthdot, 0.0), mask=m)
-    newth = tl.where(do_reset, -3.141592653589793 + 6.283185307179586 * uniform_tl(key, reset_counter, 0), newth)
-    newthdot = tl.where(do_reset, -1.0 + 2.0 * uniform_tl(key, reset_counter, 1), newthdot)
-    e = tl.where(do_reset, 0, e)
-
+        _observe_tl(final_obs_ptr, offs, m, do_reset, newth, newthdot)
+    th0, thdot0 = _reset_state_tl(key, reset_counter)
+    newth = tl.where(do_reset, th0, newth)
+    newthdot = tl.where(do_reset, thdot0, newthdot)
     tl.store(state_ptr + offs, newth, mask=m)
     tl.store(state_ptr + n + offs, newthdot, mask=m)
-    tl.store(obs_ptr + offs * 3 + 0, tl.cos(newth), mask=m)
-    tl.store(obs_ptr + offs * 3 + 1, tl.sin(newth), mask=m)
-    tl.store(obs_ptr + offs * 3 + 2, newthdot, mask=m)
-    tl.store(counter_ptr + offs, counter, mask=m)
-    tl.store(elapsed_ptr + offs, e, mask=m)
-    tl.store(reward_ptr + offs, reward, mask=m)
-    tl.store(terminated_ptr + offs, term, mask=m)
-    tl.store(truncated_ptr + offs, trunc, mask=m)
+    _observe_tl(obs_ptr, offs, m, m, newth, newthdot)
 
 
 @lazy_jit
-def _reset_tl(
-    state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr,
-    g_ptr, m_ptr, l_ptr, max_speed_ptr, max_torque_ptr, dt_ptr,  # unused: reset ignores physics
-    key_ptr, mask_ptr, obs_ptr, n, BLOCK: constexpr,
-):
+def _reset_tl(state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr, key_ptr, mask_ptr, obs_ptr, n, BLOCK: constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
-    r = tl.load(mask_ptr + offs, mask=m, other=0).to(tl.int1)
-    key = tl.load(key_ptr + offs, mask=m)
-    counter = tl.load(counter_ptr + offs, mask=m)
-    th = tl.load(state_ptr + offs, mask=m)
-    thdot = tl.load(state_ptr + n + offs, mask=m)
-    th = tl.where(r, -3.141592653589793 + 6.283185307179586 * uniform_tl(key, counter, 0), th)
-    thdot = tl.where(r, -1.0 + 2.0 * uniform_tl(key, counter, 1), thdot)
+    r, counter = masked_reset_tl(elapsed_ptr, needs_reset_ptr, counter_ptr, mask_ptr, offs, m)
+    th0, thdot0 = _reset_state_tl(tl.load(key_ptr + offs, mask=m), counter)
+    th = tl.where(r, th0, tl.load(state_ptr + offs, mask=m))
+    thdot = tl.where(r, thdot0, tl.load(state_ptr + n + offs, mask=m))
     tl.store(state_ptr + offs, th, mask=m)
     tl.store(state_ptr + n + offs, thdot, mask=m)
-    tl.store(obs_ptr + offs * 3 + 0, tl.cos(th), mask=m)
-    tl.store(obs_ptr + offs * 3 + 1, tl.sin(th), mask=m)
-    tl.store(obs_ptr + offs * 3 + 2, thdot, mask=m)
-    tl.store(counter_ptr + offs, counter + r.to(tl.int64), mask=m)
-    tl.store(elapsed_ptr + offs, tl.where(r, 0, tl.load(elapsed_ptr + offs, mask=m)), mask=m)
-    tl.store(needs_reset_ptr + offs, tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1) & ~r, mask=m)
+    _observe_tl(obs_ptr, offs, m, m, th, thdot)
 
 
 # ----------------------------------------------------------------------------- public ops

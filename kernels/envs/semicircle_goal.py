@@ -12,8 +12,8 @@ Dynamics, per env (state ``pos = (x, y)``, params ``goal = (gx, gy)``)::
     reward = 1 if sqrt((x - gx)² + (y - gy)²) < 0.8 else 0     (after the move)
     terminated = never (episodes end by the time limit, 200 steps)
 
-reset: ``pos = (0, 0)``, as :mod:`.navigation2d` (whose reset kernels this module
-reuses). Observation: ``pos``. Only IEEE ``+ - * sqrt`` and comparisons on float32
+reset: ``pos = (0, 0)``, as :mod:`.navigation2d` (whose move, reset and observation
+code this module reuses). Observation: ``pos``. Only IEEE ``+ - * sqrt`` and comparisons on float32
 (constants at their float32 values), so every backend equals the torch reference bit
 for bit (Triton: ``sqrt_rn``, launched with ``enable_fp_fusion=False``).
 
@@ -31,11 +31,19 @@ from numba import njit, prange
 
 from metarl.kernels._triton import constexpr, lazy_jit
 from metarl.kernels.envs import _launch
-from metarl.kernels.envs._autoreset import NEXT_STEP, SAME_STEP, make_step_reference
-from metarl.kernels.envs.navigation2d import (  # noqa: F401 - the shared reset, re-exported
+from metarl.kernels.envs._autoreset import (
+    autoreset_tl,
+    make_step_reference,
+    step_env_nb,
+)
+from metarl.kernels.envs.navigation2d import (  # noqa: F401 - the shared move, reset and observation, re-exported
     MAX_ACTION,
     _clip_nb,
+    _finish_step_tl,
+    _move_tl,
+    _observe_nb,
     _reset_nb,
+    _reset_state_nb,
     _reset_tl,
     distance_reference,
     move_reference,
@@ -73,60 +81,33 @@ step_reference = make_step_reference(dynamics_reference, reset_reference, observ
 
 
 # ----------------------------------------------------------------------------- numba
+@njit(inline="always", cache=True)
+def _dynamics_nb(i, state, params, action, key, counter):
+    (goal,) = params
+    x = state[0, i] + _clip_nb(action[i, 0])
+    y = state[1, i] + _clip_nb(action[i, 1])
+    dx = x - goal[i, 0]
+    dy = y - goal[i, 1]
+    return (np.float32(1.0) if np.sqrt(dx * dx + dy * dy) < _GOAL_RADIUS32 else np.float32(0.0)), False, x, y
+
+
 @njit(parallel=True, cache=True)
 def _step_nb(
     # state, updated in place
     state, elapsed, needs_reset, counter,
-    # task params: goal [N, 2]
+    # task params [N, ...] each
     goal,
-    # inputs: action [N, 2] float32
+    # inputs
     action, key,
     # outputs
     obs, reward, terminated, truncated, final_obs,
     # sizes / modes
     max_steps, mode,
 ):
-    n = state.shape[1]
-    for i in prange(n):
-        if mode == NEXT_STEP and needs_reset[i]:
-            state[0, i] = 0.0
-            state[1, i] = 0.0
-            counter[i] += 1
-            obs[i, 0] = 0.0
-            obs[i, 1] = 0.0
-            reward[i] = 0.0
-            terminated[i] = False
-            truncated[i] = False
-            elapsed[i] = 0
-            needs_reset[i] = False
-            continue
-        x = state[0, i] + _clip_nb(action[i, 0])
-        y = state[1, i] + _clip_nb(action[i, 1])
-        dx = x - goal[i, 0]
-        dy = y - goal[i, 1]
-        e = elapsed[i] + 1
-        trunc = max_steps > 0 and e >= max_steps
-        reward[i] = 1.0 if np.sqrt(dx * dx + dy * dy) < _GOAL_RADIUS32 else 0.0
-        terminated[i] = False
-        truncated[i] = trunc
-        if mode == SAME_STEP:
-            if trunc:
-                final_obs[i, 0] = x
-                final_obs[i, 1] = y
-                x = np.float32(0.0)
-                y = np.float32(0.0)
-                counter[i] += 1
-                e = 0
-            else:
-                final_obs[i, 0] = 0.0
-                final_obs[i, 1] = 0.0
-        else:
-            needs_reset[i] = trunc
-        state[0, i] = x
-        state[1, i] = y
-        elapsed[i] = e
-        obs[i, 0] = x
-        obs[i, 1] = y
+    for i in prange(key.shape[0]):
+        params = (goal,)
+        step_env_nb(i, _dynamics_nb, _reset_state_nb, _observe_nb, STOCHASTIC, OBS_DIM, state, elapsed, needs_reset,
+                    counter, params, action, key, obs, reward, terminated, truncated, final_obs, max_steps, mode)
 
 
 # ----------------------------------------------------------------------------- triton
@@ -147,51 +128,13 @@ def _step_tl(
 ):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
-    x = tl.load(state_ptr + offs, mask=m)
-    y = tl.load(state_ptr + n + offs, mask=m)
-    gx = tl.load(goal_ptr + offs * 2, mask=m)
-    gy = tl.load(goal_ptr + offs * 2 + 1, mask=m)
-    ax = tl.load(action_ptr + offs * 2, mask=m)
-    ay = tl.load(action_ptr + offs * 2 + 1, mask=m)
-    counter = tl.load(counter_ptr + offs, mask=m)
-    elapsed = tl.load(elapsed_ptr + offs, mask=m)
-
-    nx = x + tl.minimum(tl.maximum(ax, -0.1), 0.1)
-    ny = y + tl.minimum(tl.maximum(ay, -0.1), 0.1)
-    dx = nx - gx
-    dy = ny - gy
+    nx, ny, dx, dy = _move_tl(state_ptr, goal_ptr, action_ptr, offs, m, n)
     reward = tl.where(tl.sqrt_rn(dx * dx + dy * dy) < 0.8, 1.0, 0.0)
-    term = tl.zeros((BLOCK,), tl.int1)
-    e = elapsed + 1
-    trunc = (e >= max_steps) & (max_steps > 0)
-
-    if MODE == 0:  # next_step: envs flagged last step are reset instead of stepped
-        r = tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1)
-        do_reset = r
-        trunc = trunc & ~r
-        reward = tl.where(r, 0.0, reward)
-        tl.store(needs_reset_ptr + offs, trunc, mask=m)
-    else:
-        do_reset = trunc & (MODE == 1)
-        if MODE == 2:
-            tl.store(needs_reset_ptr + offs, trunc, mask=m)
-    counter = counter + do_reset.to(tl.int64)
-    if MODE == 1:  # same_step: the pre-reset observation goes to final_obs
-        tl.store(final_obs_ptr + offs * 2 + 0, tl.where(do_reset, nx, 0.0), mask=m)
-        tl.store(final_obs_ptr + offs * 2 + 1, tl.where(do_reset, ny, 0.0), mask=m)
-    nx = tl.where(do_reset, 0.0, nx)
-    ny = tl.where(do_reset, 0.0, ny)
-    e = tl.where(do_reset, 0, e)
-
-    tl.store(state_ptr + offs, nx, mask=m)
-    tl.store(state_ptr + n + offs, ny, mask=m)
-    tl.store(obs_ptr + offs * 2 + 0, nx, mask=m)
-    tl.store(obs_ptr + offs * 2 + 1, ny, mask=m)
-    tl.store(counter_ptr + offs, counter, mask=m)
-    tl.store(elapsed_ptr + offs, e, mask=m)
-    tl.store(reward_ptr + offs, reward, mask=m)
-    tl.store(terminated_ptr + offs, term, mask=m)
-    tl.store(truncated_ptr + offs, trunc, mask=m)
+    term = tl.zeros((BLOCK,), tl.int1)  # never terminates
+    do_reset, _ = autoreset_tl(elapsed_ptr, needs_reset_ptr, counter_ptr, reward_ptr, terminated_ptr, truncated_ptr,
+                               reward, term, tl.load(counter_ptr + offs, mask=m), offs, m, max_steps,
+                               STOCHASTIC=False, MODE=MODE)
+    _finish_step_tl(state_ptr, obs_ptr, final_obs_ptr, do_reset, nx, ny, offs, m, n, MODE)
 
 
 # ----------------------------------------------------------------------------- public ops

@@ -37,10 +37,12 @@ from numba import njit, prange
 from metarl.kernels._triton import constexpr, lazy_jit
 from metarl.kernels.envs import _launch
 from metarl.kernels.envs._autoreset import (
-    NEXT_STEP,
-    SAME_STEP,
+    autoreset_tl,
     make_reset_masked_reference,
     make_step_reference,
+    masked_reset_tl,
+    reset_env_nb,
+    step_env_nb,
 )
 from metarl.kernels.rng import uniform_nb, uniform_reference, uniform_tl
 
@@ -121,17 +123,45 @@ reset_masked_reference_ = make_reset_masked_reference(reset_reference, observe_r
 
 # ----------------------------------------------------------------------------- numba
 @njit(inline="always", cache=True)
-def _one_hot_nb(i, s, out):
+def _dynamics_nb(i, state, params, action, key, counter):
+    mean_reward, transitions, horizon = params
+    num_states = transitions.shape[1]
+    s = int(state[0, i])
+    a = action[i]
+    k = key[i]
+    c = counter[i]
+    u0 = uniform_nb(k, c, 0)
+    u1 = uniform_nb(k, c, 1)
+    u2 = uniform_nb(k, c, 2)
+    z = np.sqrt(np.float32(-2.0) * np.log(np.float32(1.0) - u0)) * np.cos(np.float32(TWO_PI) * u1)
+    acc = np.float32(0.0)
+    nxt = num_states - 1
+    for j in range(num_states):
+        acc += transitions[i, s, a, j]
+        if u2 < acc:
+            nxt = j
+            break
+    nt = state[1, i] + np.float32(1.0)
+    return mean_reward[i, s, a] + z, nt >= horizon[i], np.float32(nxt), nt
+
+
+@njit(inline="always", cache=True)
+def _reset_state_nb(i, key, counter):
+    return np.float32(0.0), np.float32(0.0)
+
+
+@njit(inline="always", cache=True)
+def _observe_nb(i, state, out):
     for j in range(out.shape[1]):
         out[i, j] = 0.0
-    out[i, s] = 1.0
+    out[i, int(state[0, i])] = 1.0
 
 
 @njit(parallel=True, cache=True)
 def _step_nb(
     # state, updated in place
     state, elapsed, needs_reset, counter,
-    # params: mean_reward [N, S, A], transitions [N, S, A, S], horizon [N] int32
+    # task params [N, ...] each
     mean_reward, transitions, horizon,
     # inputs
     action, key,
@@ -140,78 +170,30 @@ def _step_nb(
     # sizes / modes
     max_steps, mode,
 ):
-    n = state.shape[1]
-    num_states = transitions.shape[1]
-    for i in prange(n):
-        if mode == NEXT_STEP and needs_reset[i]:
-            state[0, i] = 0.0
-            state[1, i] = 0.0
-            counter[i] += 1  # the reset's counter value
-            _one_hot_nb(i, 0, obs)
-            reward[i] = 0.0
-            terminated[i] = False
-            truncated[i] = False
-            elapsed[i] = 0
-            needs_reset[i] = False
-            continue
-        s = int(state[0, i])
-        a = action[i]
-        k = key[i]
-        c = counter[i]
-        u0 = uniform_nb(k, c, 0)
-        u1 = uniform_nb(k, c, 1)
-        u2 = uniform_nb(k, c, 2)
-        counter[i] = c + 1
-        z = np.sqrt(np.float32(-2.0) * np.log(np.float32(1.0) - u0)) * np.cos(np.float32(TWO_PI) * u1)
-        reward[i] = mean_reward[i, s, a] + z
-        acc = np.float32(0.0)
-        nxt = num_states - 1
-        for j in range(num_states):
-            acc += transitions[i, s, a, j]
-            if u2 < acc:
-                nxt = j
-                break
-        nt = state[1, i] + np.float32(1.0)
-        state[0, i] = nxt
-        state[1, i] = nt
-        term = nt >= horizon[i]
-        e = elapsed[i] + 1
-        trunc = max_steps > 0 and e >= max_steps
-        terminated[i] = term
-        truncated[i] = trunc
-        if mode == SAME_STEP:
-            if term or trunc:
-                _one_hot_nb(i, nxt, final_obs)
-                state[0, i] = 0.0
-                state[1, i] = 0.0
-                counter[i] += 1  # the reset's counter value
-                nxt = 0
-                e = 0
-            else:
-                for j in range(num_states):
-                    final_obs[i, j] = 0.0
-        else:
-            needs_reset[i] = term or trunc
-        elapsed[i] = e
-        _one_hot_nb(i, nxt, obs)
+    for i in prange(key.shape[0]):
+        params = (mean_reward, transitions, horizon)
+        step_env_nb(i, _dynamics_nb, _reset_state_nb, _observe_nb, STOCHASTIC, obs.shape[1], state, elapsed,
+                    needs_reset, counter, params, action, key, obs, reward, terminated, truncated, final_obs, max_steps,
+                    mode)
 
 
 @njit(parallel=True, cache=True)
-def _reset_nb(state, elapsed, needs_reset, counter, mean_reward, transitions, horizon, key, mask, obs):
-    for i in prange(state.shape[1]):
-        if mask[i]:
-            state[0, i] = 0.0
-            state[1, i] = 0.0
-            counter[i] += 1
-            elapsed[i] = 0
-            needs_reset[i] = False
-        _one_hot_nb(i, int(state[0, i]), obs)
+def _reset_nb(state, elapsed, needs_reset, counter, key, mask, obs):
+    for i in prange(key.shape[0]):
+        reset_env_nb(i, _reset_state_nb, _observe_nb, state, elapsed, needs_reset, counter, key, mask, obs)
 
 
 # ----------------------------------------------------------------------------- triton
 def triton_meta(params) -> dict:
     """Constexpr sizes of the Triton kernels: ``S``, ``A`` from ``mean_reward[N, S, A]``."""
     return {"S": params[0].shape[1], "A": params[0].shape[2]}
+
+
+@lazy_jit
+def _observe_tl(out_ptr, row, m, keep, s, S: constexpr):
+    """One-hot of the states ``s`` (int32) into the rows ``row`` of ``out [N, S]`` where ``keep``, zeros elsewhere."""
+    for j in range(S):
+        tl.store(out_ptr + row * S + j, tl.where(keep & (s == j), 1.0, 0.0), mask=m)
 
 
 @lazy_jit
@@ -238,7 +220,6 @@ def _step_tl(
     horizon = tl.load(horizon_ptr + offs, mask=m, other=1)
     key = tl.load(key_ptr + offs, mask=m)
     counter = tl.load(counter_ptr + offs, mask=m)
-    elapsed = tl.load(elapsed_ptr + offs, mask=m)
 
     sa = (row * S + s) * A + action  # flat index of (env, s, a)
     u0 = uniform_tl(key, counter, 0)
@@ -256,62 +237,29 @@ def _step_tl(
         found = found | hit
     nt = t + 1.0
     term = nt >= horizon.to(tl.float32)
-    e = elapsed + 1
-    trunc = (e >= max_steps) & (max_steps > 0)
-    counter = counter + 1  # the step's (or, next_step mode, the reset's) counter value
 
-    if MODE == 0:  # next_step: envs flagged last step are reset instead of stepped
-        r = tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1)
-        do_reset = r
-        term = term & ~r
-        trunc = trunc & ~r
-        reward = tl.where(r, 0.0, reward)
-        tl.store(needs_reset_ptr + offs, term | trunc, mask=m)
-    else:
-        done = term | trunc
-        do_reset = done & (MODE == 1)
-        counter = counter + do_reset.to(tl.int64)
-        if MODE == 2:
-            tl.store(needs_reset_ptr + offs, done, mask=m)
+    do_reset, _ = autoreset_tl(elapsed_ptr, needs_reset_ptr, counter_ptr, reward_ptr, terminated_ptr, truncated_ptr,
+                               reward, term, counter, offs, m, max_steps, STOCHASTIC=True, MODE=MODE)
     if MODE == 1:  # same_step: the pre-reset observation goes to final_obs
-        for j in range(S):
-            tl.store(final_obs_ptr + row * S + j, tl.where(do_reset & (nxt == j), 1.0, 0.0), mask=m)
-    nxt = tl.where(do_reset, 0, nxt)
+        _observe_tl(final_obs_ptr, row, m, do_reset, nxt, S)
+    nxt = tl.where(do_reset, 0, nxt)  # reset: s = 0, t = 0 (no draw)
     nt = tl.where(do_reset, 0.0, nt)
-    e = tl.where(do_reset, 0, e)
-
     tl.store(state_ptr + offs, nxt.to(tl.float32), mask=m)
     tl.store(state_ptr + n + offs, nt, mask=m)
-    for j in range(S):
-        tl.store(obs_ptr + row * S + j, tl.where(nxt == j, 1.0, 0.0), mask=m)
-    tl.store(counter_ptr + offs, counter, mask=m)
-    tl.store(elapsed_ptr + offs, e, mask=m)
-    tl.store(reward_ptr + offs, reward, mask=m)
-    tl.store(terminated_ptr + offs, term, mask=m)
-    tl.store(truncated_ptr + offs, trunc, mask=m)
+    _observe_tl(obs_ptr, row, m, m, nxt, S)
 
 
 @lazy_jit
-def _reset_tl(
-    state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr,
-    mean_reward_ptr, transitions_ptr, horizon_ptr,  # unused: every episode starts in state 0
-    key_ptr, mask_ptr, obs_ptr, n, BLOCK: constexpr, S: constexpr, A: constexpr,
-):
+def _reset_tl(state_ptr, elapsed_ptr, needs_reset_ptr, counter_ptr, key_ptr, mask_ptr, obs_ptr, n,
+              BLOCK: constexpr, S: constexpr, A: constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
-    row = offs.to(tl.int64)
-    r = tl.load(mask_ptr + offs, mask=m, other=0).to(tl.int1)
-    s = tl.where(r, 0.0, tl.load(state_ptr + offs, mask=m, other=0.0))
+    r, _ = masked_reset_tl(elapsed_ptr, needs_reset_ptr, counter_ptr, mask_ptr, offs, m)
+    s = tl.where(r, 0.0, tl.load(state_ptr + offs, mask=m, other=0.0))  # every episode starts in state 0
     t = tl.where(r, 0.0, tl.load(state_ptr + n + offs, mask=m, other=0.0))
     tl.store(state_ptr + offs, s, mask=m)
     tl.store(state_ptr + n + offs, t, mask=m)
-    si = s.to(tl.int32)
-    for j in range(S):
-        tl.store(obs_ptr + row * S + j, tl.where(si == j, 1.0, 0.0), mask=m)
-    counter = tl.load(counter_ptr + offs, mask=m)
-    tl.store(counter_ptr + offs, counter + r.to(tl.int64), mask=m)
-    tl.store(elapsed_ptr + offs, tl.where(r, 0, tl.load(elapsed_ptr + offs, mask=m)), mask=m)
-    tl.store(needs_reset_ptr + offs, tl.load(needs_reset_ptr + offs, mask=m).to(tl.int1) & ~r, mask=m)
+    _observe_tl(obs_ptr, offs.to(tl.int64), m, m, s.to(tl.int32), S)
 
 
 # ----------------------------------------------------------------------------- public ops
