@@ -3,9 +3,9 @@
 :class:`WarpBatch` has :class:`~metarl.kernels.envs.mujoco_batch.MujocoBatch`'s interface over
 torch rows (same layout, see ``mujoco_batch``) on the env's device: per step it copies the rows'
 time, qpos, qvel, warm start and controls into MuJoCo Warp's ``Data`` (torch views of Warp's
-arrays, zero-copy, on torch's current stream), runs ``mujoco_warp.step`` x frame_skip (and
-``rne_postconstraint`` where the Ant's contact forces are kept), and copies the state, the tracked
-body's ``xpos`` and ``cfrc_ext`` back. Per-env model fields are Warp's batched model fields
+arrays, zero-copy), runs ``mujoco_warp.step`` x frame_skip (and ``rne_postconstraint`` where the
+Ant's contact forces are kept) -- on a GPU as one captured CUDA graph -- and copies the state, the
+tracked body's ``xpos`` and ``cfrc_ext`` back. Per-env model fields are Warp's batched model fields
 (``put_model(batch_sizes=...)``).
 
 MuJoCo Warp computes in float32 with its own solver, so it matches the CPU path to float32
@@ -63,23 +63,46 @@ class WarpBatch:
                        (layout.qvel, view(self.d.qvel)), (layout.warmstart, view(self.d.qacc_warmstart)),
                        (layout.ctrl, view(self.d.ctrl))]
         self._xpos, self._cfrc = view(self.d.xpos), view(self.d.cfrc_ext)
+        self._graph = None  # the CUDA graph of one env step (False: capture failed, plain launches)
 
-    def _stream(self):
+    def _substeps(self) -> None:
+        for _ in range(self.frame_skip):
+            self._mjw.step(self.m, self.d)
+        if self.layout.ncfrc:
+            self._mjw.rne_postconstraint(self.m, self.d)
+
+    def _advance(self) -> None:
+        """The physics of one env step. On a GPU: Warp's own stream, after torch's writes and before
+        its reads (host syncs, cheap next to a step of many worlds), as one CUDA graph from the second
+        call on (the first compiles and loads the kernels; a graph that cannot be captured falls back
+        to plain launches)."""
+        wp = self._wp
         if self.rows.device.type != "cuda":
-            return self._wp.ScopedDevice(self._wp_device)
-        return self._wp.ScopedStream(self._wp.stream_from_torch(torch.cuda.current_stream(self.rows.device)))
+            with wp.ScopedDevice(self._wp_device):
+                self._substeps()
+            return
+        torch.cuda.current_stream(self.rows.device).synchronize()
+        with wp.ScopedDevice(self._wp_device):
+            if self._graph is not None:
+                wp.capture_launch(self._graph)
+            else:
+                self._substeps()
+                if self._graph is None:
+                    try:
+                        with wp.ScopedCapture() as capture:
+                            self._substeps()
+                        self._graph = capture.graph
+                    except Exception:  # any capture failure: keep plain launches
+                        self._graph = False
+            wp.synchronize_device(self._wp_device)
 
     def step(self, ids=None) -> None:
         """Step every world once (``frame_skip`` substeps). ``ids`` is accepted for the CPU batch's
-        interface and ignored: all worlds step in one launch (the autoreset drops the rest)."""
+        interface and ignored: all worlds step at once (the autoreset drops the rest)."""
         rows, lay = self.rows, self.layout
         for col, v in self._state:
             v.copy_(rows[:, col:col + v.shape[1]])
-        with self._stream():
-            for _ in range(self.frame_skip):
-                self._mjw.step(self.m, self.d)
-            if lay.ncfrc:
-                self._mjw.rne_postconstraint(self.m, self.d)
+        self._advance()
         for col, v in self._state:
             rows[:, col:col + v.shape[1]] = v
         if lay.body >= 0:
