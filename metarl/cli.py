@@ -271,7 +271,11 @@ def load_learner(run_dir):
 
 def _cmd_eval(args) -> int:
     learner = load_learner(args.run_dir)
-    _print_report(learner.report(args.tasks))
+    summary = learner.report(args.tasks)
+    if not summary.get("eval"):     # a config with eval_tasks=0 evaluates nothing unless told how many tasks
+        raise UsageError(f"{args.run_dir}: its config evaluates no held-out tasks (eval_tasks=0); give their number "
+                         f"with --tasks N")
+    _print_report(summary)
     return 0
 
 
