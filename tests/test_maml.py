@@ -26,6 +26,7 @@ from metarl.algos.maml import (
     make_policy,
     train,
 )
+from metarl.cli import main
 
 
 def _net(dtype=torch.float32):
@@ -330,7 +331,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, options):
         train(dataclasses.replace(cfg, seed=1), tmp_path / "split", resume=True)
 
 
-def test_eval_tasks_zero_means_no_evaluation_unless_a_number_is_given(tmp_path):
+def test_eval_tasks_zero_means_no_evaluation_unless_a_number_is_given(tmp_path, capsys):
     """``eval_tasks=0``: training ends without an evaluation and :meth:`report` without a number is
     empty; a number of tasks given to ``report`` / ``evaluate`` (``metarl eval --tasks N``) still
     evaluates, and ``evaluate`` without one says why it cannot."""
@@ -344,6 +345,10 @@ def test_eval_tasks_zero_means_no_evaluation_unless_a_number_is_given(tmp_path):
     assert set(learner.report(3)["eval"]) == {0, 1}
     with pytest.raises(ValueError, match="num_tasks must be a positive int.*eval_tasks is 0"):
         evaluate(s["policy"], cfg)
+    assert main(["eval", str(tmp_path)]) == 2                          # metarl eval says why, in one line
+    assert "eval_tasks=0" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path), "--tasks", "2"]) == 0
+    assert "after 1 adaptation steps" in capsys.readouterr().out
 
 
 def test_inner_steps_zero_is_joint_training_and_refuses_meta_sgd():
