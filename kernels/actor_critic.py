@@ -57,7 +57,9 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from metarl.kernels._triton import constexpr, lazy_jit, require_triton, triton_interpret
+from metarl.kernels import _checks
+from metarl.kernels._checks import check_tensor
+from metarl.kernels._triton import constexpr, lazy_jit, triton_interpret
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
     import triton.language as tl
@@ -728,30 +730,10 @@ def _launch_triton(obs, h, c, reset, packed, noise, out, tiles: Tiles | None = N
 
 
 # ----------------------------------------------------------------------------- public op
-def _resolve_backend(backend, device) -> str:
-
-    if backend is None:
-        return "triton" if device.type == "cuda" else "numba"
-    if backend == "cpu":
-        backend = "numba"
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, 'cpu' or None, got {backend!r}")
-    if backend == "numba" and device.type != "cpu":
-        raise ValueError(f"backend='numba' runs on the CPU, but the tensors are on {device}")
-    if backend == "triton":
-        require_triton(device)
-    return backend
-
-
-def _check_tensor(name, t, shape, dtype, device):
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype != dtype:
-        raise TypeError(f"{name} must be {dtype}, got {t.dtype}")
-    if t.device != device:
-        raise ValueError(f"{name} must be on {device} (the weights' device), got {t.device}")
-    if tuple(t.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+def resolve_backend(backend, device) -> str:
+    """The step's backend for weights on ``device`` unless forced: Triton on CUDA, Numba on the CPU
+    (``"cpu"`` is an alias of ``"numba"``); checked by :func:`metarl.kernels._checks.resolve_backend`."""
+    return _checks.resolve_backend(backend, device, BACKENDS, default="triton" if device.type == "cuda" else "numba")
 
 
 def actor_critic_step(obs, h, c, reset, packed: PackedActorCritic, noise, *, backend=None, out=None):
@@ -773,16 +755,17 @@ def actor_critic_step(obs, h, c, reset, packed: PackedActorCritic, noise, *, bac
     bsz, hid, a = obs.shape[0], packed.hidden_size, packed.num_outputs
     if bsz == 0:
         raise ValueError("obs must have at least one row (B >= 1)")
-    _check_tensor("obs", obs, (bsz, packed.obs_dim), torch.float32, dev)
-    _check_tensor("h", h, (bsz, hid), torch.float32, dev)
-    _check_tensor("c", c, (bsz, hid), torch.float32, dev)
-    _check_tensor("reset", reset, (bsz,), torch.bool, dev)
-    _check_tensor("noise", noise, (bsz, a), torch.float32, dev)
-    return _actor_critic_step(obs, h, c, reset, packed, noise, _resolve_backend(backend, dev), out)
+    check_tensor("obs", obs, (bsz, packed.obs_dim), torch.float32, dev)
+    check_tensor("h", h, (bsz, hid), torch.float32, dev)
+    check_tensor("c", c, (bsz, hid), torch.float32, dev)
+    check_tensor("reset", reset, (bsz,), torch.bool, dev)
+    check_tensor("noise", noise, (bsz, a), torch.float32, dev)
+    return actor_critic_step_unchecked(obs, h, c, reset, packed, noise, resolve_backend(backend, dev), out)
 
 
-def _actor_critic_step(obs, h, c, reset, packed, noise, backend, out=None):
-    """:func:`actor_critic_step` without the checks (the caller validated the inputs)."""
+def actor_critic_step_unchecked(obs, h, c, reset, packed, noise, backend, out=None):
+    """:func:`actor_critic_step` without the checks: the caller validated the inputs and chose
+    ``backend`` (:func:`resolve_backend`)."""
     dev = packed.w.device
     bsz, hid, a = obs.shape[0], packed.hidden_size, packed.num_outputs
     if backend != "torch":   # kernels index rows densely

@@ -44,7 +44,9 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from metarl.kernels._triton import constexpr, lazy_jit, require_triton, triton_available, triton_interpret
+from metarl.kernels import _checks
+from metarl.kernels._checks import check_tensor
+from metarl.kernels._triton import constexpr, lazy_jit, triton_available, triton_interpret
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
     import triton.language as tl
@@ -433,25 +435,15 @@ def resolve_backend(backend: str | None, device: torch.device, dtype: torch.dtyp
     """The backend for tensors on ``device`` with parameters of ``dtype`` unless forced:
     Triton on CUDA (float32 / bfloat16), the fused Numba path on the CPU (float32),
     the reference otherwise. ``"cpu"`` is an alias of ``"numba"``."""
-    if backend is None:
-        if device.type == "cuda" and dtype in (torch.float32, torch.bfloat16) and triton_available():
-            return "triton"
-        if device.type == "cpu" and dtype == torch.float32:
-            return "numba"
-        return "torch"
-    if backend == "cpu":
-        backend = "numba"
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, 'cpu' or None, got {backend!r}")
-    if backend == "numba":
-        if device.type != "cpu":
-            raise ValueError(f"backend='numba' runs on the CPU, but the tensors are on {device}")
-        if dtype != torch.float32:
-            raise TypeError(f"backend='numba' computes in float32, got {dtype}; use backend='torch'")
-    if backend == "triton":
-        require_triton(device)
-        if dtype not in (torch.float32, torch.bfloat16):
-            raise TypeError(f"backend='triton' takes float32 or bfloat16 weights, got {dtype}")
+    if device.type == "cuda" and dtype in (torch.float32, torch.bfloat16) and triton_available():
+        default = "triton"
+    else:
+        default = "numba" if device.type == "cpu" and dtype == torch.float32 else "torch"
+    backend = _checks.resolve_backend(backend, device, BACKENDS, default=default)
+    if backend == "numba" and dtype != torch.float32:
+        raise TypeError(f"backend='numba' computes in float32, got {dtype}; use backend='torch'")
+    if backend == "triton" and dtype not in (torch.float32, torch.bfloat16):
+        raise TypeError(f"backend='triton' takes float32 or bfloat16 weights, got {dtype}")
     return backend
 
 
@@ -572,19 +564,6 @@ def lstm_sequence_unchecked(x, h0, c0, weights, reset=None, *, backend="numba", 
 
 
 # ----------------------------------------------------------------------------- validation
-def _check_tensor(name, t, ndim, shape, dtype=None, device=None):
-    """``t`` is a tensor of ``ndim`` dims whose sizes match ``shape`` (None = any)."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if dtype is not None and t.dtype != dtype:
-        raise TypeError(f"{name}: expected dtype {dtype}, got {t.dtype}")
-    if device is not None and t.device != device:
-        raise ValueError(f"{name}: expected a tensor on {device}, got one on {t.device}")
-    if t.dim() != ndim or any(s is not None and s != d for s, d in zip(shape, t.shape)):
-        want = "[" + ", ".join("?" if s is None else str(s) for s in shape) + "]"
-        raise ValueError(f"{name}: expected shape {want}, got {list(t.shape)}")
-
-
 def check_weights(weights, input_size=None, cell=False):
     """Per-layer ``(w_ih[4H, I_l], w_hh[4H, H], b_ih[4H] | None, b_hh[4H] | None)``; returns
     (dtype, device, H). Errors name ``weights[l].w_ih`` etc. (``w_ih`` etc. when ``cell``)."""
@@ -598,20 +577,20 @@ def check_weights(weights, input_size=None, cell=False):
         if not isinstance(wts, (list, tuple)) or len(wts) != 4:
             raise TypeError(f"weights[{layer}]: expected a tuple (w_ih, w_hh, b_ih, b_hh)")
     w_hh0 = weights[0][1]
-    _check_tensor(name(0, "w_hh"), w_hh0, 2, (None, None))
+    check_tensor(name(0, "w_hh"), w_hh0, (None, None), None, None)
     hidden = w_hh0.shape[1]
     dtype, device = w_hh0.dtype, w_hh0.device
     if not dtype.is_floating_point:
         raise TypeError(f"{name(0, 'w_hh')}: expected a floating dtype, got {dtype}")
     has_bias = weights[0][2] is not None
     for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(weights):
-        _check_tensor(name(layer, "w_hh"), w_hh, 2, (4 * hidden, hidden), dtype, device)
-        _check_tensor(name(layer, "w_ih"), w_ih, 2, (4 * hidden, input_size if layer == 0 else hidden), dtype, device)
+        check_tensor(name(layer, "w_hh"), w_hh, (4 * hidden, hidden), dtype, device)
+        check_tensor(name(layer, "w_ih"), w_ih, (4 * hidden, input_size if layer == 0 else hidden), dtype, device)
         if (b_ih is not None) != has_bias or (b_hh is not None) != has_bias:
             raise ValueError(f"{name(layer, 'b_ih')}: every layer needs both biases or none")
         if has_bias:
-            _check_tensor(name(layer, "b_ih"), b_ih, 1, (4 * hidden,), dtype, device)
-            _check_tensor(name(layer, "b_hh"), b_hh, 1, (4 * hidden,), dtype, device)
+            check_tensor(name(layer, "b_ih"), b_ih, (4 * hidden,), dtype, device)
+            check_tensor(name(layer, "b_hh"), b_hh, (4 * hidden,), dtype, device)
     return dtype, device, hidden
 
 
@@ -619,11 +598,7 @@ def check_reset(reset, shape, device):
     """``reset`` is None or a bool tensor of ``shape`` on ``device``."""
     if reset is None:
         return
-    if not isinstance(reset, torch.Tensor):
-        raise TypeError(f"reset: expected a bool torch.Tensor, got {type(reset).__name__}")
-    if reset.dtype != torch.bool:
-        raise TypeError(f"reset: expected dtype torch.bool, got {reset.dtype}")
-    _check_tensor("reset", reset, len(shape), shape, device=device)
+    check_tensor("reset", reset, shape, torch.bool, device)
 
 
 # ----------------------------------------------------------------------------- public
@@ -631,10 +606,10 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None, reset=None, *, backend=
     """One LSTM step ``(h', c')`` for ``x[B, I]``, ``h, c [B, H]``, weights as torch.nn.LSTMCell's,
     ``reset[B]`` (bool, optional: zero those rows' state first). Differentiable."""
     dtype, device, hidden = check_weights([(w_ih, w_hh, b_ih, b_hh)], None, cell=True)
-    _check_tensor("x", x, 2, (None, w_ih.shape[1]), dtype, device)
+    check_tensor("x", x, (None, w_ih.shape[1]), dtype, device)
     batch = x.shape[0]
-    _check_tensor("h", h, 2, (batch, hidden), dtype, device)
-    _check_tensor("c", c, 2, (batch, hidden), dtype, device)
+    check_tensor("h", h, (batch, hidden), dtype, device)
+    check_tensor("c", c, (batch, hidden), dtype, device)
     check_reset(reset, (batch,), device)
     backend = resolve_backend(backend, device, dtype)
     if backend == "numba":
@@ -649,12 +624,12 @@ def lstm_sequence(x, h0, c0, weights: Sequence, reset=None, *, backend=None):
     Returns ``(output[T, B, H], h_n[L, B, H], c_n[L, B, H])``. Differentiable."""
     dtype, device, hidden = check_weights(weights, None if not isinstance(x, torch.Tensor) or x.dim() != 3
                                           else x.shape[2])
-    _check_tensor("x", x, 3, (None, None, None), dtype, device)
+    check_tensor("x", x, (None, None, None), dtype, device)
     steps, batch = x.shape[0], x.shape[1]
     if steps == 0:
         raise ValueError("x: the sequence must have at least one step (T >= 1)")
-    _check_tensor("h0", h0, 3, (len(weights), batch, hidden), dtype, device)
-    _check_tensor("c0", c0, 3, (len(weights), batch, hidden), dtype, device)
+    check_tensor("h0", h0, (len(weights), batch, hidden), dtype, device)
+    check_tensor("c0", c0, (len(weights), batch, hidden), dtype, device)
     check_reset(reset, (steps, batch), device)
     backend = resolve_backend(backend, device, dtype)
     if backend == "numba":

@@ -58,7 +58,11 @@ from metarl.kernels.actor_critic import (
 from metarl.kernels.actor_critic import _step_tl as _actor_critic_step_tl
 from metarl.kernels.envs import bandit, cartpole, navigation2d, tabular_mdp
 from metarl.kernels.envs._autoreset import SAME_STEP
-from metarl.kernels.envs._launch import _obs_dim, _triton_meta
+from metarl.kernels.envs._launch import (
+    episode_length,  # noqa: F401 - re-exported: metarl.algos.rl2 imports it here
+    obs_dim,
+    triton_launch_meta,
+)
 from metarl.kernels.envs.bandit import _step_tl as _bandit_step_tl
 from metarl.kernels.envs.cartpole import _step_tl as _cartpole_step_tl
 from metarl.kernels.envs.navigation2d import _step_tl as _navigation2d_step_tl
@@ -266,7 +270,7 @@ def _launch_numba(fam, env_args, key, max_steps, packed, inp, resets, h, c, nois
     n, hid = h.shape
     one = np.zeros(1, dtype=np.float32)
     discrete = packed.discrete
-    d = _obs_dim(fam, params)
+    d = obs_dim(fam, params)
     ep = episodes.numpy() if episodes is not None else np.zeros(n, dtype=np.int64)
     # One thread pool only: Numba's, on every core (the GEMM in one row block per thread), with BLAS held
     # to one thread inside it (measured on 2 cores, CartPole, H = 64: OpenBLAS's own pool beside Numba's
@@ -386,14 +390,14 @@ def _launch_triton(fam, env_args, key, max_steps, packed, inp, resets, h, c, noi
     actions, log_probs, values, rewards, terminated, truncated = out
     steps, n, x = noise.shape[0], inp.shape[1], inp.shape[2]
     hid = h.shape[1]
-    d = _obs_dim(fam, params)
+    d = obs_dim(fam, params)
     h2 = torch.empty((2, n, hid), dtype=torch.float32, device=h.device)
     c2 = torch.empty_like(h2)
     h2[0] = h
     c2[0] = c
     block_b = 16 if n <= 1024 or h.device.type == "cpu" else 64
     p = list(params) + [params[0]] * (6 - len(params))   # pad the parameter pointers to six
-    meta = _triton_meta(fam, params)
+    meta = triton_launch_meta(fam, params)
     log_std = packed.log_std if packed.log_std is not None else packed.b_head   # unused when discrete
     ep = episodes if episodes is not None else torch.zeros(n, dtype=torch.int64, device=h.device)
     _rollout_tl[(-(-n // block_b),)](
@@ -441,15 +445,3 @@ def fused_rollout(fam, env_args, key, max_steps: int, packed: PackedActorCritic,
     else:
         raise ValueError(f"backend must be 'torch', 'numba' or 'triton', got {backend!r}")
 
-
-def episode_length(fam, params, max_steps: int):
-    """Steps per episode, ``[N]`` int64, for families whose episodes have a fixed length (a
-    Bandit pull is one episode; a TabularMDP episode lasts its horizon), capped by
-    ``max_steps`` (> 0); ``None`` where episodes end by termination (Navigation2D, CartPole)."""
-    if fam is bandit:
-        length = torch.ones(params[0].shape[0], dtype=torch.int64, device=params[0].device)
-    elif fam is tabular_mdp:
-        length = params[2].to(torch.int64)
-    else:
-        return None
-    return length.clamp(max=max_steps) if max_steps > 0 else length

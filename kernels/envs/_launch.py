@@ -27,6 +27,9 @@ from __future__ import annotations
 import numba
 import torch
 
+from metarl.kernels import _checks
+
+BACKENDS = ("torch", "numba", "triton", "cpp")
 TRITON_BLOCK = 1024
 # Numba kernels use their thread pool from this many envs on (below, one thread).
 NUMBA_PARALLEL_MIN_ENVS = 2048  # crossover measured on 2 cores: 1024 (Pendulum) to 4096 (Bandit)
@@ -79,18 +82,19 @@ def step_triton(fam, state, elapsed, needs_reset, counter, params, action, key,
     grid = (triton_cdiv(n, TRITON_BLOCK),)
     fam._step_tl[grid](state, elapsed, needs_reset, counter, *params, action, key,
                        obs, reward, terminated, truncated, final_obs, n, max_steps,
-                       MODE=mode, BLOCK=TRITON_BLOCK, **_triton_meta(fam, params))
+                       MODE=mode, BLOCK=TRITON_BLOCK, **triton_launch_meta(fam, params))
 
 
 def reset_triton(fam, state, elapsed, needs_reset, counter, params, key, mask, obs):
     n = state.shape[1]
     grid = (triton_cdiv(n, TRITON_BLOCK),)
     fam._reset_tl[grid](state, elapsed, needs_reset, counter, key, mask, obs, n, BLOCK=TRITON_BLOCK,
-                        **_triton_meta(fam, params))
+                        **triton_launch_meta(fam, params))
 
 
-def _triton_meta(fam, params) -> dict:
-    """Extra constexpr sizes a family's Triton kernels take (e.g. ``S``, ``A`` of a tabular MDP)."""
+def triton_launch_meta(fam, params) -> dict:
+    """The launch options and extra constexpr sizes a family's Triton kernels take (e.g. ``S``, ``A``
+    of a tabular MDP)."""
     return {**TRITON_OPTIONS, **(fam.triton_meta(params) if hasattr(fam, "triton_meta") else {})}
 
 
@@ -123,16 +127,31 @@ def to_numpy_args(args):
 
 
 # ----------------------------------------------------------------------------- public ops
-def _obs_dim(fam, params) -> int:
+def resolve_backend(backend: str | None, device: torch.device, fam=None) -> str:
+    """The env-kernel backend for ``device`` (family module ``fam``) unless forced: Triton on
+    CUDA; on the CPU the C++ kernel in ``metarl._C`` where the family has one (CartPole-v1,
+    measured faster), else Numba. ``"cpu"`` is an alias of ``"numba"``. The envs choose with it.
+    """
+    has_cpp = fam is not None and hasattr(fam, "step_cpp")
+    default = "triton" if device.type == "cuda" else "cpp" if has_cpp and _checks.cpp_available() else "numba"
+    if backend == "cpp" and fam is not None and not has_cpp:
+        raise ValueError(f"backend='cpp' has no kernel for {fam.__name__.rsplit('.', 1)[-1]}; use 'numba'")
+    return _checks.resolve_backend(backend, device, BACKENDS, default=default)
+
+
+def obs_dim(fam, params) -> int:
     """The observation size: ``fam.OBS_DIM``, or ``fam.obs_dim(params)`` where it depends on the task shapes."""
     return fam.obs_dim(params) if hasattr(fam, "obs_dim") else fam.OBS_DIM
 
 
-def _backend(fam, backend: str | None, device: torch.device) -> str:
-    """The same choice (and checks) as the envs make: :func:`metarl.backend.resolve_env_backend`."""
-    from metarl.backend import resolve_env_backend  # imported late: metarl.backend imports kernels
-
-    return resolve_env_backend(backend, device, fam)
+def episode_length(fam, params, max_steps: int) -> torch.Tensor | None:
+    """Steps per episode, ``[N]`` int64, for families whose episodes last a fixed number of steps
+    (``fam.episode_length(params)``: a Bandit pull is one episode, a TabularMDP episode lasts its
+    horizon), capped by ``max_steps`` (> 0); ``None`` where episodes end by termination."""
+    if not hasattr(fam, "episode_length"):
+        return None
+    length = fam.episode_length(params)
+    return length.clamp(max=max_steps) if max_steps > 0 else length
 
 
 def step(fam, state, elapsed, needs_reset, counter, params, action, key, max_steps: int, mode: int,
@@ -144,9 +163,9 @@ def step(fam, state, elapsed, needs_reset, counter, params, action, key, max_ste
     ``final_obs [N, O]`` in same-step mode (``mode == 1``) and ``None`` otherwise. Inputs are
     assumed valid (the env checks them); this is the op the env calls, usable on its own.
     """
-    backend = _backend(fam, backend, state.device)
+    backend = resolve_backend(backend, state.device, fam)
     n, dev = state.shape[1], state.device
-    o = _obs_dim(fam, params)
+    o = obs_dim(fam, params)
     obs = torch.empty((n, o), dtype=torch.float32, device=dev)
     reward = torch.empty(n, dtype=torch.float32, device=dev)
     terminated = torch.empty(n, dtype=torch.bool, device=dev)
@@ -162,8 +181,8 @@ def step(fam, state, elapsed, needs_reset, counter, params, action, key, max_ste
 
 def reset(fam, state, elapsed, needs_reset, counter, params, key, mask, *, backend: str | None = None):
     """Reset the envs where ``mask [N]`` (bool) in place; return the observation ``[N, O]`` of every env."""
-    backend = _backend(fam, backend, state.device)
-    obs = torch.empty((state.shape[1], _obs_dim(fam, params)), dtype=torch.float32, device=state.device)
+    backend = resolve_backend(backend, state.device, fam)
+    obs = torch.empty((state.shape[1], obs_dim(fam, params)), dtype=torch.float32, device=state.device)
     args = (state, elapsed, needs_reset, counter, params, key, mask, obs)
     if backend in ("numba", "cpp"):
         args = to_numpy_args(args)

@@ -45,6 +45,11 @@ STOCHASTIC = True
 BYTES_PER_STEP = 56
 
 
+def episode_length(params) -> torch.Tensor:
+    """Steps per episode ``[N]`` int64: one pull."""
+    return torch.ones(params[0].shape[0], dtype=torch.int64, device=params[0].device)
+
+
 # ----------------------------------------------------------------------------- reference
 def dynamics_reference(state, params, action, key, counter):
     """One pull per env: ``state[0, N] -> (state, reward[N] in {0, 1}, terminated[N] all True)``."""

@@ -68,6 +68,11 @@ def bytes_per_step(num_states: int) -> int:
 BYTES_PER_STEP = bytes_per_step(10)
 
 
+def episode_length(params) -> torch.Tensor:
+    """Steps per episode ``[N]`` int64: the horizon."""
+    return params[2].to(torch.int64)
+
+
 # ----------------------------------------------------------------------------- reference
 def normal_reference(key, counter):
     """Standard normal float32 ``[N]`` by Box–Muller from lanes 0 and 1."""

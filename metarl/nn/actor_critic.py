@@ -10,14 +10,14 @@ import gymnasium as gym
 import torch
 from torch import nn
 
+from metarl.kernels._checks import check_device, check_tensor
 from metarl.kernels.actor_critic import (
     HALF_LOG_2PI,
     PRECISIONS,
     PackedActorCritic,
-    _actor_critic_step,
-    _check_tensor,
-    _resolve_backend,
+    actor_critic_step_unchecked,
     pack_actor_critic,
+    resolve_backend,
 )
 
 
@@ -72,6 +72,8 @@ class RecurrentActorCritic(nn.Module):
             raise ValueError(f"hidden_size must be a positive int, got {hidden_size!r}")
         if dtype not in (None, torch.float32):
             raise TypeError(f"dtype must be torch.float32, got {dtype}")
+        if device is not None:
+            check_device(device)   # a clear ValueError for CUDA on a machine without it
         if isinstance(action_space, gym.spaces.Discrete):
             if int(action_space.start) != 0:
                 raise ValueError(f"action_space must be Discrete with start 0, got start {action_space.start}")
@@ -127,8 +129,8 @@ class RecurrentActorCritic(nn.Module):
         if not isinstance(state, (tuple, list)) or len(state) != 2:
             raise TypeError(f"{prefix}state must be None or a tuple (h, c), got {type(state).__name__}")
         h, c = state
-        _check_tensor(f"{prefix}state[0] (h)", h, (bsz, self.hidden_size), torch.float32, self.device)
-        _check_tensor(f"{prefix}state[1] (c)", c, (bsz, self.hidden_size), torch.float32, self.device)
+        check_tensor(f"{prefix}state[0] (h)", h, (bsz, self.hidden_size), torch.float32, self.device)
+        check_tensor(f"{prefix}state[1] (c)", c, (bsz, self.hidden_size), torch.float32, self.device)
         return h, c
 
     def _check_obs(self, name, obs, lead: tuple):
@@ -137,7 +139,7 @@ class RecurrentActorCritic(nn.Module):
         if obs.dim() != len(lead) + 1 or obs.shape[-1] != self.obs_dim or any(n < 1 for n in obs.shape[:-1]):
             want = ", ".join(lead + (str(self.obs_dim),))
             raise ValueError(f"{name} must have shape [{want}], got {tuple(obs.shape)}")
-        _check_tensor(name, obs, obs.shape, torch.float32, self.device)
+        check_tensor(name, obs, obs.shape, torch.float32, self.device)
 
     # ------------------------------------------------------------------ rollout
     def sample_noise(self, shape: tuple[int, ...], *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -176,14 +178,14 @@ class RecurrentActorCritic(nn.Module):
         h, c = self._check_state(state, bsz)
         if reset is None:
             reset = torch.zeros(bsz, dtype=torch.bool, device=dev)
-        _check_tensor("reset", reset, (bsz,), torch.bool, dev)
-        backend = _resolve_backend(self.backend, dev)
+        check_tensor("reset", reset, (bsz,), torch.bool, dev)
+        backend = resolve_backend(self.backend, dev)
         if noise is None:
             noise = self.sample_noise((bsz,), generator=generator)
         else:
-            _check_tensor("noise", noise, (bsz, self.num_outputs), torch.float32, dev)
+            check_tensor("noise", noise, (bsz, self.num_outputs), torch.float32, dev)
         # inputs validated above: straight to the op's unchecked body
-        action, log_prob, value, h, c = _actor_critic_step(obs, h, c, reset, self.packed(), noise, backend)
+        action, log_prob, value, h, c = actor_critic_step_unchecked(obs, h, c, reset, self.packed(), noise, backend)
         return action, log_prob, value, (h, c)
 
     # ------------------------------------------------------------------ training
@@ -202,14 +204,14 @@ class RecurrentActorCritic(nn.Module):
         h, c = self._check_state(state0, bsz, prefix="state0 ")
         if reset_seq is None:
             reset_seq = torch.zeros((t_len, bsz), dtype=torch.bool, device=dev)
-        _check_tensor("reset_seq", reset_seq, (t_len, bsz), torch.bool, dev)
+        check_tensor("reset_seq", reset_seq, (t_len, bsz), torch.bool, dev)
         if self.discrete:
-            _check_tensor("actions", actions, (t_len, bsz), torch.int64, dev)
+            check_tensor("actions", actions, (t_len, bsz), torch.int64, dev)
             if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= self.num_outputs):
                 raise ValueError(f"actions must lie in [0, {self.num_outputs}), got values in "
                                  f"[{int(actions.min())}, {int(actions.max())}]")
         else:
-            _check_tensor("actions", actions, (t_len, bsz, self.num_outputs), torch.float32, dev)
+            check_tensor("actions", actions, (t_len, bsz, self.num_outputs), torch.float32, dev)
 
         hs = self._lstm_sequence(obs_seq, h, c, reset_seq)      # [T, B, H]
         head = self.policy_head(hs)
