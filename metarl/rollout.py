@@ -24,7 +24,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from metarl.kernels import rollout as rollout_kernels
-from metarl.kernels.actor_critic import _resolve_backend as _policy_backend
+from metarl.kernels.actor_critic import resolve_backend as policy_backend
 
 
 @dataclasses.dataclass
@@ -100,10 +100,10 @@ def _fused_plan(env, policy) -> tuple[str | None, str]:
         return None, f"the policy is not a RecurrentActorCritic: {type(policy).__name__}"
     if policy.device != base.device:
         return None, f"the policy is on {policy.device}, the env on {base.device}"
-    if trial and rollout_kernels.episode_length(base.kernels, base._buffers[4], base.max_episode_steps) is None:
+    if trial and base.episode_lengths() is None:
         return None, "trials of this family have no fixed length in steps (episodes end by termination)"
     env_b = base.backend
-    pol_b = _policy_backend(policy.backend, policy.device)
+    pol_b = policy_backend(policy.backend, policy.device)
     if "torch" in (env_b, pol_b):
         return "torch", ""
     if env_b == "triton" or pol_b == "triton":
@@ -129,22 +129,23 @@ def _collect_fused(env, policy, backend, num_steps, obs, reset, state, noise) ->
     state0 = (state[0].clone(), state[1].clone())
     packed = policy.packed()
     out_names = ("actions", "log_probs", "values", "rewards", "terminated", "truncated")
-    fam, buffers = base.kernels, base._buffers
-    length = rollout_kernels.episode_length(fam, buffers[4], base.max_episode_steps) if trial else None
+    *buffers, key = base.kernel_buffers()   # (state, elapsed, needs_reset, counter, params), key
+    elapsed = buffers[1]
+    length = base.episode_lengths() if trial else None
     t = 0
     while t < num_steps:
         seg = num_steps - t
         if trial:   # run up to the first trial end: its new task is drawn here, on the host
-            left = (env.episodes_per_trial - env._episodes - 1) * length + (length - buffers[1].long())
+            left = (env.episodes_per_trial - env.episodes - 1) * length + (length - elapsed.long())
             seg = min(seg, int(left.min()))
         out = tuple(buf[name][t:t + seg] for name in out_names)
         rollout_kernels.fused_rollout(
-            fam, buffers, base._key, base.max_episode_steps, packed, inp[t:t + seg + 1], resets[t:t + seg + 1],
-            h, c, noise[t:t + seg], out, episodes=env._episodes if trial else None,
+            base.kernels, tuple(buffers), key, base.max_episode_steps, packed, inp[t:t + seg + 1],
+            resets[t:t + seg + 1], h, c, noise[t:t + seg], out, episodes=env.episodes if trial else None,
             episodes_per_trial=env.episodes_per_trial if trial else 0, backend=backend)
         t += seg
         if trial:
-            new_obs = env._start_trials(resets[t])
+            new_obs = env.start_trials(resets[t])
             if new_obs is not None:
                 ids = resets[t]
                 inp[t, ids] = 0.0

@@ -17,8 +17,8 @@ import torch
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from metarl import backend as _backend
 from metarl.envs.tasks import Tasks
+from metarl.kernels._checks import check_device
 from metarl.kernels.envs import _launch
 from metarl.kernels.envs._autoreset import MODES
 from metarl.kernels.envs._validate import first_invalid_discrete, first_nonfinite
@@ -37,13 +37,26 @@ def _mode_name(mode) -> str:
     return mode
 
 
-def _canonical_device(device) -> torch.device:
-    """``torch.device(device)`` with the index filled in for CUDA (``"cuda"`` -> ``cuda:<current>``),
-    so it compares equal to the device of the tensors made on it."""
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
+def env_device(device) -> torch.device:
+    """The device an env lives on: the CPU or a CUDA device that exists here (``ValueError``
+    otherwise), with the index filled in for CUDA (``"cuda"`` -> ``cuda:<current>``), so it
+    compares equal to the device of the tensors made on it."""
+    dev = check_device(device)
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be the CPU or a CUDA device, got {device!r}")
     return dev
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` as an int in ``[0, 2**64)``: ``TypeError`` for a non-integer (bool included),
+    ``ValueError`` for a negative seed (gymnasium refuses those too) or one past 64 bits
+    (the envs' random keys are derived from 64 bits: a larger seed would repeat a smaller one)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(seed).__name__}")
+    seed = int(seed)
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"{name} must be in [0, 2**64) (gymnasium refuses negative seeds), got {seed}")
+    return seed
 
 
 class TaskVectorEnv(gym.vector.VectorEnv):
@@ -73,9 +86,9 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         self.num_envs = num_envs
-        self.device = _canonical_device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} but CUDA is not available here")
+        self.device = env_device(device)
+        if seed is not None:
+            seed = check_seed(seed)
         self.backend = self._resolve_backend(backend)
         if max_episode_steps is not None:
             if max_episode_steps < 0:
@@ -129,7 +142,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
     # families) overrides: the backend choice, the state buffer, the kernel set-up, and
     # the two kernel calls of step() and reset().
     def _resolve_backend(self, backend: str | None) -> str:
-        return _backend.resolve_env_backend(backend, self.device, self.kernels)
+        return _launch.resolve_backend(backend, self.device, self.kernels)
 
     def _new_state(self) -> torch.Tensor:
         """The state buffer ``[STATE_DIM, N]`` the kernels update in place."""
@@ -156,6 +169,21 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         else:
             self._args = persistent
             self._key_arg = self._key
+
+    def episode_lengths(self) -> torch.Tensor | None:
+        """Steps per episode of every env, ``[N]`` int64 on ``env.device``, for families whose
+        episodes last a fixed number of steps (a Bandit pull is one episode; a TabularMDP episode
+        lasts its horizon), capped by ``max_episode_steps``; ``None`` for families whose episodes
+        end by termination (CartPole, Navigation2D, ...). Trials of a fixed length are planned with it."""
+        return _launch.episode_length(self.kernels, self._kernel_params(), self.max_episode_steps)
+
+    def kernel_buffers(self) -> tuple:
+        """The tensors the env kernels step in place: ``(state [STATE_DIM, N] float32, elapsed [N]
+        int32, needs_reset [N] bool, counter [N] int64, params, key [N] int64)``, ``params`` the
+        per-env tensors the kernels read (the task fields and any per-env family option). The live
+        buffers, not copies:
+        for a fused kernel that steps the env itself (:func:`metarl.rollout.collect`)."""
+        return self._state, self._elapsed, self._needs_reset, self._counter, self._kernel_params(), self._key
 
     def _reseed(self, seed: int | None):
         if seed is None:
@@ -223,7 +251,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         Both come from one generator stream (train first), so the sets never share a
         draw; the same seed gives the same sets on every machine.
         """
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(check_seed(seed))
         both = self.sample_tasks(num_train + num_test, generator=g)
         return both[:num_train], both[num_train:]
 
@@ -307,12 +335,12 @@ class TaskVectorEnv(gym.vector.VectorEnv):
         if "env_ids" in options and "reset_mask" in options:
             raise ValueError("give options['env_ids'] or options['reset_mask'], not both")
         ids = self._as_env_ids(options.get("env_ids", options.get("reset_mask")))
+        if seed is not None:
+            seed = check_seed(seed)
         if "tasks" in options:
             self.set_tasks(options["tasks"], env_ids=ids)
         if seed is not None:
-            if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-                raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-            self._reseed(int(seed))
+            self._reseed(seed)
         if ids is None:
             mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
         else:
@@ -401,6 +429,7 @@ class TaskVectorEnv(gym.vector.VectorEnv):
             actions = torch.as_tensor(arr, device=self.device)
         if actions.device != self.device:
             raise ValueError(f"actions are on {actions.device} but the env is on {self.device}")
+        actions = actions.detach()   # actions are data (a policy's output may require grad)
         n = self.num_envs
         if self._discrete:
             if actions.dtype.is_floating_point or actions.dtype == torch.bool or actions.dtype.is_complex:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-from metarl.envs.base import TaskVectorEnv, _canonical_device
+from metarl.envs.base import TaskVectorEnv, check_seed, env_device
 from metarl.envs.tasks import Tasks
 
 _MODES = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP,
@@ -75,10 +75,12 @@ class GymnasiumTaskVecEnv(gym.vector.VectorEnv):
                 raise ValueError(f"task_ranges[{name!r}] = {r!r} is not a valid range")
         if autoreset_mode not in _MODES:
             raise ValueError(f"autoreset_mode must be one of {sorted(_MODES)}, got {autoreset_mode!r}")
+        device = env_device(device)
+        seed = None if seed is None else check_seed(seed)
         make = (lambda: gym.make(env_fn, **make_kwargs)) if isinstance(env_fn, str) else env_fn
         self.vec = SyncVectorEnv([make for _ in range(num_envs)], autoreset_mode=_MODES[autoreset_mode])
         self.num_envs = num_envs
-        self.device = _canonical_device(device)
+        self.device = device
         self.metadata = {"autoreset_mode": _MODES[autoreset_mode], "render_modes": []}
         self.render_mode = None
         self.single_observation_space = self.vec.single_observation_space
@@ -141,6 +143,8 @@ class GymnasiumTaskVecEnv(gym.vector.VectorEnv):
         unknown = set(options) - {"tasks", "env_ids", "reset_mask"}
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}; expected 'tasks', 'env_ids' or 'reset_mask'")
+        if seed is not None:
+            seed = check_seed(seed)
         ids = options.get("env_ids", options.get("reset_mask"))
         if ids is not None:
             ids = torch.as_tensor(ids)

@@ -7,7 +7,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from metarl.envs.base import TaskVectorEnv
+from metarl.envs.base import TaskVectorEnv, check_seed
 from metarl.envs.gym_adapter import GymnasiumTaskVecEnv
 from metarl.envs.tasks import Tasks
 from metarl.kernels.rl2_inputs import rl2_inputs
@@ -84,6 +84,10 @@ class TrialWrapper(gym.vector.VectorWrapper):
         first = options.pop("tasks", None)
         if options:
             raise ValueError(f"TrialWrapper.reset takes only the option 'tasks', got {sorted(options)}")
+        if seed is not None:
+            seed = check_seed(seed)
+        if first is not None:
+            self.base._as_tasks(first, self.base.num_envs)
         self._generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,))))
         if first is None:
             first = self._draw_tasks(self.base.num_envs)
@@ -98,7 +102,7 @@ class TrialWrapper(gym.vector.VectorWrapper):
         done = terminated | truncated
         self._episodes += done
         trial_end = self._episodes >= self.episodes_per_trial
-        new_obs = self._start_trials(trial_end)
+        new_obs = self.start_trials(trial_end)
         obs = obs if new_obs is None else new_obs
         info = {**info, "trial_start": trial_end}
         return self._rl2_obs(obs, actions, reward, done, trial_end), reward, terminated, truncated, info
@@ -118,9 +122,16 @@ class TrialWrapper(gym.vector.VectorWrapper):
         self._episodes.copy_(sd["episodes"])
         self._generator.set_state(sd["generator"])
 
-    def _start_trials(self, trial_end: torch.Tensor) -> torch.Tensor | None:
+    @property
+    def episodes(self) -> torch.Tensor:
+        """Episodes finished in each env's current trial, ``[N]`` int64: the live counter (a fused
+        rollout advances it in place; :meth:`start_trials` zeroes it)."""
+        return self._episodes
+
+    def start_trials(self, trial_end: torch.Tensor) -> torch.Tensor | None:
         """New tasks and fresh episodes for the envs where ``trial_end`` ([N] bool); returns the
-        base env's observation ``[N, ...]`` after that, or ``None`` when no trial ended."""
+        base env's observation ``[N, ...]`` after that, or ``None`` when no trial ended. :meth:`step`
+        does this itself; a fused rollout that steps the base env calls it at trial ends."""
         ids = trial_end.nonzero().flatten()
         if not ids.numel():
             return None
@@ -134,5 +145,5 @@ class TrialWrapper(gym.vector.VectorWrapper):
             out = torch.zeros((n, self.single_observation_space.shape[0]), dtype=torch.float32, device=obs.device)
             out[:, :self.base.obs_dim] = obs.reshape(n, -1)
             return out
-        actions = torch.as_tensor(actions, device=obs.device)
+        actions = torch.as_tensor(actions, device=obs.device).detach()   # actions are data, as in the env
         return rl2_inputs(obs, actions, reward, done, start, self.action_dim, self._discrete)

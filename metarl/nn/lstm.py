@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from metarl.kernels._checks import check_device
 from metarl.kernels.lstm import (
     check_reset,
     lstm_cell_unchecked,
@@ -89,6 +90,8 @@ class LSTM(torch.nn.LSTM):
             raise ValueError("bidirectional: metarl.nn.LSTM is unidirectional (bidirectional=False)")
         if proj_size:
             raise ValueError(f"proj_size: metarl.nn.LSTM supports 0 only, got {proj_size}")
+        if device is not None:
+            check_device(device)   # a clear ValueError for CUDA on a machine without it
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          proj_size, device, dtype)
         _check_backend(backend)
@@ -202,6 +205,8 @@ class LSTMCell(torch.nn.LSTMCell):
     """
 
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None, *, backend=None):
+        if device is not None:
+            check_device(device)   # a clear ValueError for CUDA on a machine without it
         super().__init__(input_size, hidden_size, bias, device, dtype)
         _check_backend(backend)
         self.backend = backend
