@@ -43,7 +43,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from metarl.kernels._triton import constexpr, lazy_jit, require_triton, triton_available
+from metarl.kernels import _checks
+from metarl.kernels._checks import cpp_available
+from metarl.kernels._triton import constexpr, lazy_jit, triton_available
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
     import triton.language as tl
@@ -392,34 +394,20 @@ def _knn_triton(queries, keys, k, valid, tiebreak, key_norms, out_d, out_p, *, s
 
 # ----------------------------------------------------------------------------- public ops
 def _resolve_backend(backend, device, k) -> str:
-    from metarl.backend import cpp_available
-
-    if backend is None:
-        if device.type == "cuda":
-            return "triton" if triton_available() and k <= TRITON_MAX_K else "torch"
-        if device.type == "cpu" and cpp_available():
-            from metarl import _C
-
-            if hasattr(_C, "knn_l2"):
-                return "cpp"
-        return "torch"
-    if backend == "cpu":
-        backend = "cpp"
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, 'cpu' or None, got {backend!r}")
-    if backend == "cpp":
-        if device.type != "cpu":
-            raise ValueError(f"backend='cpp' runs on the CPU, but the tensors are on {device}")
-        if not cpp_available():
-            raise ValueError("backend='cpp' but the metarl._C extension is not built")
+    def cpp_has_knn():
         from metarl import _C
 
-        if not hasattr(_C, "knn_l2"):
-            raise ValueError("backend='cpp' but metarl._C has no knn_l2 (rebuild the extension)")
-    if backend == "triton":
-        require_triton(device)
-        if k > TRITON_MAX_K:
-            raise ValueError(f"backend='triton' supports k <= {TRITON_MAX_K}, got k={k} (use backend='torch')")
+        return hasattr(_C, "knn_l2")
+
+    if device.type == "cuda":
+        default = "triton" if triton_available() and k <= TRITON_MAX_K else "torch"
+    else:
+        default = "cpp" if device.type == "cpu" and cpp_available() and cpp_has_knn() else "torch"
+    backend = _checks.resolve_backend(backend, device, BACKENDS, default=default, cpu="cpp")
+    if backend == "cpp" and not cpp_has_knn():
+        raise ValueError("backend='cpp' but metarl._C has no knn_l2 (rebuild the extension)")
+    if backend == "triton" and k > TRITON_MAX_K:
+        raise ValueError(f"backend='triton' supports k <= {TRITON_MAX_K}, got k={k} (use backend='torch')")
     return backend
 
 

@@ -50,7 +50,9 @@ import torch
 from numba import njit, prange
 from torch.autograd.function import once_differentiable
 
-from metarl.kernels._triton import constexpr, lazy_jit, require_triton
+from metarl.kernels import _checks
+from metarl.kernels._checks import check_tensor
+from metarl.kernels._triton import constexpr, lazy_jit
 from metarl.kernels.envs._launch import TRITON_OPTIONS, call_numba
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
@@ -284,33 +286,13 @@ class _GAEFunction(torch.autograd.Function):
 
 # ----------------------------------------------------------------------------- public op
 def _resolve_backend(backend, device: torch.device, dtype: torch.dtype) -> str:
-
-    if backend is None:
-        if device.type == "cuda":
-            return "triton" if dtype == torch.float32 else "torch"   # the Triton kernels are float32 only
-        return "numba" if device.type == "cpu" else "torch"
-    if backend == "cpu":
-        backend = "numba"
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, 'cpu' or None, got {backend!r}")
-    if backend == "numba" and device.type != "cpu":
-        raise ValueError(f"backend='numba' runs on the CPU, but the tensors are on {device}")
-    if backend == "triton":
-        if dtype != torch.float32:
-            raise TypeError(f"backend='triton' needs float32 tensors, got {dtype} (use backend='torch')")
-        require_triton(device)
-    return backend
-
-
-def _check_tensor(name, t, shape, dtype, device):
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype != dtype:
-        raise TypeError(f"{name} must be {dtype} (as rewards), got {t.dtype}")
-    if t.device != device:
-        raise ValueError(f"{name} must be on {device} (rewards' device), got {t.device}")
-    if tuple(t.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+    if backend == "triton" and dtype != torch.float32:
+        raise TypeError(f"backend='triton' needs float32 tensors, got {dtype} (use backend='torch')")
+    if device.type == "cuda":
+        default = "triton" if dtype == torch.float32 else "torch"   # the Triton kernels are float32 only
+    else:
+        default = "numba" if device.type == "cpu" else "torch"
+    return _checks.resolve_backend(backend, device, BACKENDS, default=default)
 
 
 def _check_coef(name, x, n, dtype, device):
@@ -339,9 +321,9 @@ def _validate(rewards, values, dones, last_value, gamma, lam):
     if rewards.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"rewards must be float32 (or float64 on the torch and numba backends), got {rewards.dtype}")
     n, dtype, dev = rewards.shape[1], rewards.dtype, rewards.device
-    _check_tensor("values", values, rewards.shape, dtype, dev)
-    _check_tensor("dones", dones, rewards.shape, torch.bool, dev)
-    _check_tensor("last_value", last_value, (n,), dtype, dev)
+    check_tensor("values", values, rewards.shape, dtype, dev, like="rewards")
+    check_tensor("dones", dones, rewards.shape, torch.bool, dev)
+    check_tensor("last_value", last_value, (n,), dtype, dev, like="rewards")
     gamma = _check_coef("gamma", gamma, n, dtype, dev)
     lam = _check_coef("lam", lam, n, dtype, dev)
     _check_values(rewards, values, last_value, gamma, lam)
