@@ -147,6 +147,8 @@ def make_reset_masked_reference(reset: Callable, observe: Callable) -> Callable:
 # The family's ``_step_nb`` takes its params unpacked (as every backend's kernel does) and packs
 # them into the tuple ``params`` inside its ``prange`` loop: a tuple made outside the loop reaches
 # the loop's body through memory, one reload per env (measured 1.5-3x slower on Navigation2D).
+# Numba's on-disk cache keys a kernel on its own file only: after editing the functions below,
+# delete kernels/envs/__pycache__/*.nbi and *.nbc, or the families' kernels keep the old code.
 def _store_state_nb(i, state, s):
     """``state[:, i] = s`` for a state tuple ``s`` (empty for a stateless family); Numba code
     calls it through the overload below, which compiles nothing for an empty tuple."""
