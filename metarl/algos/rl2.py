@@ -29,7 +29,6 @@ from metarl.algos.pg import mean_se
 from metarl.config import Config, env_ids, field
 from metarl.envs import TrialWrapper
 from metarl.kernels.returns import gae
-from metarl.kernels.rollout import episode_length
 from metarl.nn import RecurrentActorCritic
 from metarl.rollout import Carry, collect
 
@@ -117,7 +116,7 @@ def make_policy(cfg: RL2Config, env) -> RecurrentActorCritic:
 
 def trial_steps(env: TrialWrapper) -> int | None:
     """Steps per trial when every trial has the same length (Bandit, TabularMDP), else None."""
-    length = episode_length(env.base.kernels, env.base._buffers[4], env.base.max_episode_steps)
+    length = env.base.episode_lengths()
     if length is None or not bool((length == length[0]).all()):
         return None
     return int(length[0]) * env.episodes_per_trial
@@ -371,5 +370,5 @@ def load_policy(run_dir) -> tuple[RecurrentActorCritic, RL2Config]:
     return policy, cfg
 
 
-__all__ = ["RL2Config", "RL2Learner", "train", "evaluate", "baselines", "report", "load_policy", "make_env", "make_policy",
-           "ppo_update", "ReturnNormalizer"]
+__all__ = ["RL2Config", "RL2Learner", "train", "evaluate", "baselines", "report", "load_policy", "make_env",
+           "make_policy", "ppo_update", "ReturnNormalizer"]
