@@ -131,6 +131,10 @@ def _step_func():
     return step_one
 
 
+# public names for the other batch modules (kernels/envs/metaworld_batch.py)
+BatchConfig, libmujoco, voidptr = _Config, _lib, _voidptr
+
+
 @functools.cache
 def _field_offset(name: str) -> int:
     """Byte offset of the pointer field ``name`` in ``struct mjData`` (found by its value in a live one,

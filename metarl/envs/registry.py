@@ -23,6 +23,11 @@ ENV_CLASSES = {
     "AntGoal-v0": "metarl.envs.mujoco.ant_goal:AntGoalVecEnv",
     "HopperRandParams-v0": "metarl.envs.mujoco.hopper_rand_params:HopperRandParamsVecEnv",
     "Walker2dRandParams-v0": "metarl.envs.mujoco.walker2d_rand_params:Walker2dRandParamsVecEnv",
+    # Meta-World+ benchmarks (optional extra: pip install -e ".[metaworld]"); ML1 takes task_name=
+    "MetaWorld-ML1-v0": "metarl.envs.metaworld:ML1VecEnv",
+    "MetaWorld-ML10-v0": "metarl.envs.metaworld:ML10VecEnv",
+    "MetaWorld-ML25-v0": "metarl.envs.metaworld:ML25VecEnv",
+    "MetaWorld-ML45-v0": "metarl.envs.metaworld:ML45VecEnv",
 }
 
 
