@@ -28,15 +28,14 @@ Settings (``--settings``, each ``THREADS@WAIT``)
 Other users of the machine are not controlled. While a setting is timed, a thread counts the runnable
 threads of every process that is not this benchmark's (every 0.5 s; their mean is the column "others'
 runnable threads": 0 on a quiet machine), and each cell shows the best of ``--repeats`` (the least
-disturbed; every repeat is listed beside it and kept in the JSON). On a shared machine ``--nice -15``
-(as root) runs the jobs and the hogs, equally, ahead of other users' processes (at nice 0 these get
-about 1/28 of the weight of each), which brings the measurement close to a dedicated machine's.
+disturbed; every repeat is listed beside it and kept in the JSON). Niceness does not shield the run:
+Linux's autogroup scheduling shares the cores between sessions first, whatever the processes' nice.
 Fractions are of the ``idle`` rate of the first setting (the job as the README runs it) and of the
 setting's own ``idle`` rate. Compare settings within one run.
 
 Usage::
 
-    python bench/contention.py                                    # all scenarios, default settings list
+    python bench/contention.py                                    # as in bench/RESULTS.md
     python bench/contention.py --scenarios idle,hogs --settings default,1,2@passive --repeats 3
 """
 from __future__ import annotations
@@ -72,10 +71,7 @@ def worker(threads: str, seed: int) -> None:
     """Warm up and print ``ready``; then for each line ``K SECONDS`` on stdin train ``K`` updates (fewer if
     ``SECONDS`` run out) and print ``{"rate", "cpu_per_wall", "iterations", "seconds", "threads"}`` as one
     JSON line (until end of input)."""
-    import numba
-    import torch
-
-    from metarl.algos.rl2 import RL2Config, train
+    from metarl.algos.rl2 import RL2Config, train  # metarl before torch: its environment defaults come first
     from metarl.threads import limit_threads
 
     limit_threads(None if threads == "default" else int(threads))
@@ -92,8 +88,15 @@ def worker(threads: str, seed: int) -> None:
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         print(json.dumps({"rate": summary["env_steps_per_s"], "cpu_per_wall": cpu / wall,
                           "iterations": summary["iterations"], "seconds": wall,
-                          "threads": {"torch": torch.get_num_threads(), "numba": numba.get_num_threads(),
-                                      "numba_layer": numba.threading_layer()}}), flush=True)
+                          "threads": _pools()}), flush=True)
+
+
+def _pools() -> dict:
+    import numba
+    import torch
+
+    return {"torch": torch.get_num_threads(), "numba": numba.get_num_threads(), "numba_layer": numba.threading_layer(),
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT")}
 
 
 # ----------------------------------------------------------------------------- the parent
@@ -126,25 +129,17 @@ def _start_job(setting: str, seed: int) -> subprocess.Popen:
     """A warmed-up worker process for ``setting`` (returns once it is ready)."""
     threads, _, wait = setting.partition("@")
     cmd = [sys.executable, __file__, "--worker", threads, "--seed", str(seed)]
-    job = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env(wait),
-                           preexec_fn=_niced)
+    job = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env(wait))
     if _read_line(job).strip() != "ready":
         raise RuntimeError(f"the {setting} job did not report ready")
     return job
 
 
-NICE = 0     # --nice: the niceness of the jobs and the hogs
-
-
-def _niced():
-    os.nice(NICE)
-
-
 def _start_hogs(scenario: str, mt_hogs: int) -> list[subprocess.Popen]:
     if scenario == "hogs":
-        hogs = [subprocess.Popen([sys.executable, "-c", HOG_SPIN], preexec_fn=_niced) for _ in range(os.cpu_count())]
+        hogs = [subprocess.Popen([sys.executable, "-c", HOG_SPIN]) for _ in range(os.cpu_count())]
     elif scenario == "mt-hogs":
-        hogs = [subprocess.Popen([sys.executable, "-c", HOG_MATMUL], preexec_fn=_niced) for _ in range(mt_hogs)]
+        hogs = [subprocess.Popen([sys.executable, "-c", HOG_MATMUL]) for _ in range(mt_hogs)]
     else:
         return []
     time.sleep(3.0 if scenario == "mt-hogs" else 0.5)      # running (the matmul ones have imported torch)
@@ -239,7 +234,7 @@ def table(rows: list[dict], settings: list[str], mt_hogs: int, iterations: dict[
             if min(row["iterations"]) == 0:        # not one update within --max-seconds
                 shown = f"< {STEPS_PER_UPDATE / min(row['seconds']):.2g}"
             elif any(i < iters for i in row["iterations"]):
-                shown += f" ({min(row['iterations'])} updates)"
+                shown += f" ({min(row['iterations'])} of {iters} updates)"
             out.append(f"| {scenario} | {setting} | {shown} | {rate / sum(base['rates']):.0%} | {rate / own:.0%} "
                        f"| {cpu:.2f} | {row['others']:.1f} | {every} |")
     base_cpu = base["cpu_per_wall"][0]
@@ -255,24 +250,19 @@ def main(argv=None) -> None:
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, from {SCENARIOS}")
     p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated THREADS@WAIT (module docstring)")
     p.add_argument("--iterations", type=int, default=20, help="timed updates per job (10,240 env steps each)")
-    p.add_argument("--mt-iterations", type=int, default=10, help="timed updates per job under mt-hogs")
+    p.add_argument("--mt-iterations", type=int, default=3, help="timed updates per job under mt-hogs")
     p.add_argument("--mt-hogs", type=int, default=4, help="multi-threaded matmul processes in mt-hogs")
-    p.add_argument("--max-seconds", type=float, default=60.0,
-                   help="a timed run stops after the update in progress at this time (the rate of the updates done;\n"
-                        "a run that finishes none is shown as below one update over this time)")
-    p.add_argument("--repeats", type=int, default=2, help="rounds over every scenario and setting (best shown)")
+    p.add_argument("--max-seconds", type=float, default=30.0,
+                   help="a timed run is cut at this time (its rate counts the updates finished; a run that finishes\n"
+                        "none is shown as below one update over this time)")
+    p.add_argument("--repeats", type=int, default=3, help="rounds over every scenario and setting (best shown)")
     p.add_argument("--json", default="bench/results/contention.json", help="where to write every measurement")
-    p.add_argument("--nice", type=int, default=0,
-                   help="niceness of the jobs and hogs (negative, as root: other users' processes get less of the\n"
-                        "cores while this runs, so a shared machine behaves more like a dedicated one)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker is not None:
         return worker(args.worker, args.seed)
 
-    global NICE
-    NICE = args.nice
     scenarios = [s for s in args.scenarios.split(",") if s]
     settings = [s if "@" in s else s + "@inherit" for s in args.settings.split(",") if s]
     for s in scenarios:
@@ -288,8 +278,7 @@ def main(argv=None) -> None:
 
     warn_if_loaded(os.getloadavg())
     print(f"{os.cpu_count()} cores; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
-          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')} in this environment; jobs and hogs at nice {NICE}",
-          flush=True)
+          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')} in this environment", flush=True)
     start = time.perf_counter()
     seeds = (0, 1) if "seeds" in scenarios else (0,)
     jobs, rows = {}, []

@@ -15,10 +15,20 @@ the others were limited from:
   fused rollout, whose launcher holds it to one thread inside Numba's parallel loop).
 
 Waiting: an OpenMP worker that finds no work spins before it sleeps (libgomp: ``GOMP_SPINCOUNT``,
-300,000 iterations by default; 0 with ``OMP_WAIT_POLICY=PASSIVE``). Both settings are read once, when
-each ``libgomp`` copy is loaded, so they cannot be changed here after ``import torch``; metarl sets them
-as environment defaults before torch loads (see ``metarl/__init__.py``). Numba's ``workqueue`` layer
-waits on a condition variable and does not spin; ``tbb`` spins briefly.
+300,000 pause instructions by default, 12 ms here; 0 with ``OMP_WAIT_POLICY=PASSIVE``). Both are read
+once, when each ``libgomp`` copy loads, so nothing here can change them after ``import torch``: they
+are environment variables, set before torch loads. Numba's ``workqueue`` layer waits on a condition
+variable (no spin); ``tbb`` spins briefly. On this 2-core machine, the README's RL^2 job makes ~1,600
+OpenMP regions per PPO update (torch's ops on 256-sequence minibatches) and ~57 per rollout (Numba):
+with spinning workers it ran 6-13x slower beside one busy loop per core and ~9x slower per job with a
+second seed beside it; with passive workers it did not collapse but ran 2x slower alone (each region
+wakes a sleeping worker); on one thread it lost 13% alone and was the fastest of all under load
+(``bench/contention.py``, bench/RESULTS.md).
+
+Starting Numba's OpenMP pool (its first ``parallel=True`` call, or ``numba.get_num_threads()``) calls
+``omp_set_num_threads(NUMBA_NUM_THREADS)``, which reaches torch's ``libgomp`` too: a
+``torch.set_num_threads(1)`` made before it is undone (``torch.get_num_threads()`` goes back to the core
+count). :func:`limit_threads` starts Numba's pool first.
 
 The limits apply to the calling thread (OpenMP keeps the team size per thread): call it from the
 thread that trains, before training.
