@@ -156,6 +156,7 @@ class MetaWorldVecEnv(TaskVectorEnv):
     """
 
     benchmark_name: str = ""
+    task_type = MetaWorldTasks
     max_episode_steps = MAX_PATH_LENGTH
     kernels = metaworld_batch
 
@@ -444,7 +445,7 @@ class MetaWorldVecEnv(TaskVectorEnv):
                 continue
             state = np.empty(mujoco.mj_stateSize(env.model, spec))
             mujoco.mj_getState(env.model, env.data, state, spec)
-            attrs = {k: copy.deepcopy(v) for k, v in vars(env).items()
+            attrs = {k: _data_view(env.data, v) or copy.deepcopy(v) for k, v in vars(env).items()
                      if isinstance(v, (np.ndarray, np.generic, int, float, bool, str, type(None)))}
             copies.append({"name": self._class_name(env), "state": state, "body_pos": env.model.body_pos.copy(),
                            "site_pos": env.model.site_pos.copy(), "attrs": attrs})
@@ -478,7 +479,7 @@ class MetaWorldVecEnv(TaskVectorEnv):
             env.model.body_pos[:] = c["body_pos"]
             env.model.site_pos[:] = c["site_pos"]
             for k, v in c["attrs"].items():
-                setattr(env, k, copy.deepcopy(v))
+                setattr(env, k, _data_view(env.data, v) if isinstance(v, tuple) else copy.deepcopy(v))
             mujoco.mj_setState(env.model, env.data, c["state"], spec)
             mujoco.mj_forward(env.model, env.data)
         for dst, src in ((self._elapsed, sd["elapsed"]), (self._needs_reset, sd["needs_reset"]),
@@ -496,6 +497,28 @@ class MetaWorldVecEnv(TaskVectorEnv):
             if env is not None:
                 env.close()
         self._envs, self._pool = [], {}
+
+
+_VIEWED_FIELDS = ("xpos", "xquat", "xmat", "xipos", "site_xpos", "site_xmat", "geom_xpos", "geom_xmat",
+                  "qpos", "qvel", "mocap_pos", "mocap_quat")
+
+
+def _data_view(data, v):
+    """Attributes that are live views into ``MjData`` (the package keeps ``init_left_pad`` /
+    ``init_right_pad`` as ``data.body(...).xpos`` views, so they follow the simulation): an array
+    -> ``(field, element offset, shape, strides)`` (None for other values); such a tuple -> the same
+    view into ``data``."""
+    if isinstance(v, tuple):
+        field, offset, shape, strides = v
+        return np.lib.stride_tricks.as_strided(getattr(data, field).reshape(-1)[offset:], shape, strides)
+    if not isinstance(v, np.ndarray) or v.base is None:
+        return None
+    for field in _VIEWED_FIELDS:
+        arr = getattr(data, field)
+        if np.shares_memory(v, arr):
+            offset = (v.__array_interface__["data"][0] - arr.__array_interface__["data"][0]) // arr.itemsize
+            return field, offset, v.shape, v.strides
+    return None
 
 
 class ML1VecEnv(MetaWorldVecEnv):
