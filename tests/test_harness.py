@@ -185,48 +185,55 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run_toy(run_dir, resume: bool, kill_after: float | None = None, sig=signal.SIGKILL):
+def _logged(run_dir) -> int:
+    try:
+        return max(0, len((run_dir / "progress.csv").read_text().splitlines()) - 1)
+    except FileNotFoundError:
+        return 0
+
+
+def _run_toy(run_dir, resume: bool, signal_at_row: int | None = None, sig=signal.SIGKILL):
+    """Run (or resume) the toy in a subprocess to its end, or send it ``sig`` once progress.csv holds
+    ``signal_at_row`` rows (polled, so a slow start on a busy machine does not matter); returns the
+    exit status."""
     code = SCRIPT.format(tests=os.path.dirname(__file__))
     p = subprocess.Popen([sys.executable, "-c", code, str(run_dir), "resume" if resume else "fresh"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if kill_after is None:
-        _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err.decode()
-        return p.returncode
-    time.sleep(kill_after)
-    p.send_signal(sig)
-    p.communicate(timeout=120)
+    if signal_at_row is not None:
+        while p.poll() is None and _logged(run_dir) < signal_at_row:
+            time.sleep(0.002)
+        if p.poll() is None:
+            p.send_signal(sig)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode in (0, -sig), err.decode()
     return p.returncode
 
 
 def test_kill_9_at_random_points_loses_nothing(tmp_path):
-    """Killed (SIGKILL) at random times, each time after a checkpoint exists, then resumed until done:
-    the same weights and the same progress rows as an uninterrupted run."""
+    """Killed (SIGKILL) after a random number of logged rows (checkpoints after every iteration, so
+    kills land inside checkpoint writes too), then resumed until done: the same weights and the same
+    progress rows as an uninterrupted run."""
     import random
 
     rng = random.Random(0)
     _run_toy(tmp_path / "whole", resume=False)
-    run = tmp_path / "killed"
-    _run_toy(run, resume=False, kill_after=2.0)
-    kills = 1
-    while True:
-        assert (run / "checkpoint.pt").exists()
-        if checkpoint.load(run / "checkpoint.pt", kind="toy")["iteration"] == 40:
-            break
-        if kills < 4 and _run_toy(run, resume=True, kill_after=rng.uniform(1.0, 1.6)) == -signal.SIGKILL:
-            kills += 1
-            continue
+    run, kills, resume = tmp_path / "killed", 0, False
+    for _ in range(4):
+        done = _logged(run)
+        kills += _run_toy(run, resume, signal_at_row=rng.randint(done + 1, done + 9)) == -signal.SIGKILL
+        resume = (run / "checkpoint.pt").exists()
+    if _logged(run) < 40 or checkpoint.load(run / "checkpoint.pt", kind="toy")["iteration"] < 40:
         _run_toy(run, resume=True)
-    assert kills >= 2
+    assert kills >= 3
     assert torch.equal(final_weights(run), final_weights(tmp_path / "whole"))
     assert rows(run) == rows(tmp_path / "whole")
 
 
 def test_sigterm_saves_and_the_run_resumes(tmp_path):
-    rc = _run_toy(tmp_path / "run", resume=False, kill_after=2.0, sig=signal.SIGTERM)
+    rc = _run_toy(tmp_path / "run", resume=False, signal_at_row=3, sig=signal.SIGTERM)
     assert rc == 0                                   # stopped cleanly after saving
     it = checkpoint.load(tmp_path / "run" / "checkpoint.pt", kind="toy")["iteration"]
-    assert 0 < it < 40
+    assert 3 <= it < 40
     assert [int(r["iteration"]) for r in rows(tmp_path / "run")] == list(range(1, it + 1))
     _run_toy(tmp_path / "run", resume=True)
     _run_toy(tmp_path / "whole", resume=False)

@@ -48,6 +48,9 @@ class RL2Config(Config):
     """TabularMDP-v0: number of actions."""
     horizon: int = field(10, ge=1)
     """TabularMDP-v0: steps per episode."""
+    max_episode_steps: int = field(0, ge=0)
+    """Time limit of every episode (0: the env's own, e.g. 1000 for the MuJoCo families, whose
+    meta-RL papers use 200)."""
     episodes_per_trial: int = field(10, ge=1)
     """n: episodes per trial (a bandit pull is one episode), all on one task."""
     num_envs: int = field(1024, ge=1)
@@ -94,11 +97,13 @@ class RL2Config(Config):
             raise ValueError(f"minibatches ({self.minibatches}) must not exceed num_envs ({self.num_envs})")
 
     def env_kwargs(self) -> dict:
+        """The options ``metarl.make_vec`` takes for this config's env."""
+        kwargs = {"max_episode_steps": self.max_episode_steps} if self.max_episode_steps else {}
         if self.env == "Bandit-v0":
-            return {"arms": self.arms}
-        if self.env == "TabularMDP-v0":
-            return {"num_states": self.num_states, "num_actions": self.num_actions, "horizon": self.horizon}
-        return {}
+            kwargs["arms"] = self.arms
+        elif self.env == "TabularMDP-v0":
+            kwargs.update(num_states=self.num_states, num_actions=self.num_actions, horizon=self.horizon)
+        return kwargs
 
 
 # ----------------------------------------------------------------------------- pieces
