@@ -21,9 +21,10 @@ Scenarios
 Settings (``--settings``, each ``THREADS@WAIT``)
     ``THREADS``: ``default`` (no call: the pools as metarl leaves them) or k for ``limit_threads(k)``;
     ``WAIT``: the OpenMP wait policy of the job's process: ``inherit`` (this environment and
-    metarl's own defaults), ``spin`` (libgomp's built-in default: spin 300,000 iterations before
-    sleeping, ``GOMP_SPINCOUNT=300000``), ``spin<N>`` (``GOMP_SPINCOUNT=N``) or ``passive``
-    (``OMP_WAIT_POLICY=PASSIVE``: sleep at once).
+    metarl's own defaults: ``metarl/__init__.py`` sets ``OMP_WAIT_POLICY=PASSIVE`` unless set),
+    ``spin`` (libgomp's built-in default: spin 300,000 pause instructions before sleeping,
+    ``GOMP_SPINCOUNT=300000``, which overrides the policy), ``spin<N>`` (``GOMP_SPINCOUNT=N``) or
+    ``passive`` (``OMP_WAIT_POLICY=PASSIVE``: sleep at once).
 
 Other users of the machine are not controlled. While a setting is timed, a thread counts the runnable
 threads of every process that is not this benchmark's (every 0.5 s; their mean is the column "others'
