@@ -5,8 +5,11 @@
   parses and exists here;
 - :func:`resolve_backend`: the backend an op runs on: its default for the device, or the
   one the caller forced, checked against what this machine has;
-- :func:`numba_available`, :func:`cpp_available` (and :func:`~metarl.kernels._triton.triton_available`):
-  what is usable here, asked without importing Triton or building anything.
+- :func:`tracing`: whether a tracer (torch.compile, torch.export, torch.jit.trace) runs the
+  caller, so that the kernels go through their custom ops;
+- :func:`numba_available`, :func:`cpp_available`, :func:`triton_problem` (and
+  :func:`~metarl.kernels._triton.triton_available`): what is usable here, asked without importing
+  Triton or building anything.
 
 :mod:`metarl.backend` reports the same answers to users; the kernels never import it
 (it sits above them).
@@ -21,6 +24,14 @@ import torch
 from metarl.kernels._triton import require_triton
 
 CPU_BACKENDS = ("numba", "cpp")
+
+
+def tracing() -> bool:
+    """True while torch.compile or torch.export (``torch.compiler.is_compiling()``) or
+    ``torch.jit.trace`` traces the caller: the kernels then run as their ``torch.library`` ops
+    (``torch.ops.metarl.*``), which the tracers record as one node each, instead of being called
+    directly (Numba's and Triton's launches are invisible to a tracer)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 @functools.cache
@@ -104,5 +115,23 @@ def resolve_backend(backend: str | None, device: torch.device, backends: tuple, 
     if backend == "cpp" and not cpp_available():
         raise ValueError("backend='cpp' but the metarl._C extension is not built")
     if backend == "triton":
-        require_triton(device)
+        problem = triton_problem(device.type)
+        if problem:
+            raise ValueError(problem)
     return backend
+
+
+def triton_problem(device_type: str) -> str:
+    """Why ``backend="triton"`` cannot run on a ``device_type`` device here (the message of
+    :func:`~metarl.kernels._triton.require_triton`), or ``""`` when it can. A constant to
+    torch.compile: Dynamo calls it while tracing instead of tracing the cached probes inside."""
+    try:
+        require_triton(torch.device(device_type))
+    except ValueError as e:
+        return str(e)
+    return ""
+
+
+# what torch.compiler.assume_constant_result(triton_problem) does, without its import of torch._dynamo
+# (which imports Triton) when metarl is imported; a torch that renamed the flag would only trace the probes
+triton_problem._dynamo_marked_constant = True

@@ -763,18 +763,60 @@ def actor_critic_step(obs, h, c, reset, packed: PackedActorCritic, noise, *, bac
     return actor_critic_step_unchecked(obs, h, c, reset, packed, noise, resolve_backend(backend, dev), out)
 
 
+def _empty_outputs(bsz: int, hid: int, num_outputs: int, discrete: bool, like: torch.Tensor) -> tuple:
+    """Uninitialised ``(action, log_prob, value, h', c')`` on ``like``'s device."""
+    action = like.new_empty((bsz,), dtype=torch.int64) if discrete else \
+        like.new_empty((bsz, num_outputs), dtype=torch.float32)
+    return (action, like.new_empty(bsz, dtype=torch.float32), like.new_empty(bsz, dtype=torch.float32),
+            like.new_empty((bsz, hid), dtype=torch.float32), like.new_empty((bsz, hid), dtype=torch.float32))
+
+
+# The step as a torch.library custom op for the tracers (one opaque node; see
+# the ops in metarl.kernels.lstm for why eager calls the launchers directly). It takes the packed
+# tensors one by one; the Triton layouts derived from them (_interleave_gates) are rebuilt per call.
+@torch.library.custom_op("metarl::actor_critic_step", mutates_args=())
+def _actor_critic_step_op(obs: torch.Tensor, h: torch.Tensor, c: torch.Tensor, reset: torch.Tensor,
+                          noise: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, w_head: torch.Tensor,
+                          b_head: torch.Tensor, log_std: torch.Tensor | None, std: torch.Tensor | None,
+                          w_dot: torch.Tensor, precision: str, backend: str) -> tuple[
+                              torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    obs, h, c, reset, noise, w, bias, w_head, b_head, log_std, std, w_dot = (
+        None if t is None else t.detach().contiguous()
+        for t in (obs, h, c, reset, noise, w, bias, w_head, b_head, log_std, std, w_dot))
+    packed = PackedActorCritic(w, bias, w_head, b_head, log_std, std, (), precision, w_dot, {})
+    out = _empty_outputs(obs.shape[0], packed.hidden_size, packed.num_outputs, packed.discrete, obs)
+    if backend == "numba":
+        _launch_numba(obs, h, c, reset, packed, noise, out)
+    else:
+        _launch_triton(obs, h, c, reset, packed, noise, out)
+    return out
+
+
+@_actor_critic_step_op.register_fake
+def _(obs, h, c, reset, noise, w, bias, w_head, b_head, log_std, std, w_dot, precision, backend):
+    return _empty_outputs(obs.shape[0], h.shape[1], w_head.shape[0] - 1, log_std is None, obs)
+
+
 def actor_critic_step_unchecked(obs, h, c, reset, packed, noise, backend, out=None):
     """:func:`actor_critic_step` without the checks: the caller validated the inputs and chose
-    ``backend`` (:func:`resolve_backend`)."""
-    dev = packed.w.device
-    bsz, hid, a = obs.shape[0], packed.hidden_size, packed.num_outputs
+    ``backend`` (:func:`resolve_backend`). Traced (torch.compile, torch.export, torch.jit.trace) the
+    Numba and Triton backends run as the custom op ``torch.ops.metarl.actor_critic_step``."""
+    if backend != "torch" and _checks.tracing():
+        w_dot = packed.w if packed.w_dot is None else packed.w_dot
+        with torch.no_grad():
+            res = torch.ops.metarl.actor_critic_step(obs, h, c, reset, noise, packed.w, packed.bias, packed.w_head,
+                                                     packed.b_head, packed.log_std, packed.std, w_dot,
+                                                     packed.precision, backend)
+        if out is None:
+            return res
+        for o, r in zip(out, res):
+            o.copy_(r)
+        return tuple(out)
+    bsz, hid = obs.shape[0], packed.hidden_size
     if backend != "torch":   # kernels index rows densely
         obs, h, c, reset, noise = (t.contiguous() for t in (obs, h, c, reset, noise))
     if out is None:
-        action = torch.empty((bsz,), dtype=torch.int64, device=dev) if packed.discrete else \
-            torch.empty((bsz, a), dtype=torch.float32, device=dev)
-        out = (action, torch.empty(bsz, device=dev), torch.empty(bsz, device=dev),
-               torch.empty((bsz, hid), device=dev), torch.empty((bsz, hid), device=dev))
+        out = _empty_outputs(bsz, hid, packed.num_outputs, packed.discrete, packed.w)
     with torch.no_grad():
         if backend == "torch":
             res = actor_critic_step_reference(obs, h, c, reset, *packed.params[:8], noise, log_std=packed.params[8])

@@ -34,6 +34,14 @@ forces one):
 Gradients: :class:`torch.autograd.Function` wrappers whose backward recomputes the
 forward through the reference and differentiates it (simplest correct choice;
 ``bench/lstm.py --train`` measures it against torch.nn.LSTM's own backward).
+
+Traced code (torch.compile, torch.export, torch.jit.trace: :func:`metarl.kernels._checks.tracing`)
+runs the Numba and Triton paths, and torch's fused LSTM per reset-free segment (``"aten"``,
+:func:`lstm_sequence_aten`, metarl.nn's CPU default), as the ``torch.library`` ops
+``torch.ops.metarl.lstm_cell`` / ``lstm_sequence``: one opaque node each, a fake implementation for
+the shapes, and the backward written out (:func:`lstm_cell_backward_reference`, traced into the
+graph; :func:`lstm_sequence_backward_reference`, its own op ``lstm_sequence_backward``). Eager code
+calls the kernels directly (an op's dispatch costs tens of microseconds).
 """
 from __future__ import annotations
 
@@ -46,7 +54,7 @@ from numba import njit, prange
 
 from metarl.kernels import _checks
 from metarl.kernels._checks import check_tensor
-from metarl.kernels._triton import constexpr, lazy_jit, triton_available, triton_interpret
+from metarl.kernels._triton import constexpr, lazy_jit, triton_interpret
 
 if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._triton)
     import triton.language as tl
@@ -111,6 +119,129 @@ def lstm_sequence_reference(x, h0, c0, weights, reset=None):
         h_n.append(h)
         c_n.append(c)
     return inp, torch.stack(h_n), torch.stack(c_n)
+
+
+def _step_grads(gates, c_prev, c_new, grad_h, grad_c):
+    """Backward of one step's pointwise part: ``(dz [B, 4H], dc_prev [B, H])`` from the activated
+    gates ``[i, f, g, o]`` ``[B, 4H]``, the cell before (after any reset) and after the step, and
+    the gradients reaching ``h'`` and ``c'``."""
+    i, f, g, o = gates.chunk(4, dim=-1)
+    tanh_c = torch.tanh(c_new)
+    dc = grad_c + grad_h * o * (1 - tanh_c * tanh_c)
+    dz = torch.cat([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
+                    grad_h * tanh_c * o * (1 - o)], dim=-1)
+    return dz, dc * f
+
+
+def _activated_gates(z):
+    i, f, g, o = z.chunk(4, dim=-1)
+    return torch.cat([torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)], dim=-1)
+
+
+def lstm_cell_backward_reference(grad_h, grad_c, x, h, c, w_ih, w_hh, b_ih=None, b_hh=None, reset=None):
+    """The gradients of :func:`lstm_cell_reference`'s ``(h', c')``, written out (no autograd):
+    ``(d x, d h, d c, d w_ih, d w_hh, d b_ih, d b_hh)``, the bias terms None without biases.
+    ``grad_h, grad_c [B, H]`` (None: zero). Recomputes the gates (one step's FLOPs), then two
+    GEMMs for the inputs' gradients and two for the weights'."""
+    grad_h = torch.zeros_like(h) if grad_h is None else grad_h
+    grad_c = torch.zeros_like(c) if grad_c is None else grad_c
+    if reset is not None:
+        keep = ~reset.unsqueeze(-1)
+        h = torch.where(keep, h, torch.zeros((), dtype=h.dtype, device=h.device))
+        c = torch.where(keep, c, torch.zeros((), dtype=c.dtype, device=c.device))
+    z = x @ w_ih.t() + h @ w_hh.t()
+    for b in (b_ih, b_hh):
+        z = z if b is None else z + b
+    gates = _activated_gates(z)
+    i, f, g, _ = gates.chunk(4, dim=-1)
+    dz, dc = _step_grads(gates, c, f * c + i * g, grad_h, grad_c)
+    dh = dz @ w_hh
+    if reset is not None:
+        dh = torch.where(keep, dh, torch.zeros((), dtype=dh.dtype, device=dh.device))
+        dc = torch.where(keep, dc, torch.zeros((), dtype=dc.dtype, device=dc.device))
+    db = dz.sum(0) if b_ih is not None or b_hh is not None else None
+    return (dz @ w_ih, dh, dc, dz.t() @ x, dz.t() @ h, None if b_ih is None else db, None if b_hh is None else db)
+
+
+def lstm_sequence_backward_reference(grad_out, grad_h_n, grad_c_n, x, h0, c0, weights, reset=None):
+    """The gradients of :func:`lstm_sequence_reference`'s ``(output, h_n, c_n)`` by backpropagation
+    through time, written out (no autograd): the forward is recomputed layer by layer keeping each
+    step's gates and cells, then each layer is walked backwards in time (per step one GEMM
+    ``dz W_hh``; the input and weight gradients as three GEMMs over all T steps at once).
+
+    ``grad_out [T, B, H]``, ``grad_h_n, grad_c_n [L, B, H]`` (each None: zero). Returns
+    ``(d x, d h0, d c0, [(d w_ih, d w_hh, d b_ih, d b_hh) per layer])`` (bias terms None without
+    biases). Memory: ``T B (6H + I_l)`` floats per layer kept for the backward."""
+    steps, batch = x.shape[0], x.shape[1]
+    saved, inp = [], x
+    for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(weights):
+        hidden = w_hh.shape[1]
+        zx = (inp.reshape(steps * batch, -1) @ w_ih.t()).reshape(steps, batch, 4 * hidden)
+        for b in (b_ih, b_hh):
+            zx = zx if b is None else zx + b
+        h, c = h0[layer], c0[layer]
+        h_in, c_in, gates, c_out, outs = [], [], [], [], []
+        for t in range(steps):
+            if reset is not None:
+                keep = ~reset[t].unsqueeze(-1)
+                h = torch.where(keep, h, torch.zeros((), dtype=h.dtype, device=h.device))
+                c = torch.where(keep, c, torch.zeros((), dtype=c.dtype, device=c.device))
+            act = _activated_gates(zx[t] + h @ w_hh.t())
+            i, f, g, o = act.chunk(4, dim=-1)
+            h_in.append(h)
+            c_in.append(c)
+            gates.append(act)
+            c = f * c + i * g
+            h = o * torch.tanh(c)
+            c_out.append(c)
+            outs.append(h)
+        saved.append((inp, h_in, c_in, gates, c_out))
+        inp = torch.stack(outs)
+    grad_in = torch.zeros_like(inp) if grad_out is None else grad_out
+    grads, dh0, dc0 = [None] * len(weights), [None] * len(weights), [None] * len(weights)
+    for layer in reversed(range(len(weights))):
+        w_ih, w_hh, b_ih, b_hh = weights[layer]
+        inp, h_in, c_in, gates, c_out = saved[layer]
+        dh = torch.zeros_like(h_in[0]) if grad_h_n is None else grad_h_n[layer]
+        dc = torch.zeros_like(c_in[0]) if grad_c_n is None else grad_c_n[layer]
+        dz = [None] * steps
+        for t in reversed(range(steps)):
+            dz[t], dc = _step_grads(gates[t], c_in[t], c_out[t], grad_in[t] + dh, dc)
+            dh = dz[t] @ w_hh
+            if reset is not None:
+                keep = ~reset[t].unsqueeze(-1)
+                dh = torch.where(keep, dh, torch.zeros((), dtype=dh.dtype, device=dh.device))
+                dc = torch.where(keep, dc, torch.zeros((), dtype=dc.dtype, device=dc.device))
+        dh0[layer], dc0[layer] = dh, dc
+        dz_all = torch.stack(dz).reshape(steps * batch, -1)                  # [T B, 4H]
+        db = dz_all.sum(0) if b_ih is not None or b_hh is not None else None
+        grads[layer] = (dz_all.t() @ inp.reshape(steps * batch, -1), dz_all.t() @ torch.stack(h_in).reshape(
+            steps * batch, -1), None if b_ih is None else db, None if b_hh is None else db)
+        grad_in = (dz_all @ w_ih).reshape(steps, batch, -1)
+    return grad_in, torch.stack(dh0), torch.stack(dc0), grads
+
+
+# ----------------------------------------------------------------------------- aten
+def lstm_sequence_aten(x, h0, c0, weights, reset=None, train=False):
+    """torch's own fused LSTM (``torch.lstm``: oneDNN on the CPU, cuDNN on CUDA) over each
+    reset-free segment of ``x [T, B, I]``: a new segment starts at every step where some row
+    resets, whose rows of every layer's (h, c) are zeroed first. Shapes and returns as
+    :func:`lstm_sequence_reference`; differentiable by torch. ``train``: torch.lstm's flag (its
+    dropout is 0 here). Under RL^2 resets come at trial starts only, so a rollout of whole trials
+    is one or a few segments."""
+    flat, has_bias = _flatten(weights)
+    steps = x.shape[0]
+    starts = [] if reset is None else reset.any(1).nonzero().flatten().tolist()
+    bounds = sorted({0, *starts}) + [steps]
+    h, c = h0, c0
+    outs = []
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        if reset is not None:
+            zero = reset[s][None, :, None]
+            h, c = torch.where(zero, 0.0, h), torch.where(zero, 0.0, c)
+        out, h, c = torch.lstm(x[s:e], (h, c), flat, has_bias, len(weights), 0.0, train, False, False)
+        outs.append(out)
+    return (outs[0] if len(outs) == 1 else torch.cat(outs)), h, c
 
 
 # ----------------------------------------------------------------------------- numba
@@ -435,7 +566,7 @@ def resolve_backend(backend: str | None, device: torch.device, dtype: torch.dtyp
     """The backend for tensors on ``device`` with parameters of ``dtype`` unless forced:
     Triton on CUDA (float32 / bfloat16), the fused Numba path on the CPU (float32),
     the reference otherwise. ``"cpu"`` is an alias of ``"numba"``."""
-    if device.type == "cuda" and dtype in (torch.float32, torch.bfloat16) and triton_available():
+    if device.type == "cuda" and dtype in (torch.float32, torch.bfloat16) and not _checks.triton_problem("cuda"):
         default = "triton"
     else:
         default = "numba" if device.type == "cpu" and dtype == torch.float32 else "torch"
@@ -542,21 +673,122 @@ def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+# ----------------------------------------------------------------------------- torch.library ops
+# The kernels as custom ops: torch.compile, torch.export and torch.jit.trace cannot trace into Numba
+# or a Triton launch, so traced code (_checks.tracing()) calls the ops, each one opaque node with a
+# fake implementation for the shapes and an autograd formula.
+# Eager code calls the kernels directly: an op's Python dispatch costs tens of microseconds per
+# call, as much as a small step. Backends: "numba", "triton" and, for the sequence, "aten" (torch's
+# fused LSTM per reset-free segment: the segments are data-dependent, and Inductor in torch 2.13
+# fails on the CPU LSTM's backward graph, aten.mkldnn_rnn_layer).
+@torch.library.custom_op("metarl::lstm_cell", mutates_args=())
+def _lstm_cell_op(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
+                  b_ih: torch.Tensor | None, b_hh: torch.Tensor | None, reset: torch.Tensor | None,
+                  backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    x, h, c, w_ih, w_hh, b_ih, b_hh = _detached(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    reset = None if reset is None else reset.contiguous()
+    return _cell_forward(backend, x.contiguous(), h.contiguous(), c.contiguous(), w_ih, w_hh, b_ih, b_hh, reset)
+
+
+@_lstm_cell_op.register_fake
+def _(x, h, c, w_ih, w_hh, b_ih, b_hh, reset, backend):
+    dtype = _state_dtype_for(backend, h.dtype)
+    return h.new_empty(h.shape, dtype=dtype), c.new_empty(c.shape, dtype=dtype)
+
+
+def _lstm_cell_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:8])   # x, h, c, w_ih, w_hh, b_ih, b_hh, reset
+
+
+def _lstm_cell_grads(ctx, grad_h, grad_c):
+    x, h, c, w_ih, w_hh, b_ih, b_hh, reset = ctx.saved_tensors
+    grad_h, grad_c = (None if g is None else g.to(h.dtype) for g in (grad_h, grad_c))
+    return (*lstm_cell_backward_reference(grad_h, grad_c, x, h, c, w_ih, w_hh, b_ih, b_hh, reset), None, None)
+
+
+_lstm_cell_op.register_autograd(_lstm_cell_grads, setup_context=_lstm_cell_setup)
+
+
+@torch.library.custom_op("metarl::lstm_sequence", mutates_args=())
+def _lstm_sequence_op(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weights: list[torch.Tensor],
+                      has_bias: bool, reset: torch.Tensor | None, backend: str, zero_state: bool,
+                      train: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x, h0, c0, *flat = _detached(x, h0, c0, *weights)
+    reset = None if reset is None else reset.contiguous()
+    layers = _unflatten(flat, has_bias)
+    if backend == "aten":
+        with torch.no_grad():
+            return lstm_sequence_aten(x, h0, c0, layers, reset, train)
+    return _sequence_forward(backend, x.contiguous(), h0, c0, layers, reset, zero_state)
+
+
+@_lstm_sequence_op.register_fake
+def _(x, h0, c0, weights, has_bias, reset, backend, zero_state, train):
+    dtype = _state_dtype_for(backend, x.dtype)
+    return (x.new_empty((x.shape[0], x.shape[1], h0.shape[2]), dtype=dtype), h0.new_empty(h0.shape, dtype=dtype),
+            c0.new_empty(c0.shape, dtype=dtype))
+
+
+def _lstm_sequence_setup(ctx, inputs, output):
+    x, h0, c0, weights, has_bias, reset = inputs[:6]
+    ctx.save_for_backward(x, h0, c0, reset, *weights)
+    ctx.has_bias = has_bias
+
+
+def _lstm_sequence_grads(ctx, grad_out, grad_h, grad_c):
+    x, h0, c0, reset, *flat = ctx.saved_tensors
+    gx, gh0, gc0, *grad_flat = torch.ops.metarl.lstm_sequence_backward(
+        grad_out, grad_h, grad_c, x, h0, c0, flat, ctx.has_bias, reset)
+    return gx, gh0, gc0, grad_flat, None, None, None, None, None
+
+
+_lstm_sequence_op.register_autograd(_lstm_sequence_grads, setup_context=_lstm_sequence_setup)
+
+
+@torch.library.custom_op("metarl::lstm_sequence_backward", mutates_args=())
+def _lstm_sequence_backward_op(grad_out: torch.Tensor | None, grad_h_n: torch.Tensor | None,
+                               grad_c_n: torch.Tensor | None, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
+                               weights: list[torch.Tensor], has_bias: bool,
+                               reset: torch.Tensor | None) -> list[torch.Tensor]:
+    """:func:`lstm_sequence_backward_reference` as one opaque node: traced, its loop over time
+    would be unrolled into the graph (T x L steps to compile)."""
+    dtype = x.dtype
+    grad_out, grad_h_n, grad_c_n = (None if g is None else g.to(dtype) for g in (grad_out, grad_h_n, grad_c_n))
+    gx, gh0, gc0, grads = lstm_sequence_backward_reference(grad_out, grad_h_n, grad_c_n, x, h0, c0,
+                                                           _unflatten(list(weights), has_bias), reset)
+    flat = [gx, gh0, gc0]
+    for g_ih, g_hh, gb_ih, gb_hh in grads:   # the two bias gradients are one tensor: an op's outputs may not alias
+        flat += [g_ih, g_hh] + ([] if gb_ih is None else [gb_ih, gb_hh.clone()])
+    return flat
+
+
+@_lstm_sequence_backward_op.register_fake
+def _(grad_out, grad_h_n, grad_c_n, x, h0, c0, weights, has_bias, reset):
+    return [torch.empty_like(t) for t in (x, h0, c0, *weights)]
+
+
 def lstm_cell_unchecked(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None, reset=None, *, backend="numba"):
     """:func:`lstm_cell` without validation (callers that validated already, e.g. metarl.nn)."""
     if backend == "torch":
         return lstm_cell_reference(x, h, c, w_ih, w_hh, b_ih, b_hh, reset)
+    if _checks.tracing():
+        return torch.ops.metarl.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, reset, backend)
     if _needs_grad(x, h, c, w_ih, w_hh, b_ih, b_hh):
         return LSTMCellFunction.apply(backend, reset, x, h, c, w_ih, w_hh, b_ih, b_hh)
     with torch.no_grad():
         return _cell_forward(backend, x, h, c, w_ih, w_hh, b_ih, b_hh, reset)
 
 
-def lstm_sequence_unchecked(x, h0, c0, weights, reset=None, *, backend="numba", zero_state=False):
-    """:func:`lstm_sequence` without validation; ``zero_state``: h0 and c0 are known zeros."""
+def lstm_sequence_unchecked(x, h0, c0, weights, reset=None, *, backend="numba", zero_state=False, train=False):
+    """:func:`lstm_sequence` without validation; ``zero_state``: h0 and c0 are known zeros.
+    ``backend`` may also be ``"aten"`` (:func:`lstm_sequence_aten`, with its ``train`` flag)."""
     if backend == "torch":
         return lstm_sequence_reference(x, h0, c0, weights, reset)
     flat, has_bias = _flatten(weights)
+    if _checks.tracing():
+        return torch.ops.metarl.lstm_sequence(x, h0, c0, flat, has_bias, reset, backend, zero_state, train)
+    if backend == "aten":
+        return lstm_sequence_aten(x, h0, c0, weights, reset, train)
     if _needs_grad(x, h0, c0, *flat):
         return LSTMSequenceFunction.apply(backend, reset, x, h0, c0, has_bias, *flat)
     with torch.no_grad():

@@ -3,6 +3,12 @@
 The rollout step (:meth:`RecurrentActorCritic.step`) is one fused kernel
 (:func:`metarl.kernels.actor_critic.actor_critic_step`); the training pass
 (:meth:`RecurrentActorCritic.evaluate`) is plain PyTorch autograd over the same math.
+
+Both run under ``torch.compile(..., fullgraph=True)`` and ``torch.export`` (the kernels are
+``torch.library`` ops there). For the actions eager would sample, draw the noise outside the
+compiled function (``step(..., noise=policy.sample_noise((B,), generator=g))``): Dynamo cannot
+trace a ``generator=``, and noise drawn inside a compiled step comes from Inductor's random
+stream (``torch._inductor.config.fallback_random = True`` makes it torch's).
 """
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from metarl.kernels._checks import check_device, check_tensor
+from metarl.kernels._checks import check_device, check_tensor, tracing
 from metarl.kernels.actor_critic import (
     HALF_LOG_2PI,
     PRECISIONS,
@@ -19,6 +25,8 @@ from metarl.kernels.actor_critic import (
     pack_actor_critic,
     resolve_backend,
 )
+from metarl.kernels.lstm import lstm_sequence_unchecked
+from metarl.nn.lstm import refuse_scripting
 
 
 class RecurrentActorCritic(nn.Module):
@@ -97,6 +105,8 @@ class RecurrentActorCritic(nn.Module):
         log_std = None if self.discrete else nn.Parameter(torch.full((num_out,), float(log_std_init), **kw))
         self.register_parameter("log_std", log_std)   # None (registered) for a categorical policy
         self._packed: tuple | None = None   # (key, PackedActorCritic)
+
+    __prepare_scriptable__ = refuse_scripting
 
     # ------------------------------------------------------------------ helpers
     def _params(self) -> tuple:
@@ -184,8 +194,10 @@ class RecurrentActorCritic(nn.Module):
             noise = self.sample_noise((bsz,), generator=generator)
         else:
             check_tensor("noise", noise, (bsz, self.num_outputs), torch.float32, dev)
+        # traced (torch.compile, export, jit.trace): the weights packed in the graph (the cache's checks cannot be)
+        packed = pack_actor_critic(*self._params(), precision=self.precision) if tracing() else self.packed()
         # inputs validated above: straight to the op's unchecked body
-        action, log_prob, value, h, c = actor_critic_step_unchecked(obs, h, c, reset, self.packed(), noise, backend)
+        action, log_prob, value, h, c = actor_critic_step_unchecked(obs, h, c, reset, packed, noise, backend)
         return action, log_prob, value, (h, c)
 
     # ------------------------------------------------------------------ training
@@ -196,7 +208,9 @@ class RecurrentActorCritic(nn.Module):
         ``obs_seq [T, B, obs_dim]``, ``actions [T, B]`` int64 (Discrete) or ``[T, B, d]`` float32
         (Box), ``state0`` = ``(h, c)`` each ``[B, H]`` or ``None``, ``reset_seq [T, B]`` bool
         (``reset_seq[t]`` zeroes the state before step t, as in :meth:`step`).
-        Returns ``(log_prob, entropy, value)``, each ``[T, B]``.
+        Returns ``(log_prob, entropy, value)``, each ``[T, B]``. Discrete actions outside
+        ``[0, A)`` raise ``ValueError``; under torch.compile / torch.export, ``RuntimeError`` when
+        the graph runs.
         """
         self._check_obs("obs_seq", obs_seq, ("T", "B"))
         t_len, bsz = obs_seq.shape[:2]
@@ -207,7 +221,10 @@ class RecurrentActorCritic(nn.Module):
         check_tensor("reset_seq", reset_seq, (t_len, bsz), torch.bool, dev)
         if self.discrete:
             check_tensor("actions", actions, (t_len, bsz), torch.int64, dev)
-            if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= self.num_outputs):
+            if tracing():   # the values are unknown while tracing: checked when the graph runs
+                torch._assert_async(((actions >= 0) & (actions < self.num_outputs)).all(),
+                                    f"actions must lie in [0, {self.num_outputs})")
+            elif actions.numel() and (int(actions.min()) < 0 or int(actions.max()) >= self.num_outputs):
                 raise ValueError(f"actions must lie in [0, {self.num_outputs}), got values in "
                                  f"[{int(actions.min())}, {int(actions.max())}]")
         else:
@@ -232,20 +249,12 @@ class RecurrentActorCritic(nn.Module):
         segment — a new segment starts at every step where some row resets, whose rows of
         (h, c) are zeroed first. Under RL^2 resets come at trial starts only, so a rollout of
         whole trials is one or a few segments. Measured against the former per-step Python
-        loop: bench/RESULTS.md (RL^2 section)."""
+        loop: bench/RESULTS.md (RL^2 section). Traced (torch.compile, export) it is one node, the
+        op ``torch.ops.metarl.lstm_sequence`` (the segments are data-dependent)."""
         cell = self.cell
-        weights = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
-        t_len = obs_seq.shape[0]
-        bounds = sorted({0, *reset_seq.any(1).nonzero().flatten().tolist()}) + [t_len]
-        outs = []
-        for s, e in zip(bounds[:-1], bounds[1:]):
-            zero = reset_seq[s][:, None]
-            h, c = torch.where(zero, 0.0, h), torch.where(zero, 0.0, c)
-            out, h, c = torch.lstm(obs_seq[s:e], (h[None], c[None]), weights, True, 1, 0.0, self.training,
-                                   False, False)
-            h, c = h[0], c[0]
-            outs.append(out)
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
+        weights = [(cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)]
+        return lstm_sequence_unchecked(obs_seq, h[None], c[None], weights, reset_seq, backend="aten",
+                                       train=self.training)[0]
 
     def extra_repr(self) -> str:
         kind = f"Discrete({self.num_outputs})" if self.discrete else f"Gaussian(d={self.num_outputs})"

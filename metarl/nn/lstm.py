@@ -7,13 +7,20 @@ only ``forward`` differs: it runs :mod:`metarl.kernels.lstm` (the fused CPU path
 float32, Triton on CUDA, the reference otherwise) and takes an optional ``reset``.
 
 Not supported (ValueError at construction): ``dropout > 0``, ``bidirectional=True``,
-``proj_size > 0``; PackedSequence input (TypeError).
+``proj_size > 0``; PackedSequence input (TypeError); ``torch.jit.script`` (TypeError: TorchScript
+is deprecated; use torch.compile or torch.export, or torch.jit.trace).
+
+torch.compile and torch.export trace both modules with no graph break: the kernels (and, for
+``LSTM``, torch's fused LSTM, which Inductor fails on with gradients on the CPU in torch 2.13) run as
+``torch.library`` ops. Dynamo refuses every ``torch.nn.LSTM`` subclass unless
+``torch._dynamo.config.allow_rnn = True``; metarl does not set that global flag for you (it would
+also make Dynamo trace your plain ``torch.nn.LSTM`` modules, which then fail in Inductor that way).
 """
 from __future__ import annotations
 
 import torch
 
-from metarl.kernels._checks import check_device
+from metarl.kernels._checks import check_device, tracing
 from metarl.kernels.lstm import (
     check_reset,
     lstm_cell_unchecked,
@@ -53,6 +60,14 @@ def _split_hx(hx):
     if not isinstance(hx, (tuple, list)) or len(hx) != 2:
         raise TypeError(f"hx: expected a tuple (h, c) of two tensors, got {type(hx).__name__}")
     return hx
+
+
+def refuse_scripting(module: torch.nn.Module):
+    """``__prepare_scriptable__`` of metarl's modules: ``torch.jit.script`` calls it first, and it refuses.
+    TorchScript is deprecated in PyTorch and cannot call metarl's kernels; the tracers can."""
+    raise TypeError(f"{type(module).__module__}.{type(module).__qualname__} does not support torch.jit.script "
+                    "(TorchScript is deprecated and cannot run metarl's Numba/Triton kernels): use "
+                    "torch.compile(module) or torch.export.export(module, args); torch.jit.trace works too")
 
 
 class LSTM(torch.nn.LSTM):
@@ -97,6 +112,8 @@ class LSTM(torch.nn.LSTM):
         _check_backend(backend)
         self.backend = backend
 
+    __prepare_scriptable__ = refuse_scripting
+
     def _layer_weights(self):
         if self.bias:
             return [(getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}"),
@@ -106,7 +123,7 @@ class LSTM(torch.nn.LSTM):
 
     def forward(self, input, hx=None, reset=None):  # noqa: A002 - torch's argument name
         w0 = self._flat_weights[0]
-        if reset is None and _use_aten(self.backend, w0.device):
+        if reset is None and _use_aten(self.backend, w0.device) and not tracing():
             # nothing of metarl's to do: metarl's checks (its error types and messages), then torch's
             # own forward and kernel, with no per-call work beyond them (B = 1 inference)
             _check_input("input", input, (2, 3), self.input_size, w0.dtype, w0.device)
@@ -143,37 +160,16 @@ class LSTM(torch.nn.LSTM):
             lead = tuple(x.shape[:2]) if batched else tuple(input.shape[:1])
             check_reset(reset, lead, device)
             reset = (reset if batched else reset.unsqueeze(1)).contiguous()
-        if _use_aten(self.backend, device):
-            out, h_n, c_n = self._forward_aten(x, h0, c0, reset)
-        else:
-            backend = resolve_backend(self.backend, device, dtype)
-            if backend == "numba":
-                x = x.contiguous()
-            out, h_n, c_n = lstm_sequence_unchecked(x, h0, c0, weights, reset, backend=backend,
-                                                    zero_state=hx is None)
+        backend = "aten" if _use_aten(self.backend, device) else resolve_backend(self.backend, device, dtype)
+        if backend == "numba":
+            x = x.contiguous()
+        out, h_n, c_n = lstm_sequence_unchecked(x, h0, c0, weights, reset, backend=backend, zero_state=hx is None,
+                                                train=self.training)
         if not batched:
             return out.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
         if self.batch_first:
             out = out.transpose(0, 1)
         return out, (h_n, c_n)
-
-
-    def _forward_aten(self, x, h, c, reset):
-        """torch's own fused LSTM (oneDNN on the CPU) over each reset-free segment of ``x [T, B, I]``:
-        a new segment starts at every step where some sequence resets, whose rows of h and c
-        are zeroed first. Returns ``(out [T, B, H], h_n, c_n)``; differentiable by torch."""
-        steps = x.shape[0]
-        starts = [] if reset is None else reset.any(1).nonzero().flatten().tolist()
-        bounds = sorted({0, *starts}) + [steps]
-        outs = []
-        for s, e in zip(bounds[:-1], bounds[1:]):
-            if reset is not None:
-                zero = reset[s][None, :, None]
-                h, c = torch.where(zero, 0.0, h), torch.where(zero, 0.0, c)
-            xs = x[s:e].transpose(0, 1) if self.batch_first else x[s:e]
-            out, (h, c) = torch.nn.LSTM.forward(self, xs, (h, c))
-            outs.append(out.transpose(0, 1) if self.batch_first else out)
-        return (outs[0] if len(outs) == 1 else torch.cat(outs)), h, c
 
 
 def _check_backend(backend) -> None:
@@ -210,6 +206,8 @@ class LSTMCell(torch.nn.LSTMCell):
         super().__init__(input_size, hidden_size, bias, device, dtype)
         _check_backend(backend)
         self.backend = backend
+
+    __prepare_scriptable__ = refuse_scripting
 
     def forward(self, input, hx=None, reset=None):  # noqa: A002 - torch's argument name
         dtype, device = self.weight_ih.dtype, self.weight_ih.device
