@@ -174,17 +174,18 @@ def pack_actor_critic(w_ih, w_hh, b_ih, b_hh, w_pi, b_pi, w_v, b_v, log_std=None
             raise ValueError(f"{name} must have shape {expected[name]}, got {tuple(t.shape)}")
     if log_std is not None and tuple(log_std.shape) != (a,):
         raise ValueError(f"log_std must have shape ({a},), got {tuple(log_std.shape)}")
-    with torch.no_grad():
-        w = torch.cat((w_ih, w_hh), dim=1).contiguous()
-        w_dot = w.to(torch.bfloat16) if precision == "bf16" else w
-        if precision == "bf16":
-            w = w_dot.float()
-        bias = (b_ih + b_hh).contiguous()
-        w_head = torch.cat((w_pi, w_v), dim=0).contiguous()
-        b_head = torch.cat((b_pi, b_v)).contiguous()
-        ls = None if log_std is None else log_std.detach().contiguous().clone()
-    std = None if ls is None else ls.exp()
+    # detached rather than under no_grad, which torch.export would record as a region of its own
     params = tuple(p if p is None else p.detach() for p in params)
+    w_ih, w_hh, b_ih, b_hh, w_pi, b_pi, w_v, b_v, log_std = params
+    w = torch.cat((w_ih, w_hh), dim=1).contiguous()
+    w_dot = w.to(torch.bfloat16) if precision == "bf16" else w
+    if precision == "bf16":
+        w = w_dot.float()
+    bias = (b_ih + b_hh).contiguous()
+    w_head = torch.cat((w_pi, w_v), dim=0).contiguous()
+    b_head = torch.cat((b_pi, b_v)).contiguous()
+    ls = None if log_std is None else log_std.contiguous().clone()
+    std = None if ls is None else ls.exp()
     if precision == "bf16":   # the reference (backend "torch") uses the rounded weights too
         params = (w[:, :x], w[:, x:]) + params[2:]
     return PackedActorCritic(w, bias, w_head, b_head, ls, std, params, precision, w_dot, {})
@@ -771,19 +772,40 @@ def _empty_outputs(bsz: int, hid: int, num_outputs: int, discrete: bool, like: t
             like.new_empty((bsz, hid), dtype=torch.float32), like.new_empty((bsz, hid), dtype=torch.float32))
 
 
-# The step as a torch.library custom op for the tracers (one opaque node; see
-# the ops in metarl.kernels.lstm for why eager calls the launchers directly). It takes the packed
-# tensors one by one; the Triton layouts derived from them (_interleave_gates) are rebuilt per call.
+# The step as a torch.library custom op for the tracers (one opaque node; see the ops in
+# metarl.kernels.lstm for why eager calls the launchers directly). It takes the unpacked weights,
+# which a traced graph passes through unchanged call after call, and packs them inside (cached).
+_PACKS: dict = {}
+_PACKS_MAX = 4
+
+
+def _pack_cached(params: tuple, precision: str) -> PackedActorCritic:
+    """``pack_actor_critic(*params, precision=precision)``, cached while the same memory holds the same
+    versions: keyed by each tensor's device, data pointer, shape, strides and version counter (views
+    share their base's counter, so an in-place update of a parameter misses). An entry keeps its
+    tensors alive, so no other tensor can take their memory meanwhile. Inference tensors (no
+    version counter) are packed every call."""
+    if any(p is not None and p.is_inference() for p in params):
+        return pack_actor_critic(*params, precision=precision)
+    key = (precision,) + tuple(None if p is None else (p.device, p.data_ptr(), tuple(p.shape), p.stride(), p._version)
+                               for p in params)
+    hit = _PACKS.get(key)
+    if hit is None:
+        if len(_PACKS) >= _PACKS_MAX:
+            _PACKS.pop(next(iter(_PACKS)))
+        hit = _PACKS[key] = (params, pack_actor_critic(*params, precision=precision))
+    return hit[1]
+
+
 @torch.library.custom_op("metarl::actor_critic_step", mutates_args=())
 def _actor_critic_step_op(obs: torch.Tensor, h: torch.Tensor, c: torch.Tensor, reset: torch.Tensor,
-                          noise: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, w_head: torch.Tensor,
-                          b_head: torch.Tensor, log_std: torch.Tensor | None, std: torch.Tensor | None,
-                          w_dot: torch.Tensor, precision: str, backend: str) -> tuple[
+                          noise: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor,
+                          b_hh: torch.Tensor, w_pi: torch.Tensor, b_pi: torch.Tensor, w_v: torch.Tensor,
+                          b_v: torch.Tensor, log_std: torch.Tensor | None, precision: str, backend: str) -> tuple[
                               torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    obs, h, c, reset, noise, w, bias, w_head, b_head, log_std, std, w_dot = (
-        None if t is None else t.detach().contiguous()
-        for t in (obs, h, c, reset, noise, w, bias, w_head, b_head, log_std, std, w_dot))
-    packed = PackedActorCritic(w, bias, w_head, b_head, log_std, std, (), precision, w_dot, {})
+    packed = _pack_cached(tuple(None if p is None else p.detach()
+                                for p in (w_ih, w_hh, b_ih, b_hh, w_pi, b_pi, w_v, b_v, log_std)), precision)
+    obs, h, c, reset, noise = (t.detach().contiguous() for t in (obs, h, c, reset, noise))
     out = _empty_outputs(obs.shape[0], packed.hidden_size, packed.num_outputs, packed.discrete, obs)
     if backend == "numba":
         _launch_numba(obs, h, c, reset, packed, noise, out)
@@ -793,8 +815,18 @@ def _actor_critic_step_op(obs: torch.Tensor, h: torch.Tensor, c: torch.Tensor, r
 
 
 @_actor_critic_step_op.register_fake
-def _(obs, h, c, reset, noise, w, bias, w_head, b_head, log_std, std, w_dot, precision, backend):
-    return _empty_outputs(obs.shape[0], h.shape[1], w_head.shape[0] - 1, log_std is None, obs)
+def _(obs, h, c, reset, noise, w_ih, w_hh, b_ih, b_hh, w_pi, b_pi, w_v, b_v, log_std, precision, backend):
+    return _empty_outputs(obs.shape[0], w_hh.shape[1], w_pi.shape[0], log_std is None, obs)
+
+
+def actor_critic_step_op(obs, h, c, reset, params, noise, backend, precision="fp32"):
+    """The step (``backend`` ``"numba"`` or ``"triton"``) as the custom op
+    ``torch.ops.metarl.actor_critic_step``, on the unpacked weights ``params`` = ``(w_ih, w_hh, b_ih,
+    b_hh, w_pi, b_pi, w_v, b_v, log_std)`` (:func:`pack_actor_critic`'s arguments), which the op packs
+    itself (cached while they are unchanged): what traced code runs. No autograd (inputs detached)."""
+    params = tuple(None if p is None else p.detach() for p in params)
+    return torch.ops.metarl.actor_critic_step(obs.detach(), h.detach(), c.detach(), reset, noise.detach(), *params,
+                                              precision, backend)
 
 
 def actor_critic_step_unchecked(obs, h, c, reset, packed, noise, backend, out=None):
@@ -802,11 +834,7 @@ def actor_critic_step_unchecked(obs, h, c, reset, packed, noise, backend, out=No
     ``backend`` (:func:`resolve_backend`). Traced (torch.compile, torch.export, torch.jit.trace) the
     Numba and Triton backends run as the custom op ``torch.ops.metarl.actor_critic_step``."""
     if backend != "torch" and _checks.tracing():
-        w_dot = packed.w if packed.w_dot is None else packed.w_dot
-        with torch.no_grad():
-            res = torch.ops.metarl.actor_critic_step(obs, h, c, reset, noise, packed.w, packed.bias, packed.w_head,
-                                                     packed.b_head, packed.log_std, packed.std, w_dot,
-                                                     packed.precision, backend)
+        res = actor_critic_step_op(obs, h, c, reset, packed.params, noise, backend, packed.precision)
         if out is None:
             return res
         for o, r in zip(out, res):

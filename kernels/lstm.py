@@ -685,9 +685,10 @@ def _needs_grad(*tensors) -> bool:
 def _lstm_cell_op(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
                   b_ih: torch.Tensor | None, b_hh: torch.Tensor | None, reset: torch.Tensor | None,
                   backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    x, h, c, w_ih, w_hh, b_ih, b_hh = _detached(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    # the weights as given (the same tensors call after call, so the packed-weights cache keeps hitting)
+    x, h, c = (t.detach().contiguous() for t in (x, h, c))
     reset = None if reset is None else reset.contiguous()
-    return _cell_forward(backend, x.contiguous(), h.contiguous(), c.contiguous(), w_ih, w_hh, b_ih, b_hh, reset)
+    return _cell_forward(backend, x, h, c, w_ih, w_hh, b_ih, b_hh, reset)
 
 
 @_lstm_cell_op.register_fake
@@ -713,13 +714,13 @@ _lstm_cell_op.register_autograd(_lstm_cell_grads, setup_context=_lstm_cell_setup
 def _lstm_sequence_op(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, weights: list[torch.Tensor],
                       has_bias: bool, reset: torch.Tensor | None, backend: str, zero_state: bool,
                       train: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    x, h0, c0, *flat = _detached(x, h0, c0, *weights)
+    x, h0, c0 = (t.detach().contiguous() for t in (x, h0, c0))   # the weights as given: see _lstm_cell_op
     reset = None if reset is None else reset.contiguous()
-    layers = _unflatten(flat, has_bias)
-    if backend == "aten":
-        with torch.no_grad():
+    layers = _unflatten(list(weights), has_bias)
+    with torch.no_grad():
+        if backend == "aten":
             return lstm_sequence_aten(x, h0, c0, layers, reset, train)
-    return _sequence_forward(backend, x.contiguous(), h0, c0, layers, reset, zero_state)
+        return _sequence_forward(backend, x, h0, c0, layers, reset, zero_state)
 
 
 @_lstm_sequence_op.register_fake

@@ -21,6 +21,7 @@ from metarl.kernels.actor_critic import (
     HALF_LOG_2PI,
     PRECISIONS,
     PackedActorCritic,
+    actor_critic_step_op,
     actor_critic_step_unchecked,
     pack_actor_critic,
     resolve_backend,
@@ -194,10 +195,18 @@ class RecurrentActorCritic(nn.Module):
             noise = self.sample_noise((bsz,), generator=generator)
         else:
             check_tensor("noise", noise, (bsz, self.num_outputs), torch.float32, dev)
-        # traced (torch.compile, export, jit.trace): the weights packed in the graph (the cache's checks cannot be)
-        packed = pack_actor_critic(*self._params(), precision=self.precision) if tracing() else self.packed()
-        # inputs validated above: straight to the op's unchecked body
-        action, log_prob, value, h, c = actor_critic_step_unchecked(obs, h, c, reset, packed, noise, backend)
+        # inputs validated above: straight to the op's unchecked body; traced (torch.compile, export, jit.trace),
+        # the packing cache's checks cannot be: the kernels' op packs the parameters itself, the reference packs in
+        # the graph
+        if not tracing():
+            out = actor_critic_step_unchecked(obs, h, c, reset, self.packed(), noise, backend)
+        elif backend == "torch":
+            out = actor_critic_step_unchecked(obs, h, c, reset, pack_actor_critic(*self._params(),
+                                                                                  precision=self.precision),
+                                              noise, backend)
+        else:
+            out = actor_critic_step_op(obs, h, c, reset, self._params(), noise, backend, self.precision)
+        action, log_prob, value, h, c = out
         return action, log_prob, value, (h, c)
 
     # ------------------------------------------------------------------ training
