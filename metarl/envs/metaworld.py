@@ -13,13 +13,15 @@ after it) is the package's, called per copy; the physics of all copies (5 ``mj_s
 (:mod:`metarl.kernels.envs.metaworld_batch`) with the GIL released. Copies cannot share one model:
 the package writes per-task ``body_pos``/``site_pos`` into its env's model at every reset.
 
-MuJoCo 4: metaworld 3.1.1 pins ``mujoco==3.3.0`` and writes 11 numbers into each weld's
-``eq_data`` row, which has 12 since MuJoCo 3.17 (``ValueError: could not broadcast input array
-from shape (11,) into shape (12,)`` when any env is made). :func:`require_metaworld` replaces that
-one method (``SawyerMocapBase.reset_mocap_welds``) with one writing the same 11 numbers and 0 in the
-12th (the flag of welds whose pose ``mj_setConst`` recomputes; metaworld gives the pose). Install
-metaworld without its pin: ``pip install -e ".[mujoco]"`` then ``pip install --no-deps "metaworld>=3.1"``
-(its other requirements, gymnasium, numpy, scipy and imageio, come with metarl's extra).
+MuJoCo 4: metaworld 3.1.1 (the latest) pins ``mujoco==3.3.0``, which has no ``mjBatch`` and conflicts
+with the ``mujoco`` extra's ``mujoco>=4.0`` (pip: ResolutionImpossible); 3.0.0 asks for ``mujoco>=3.0``
+and differs from 3.1.1 only in one reward fix (button-press-topdown-wall-v3) and a camera. So the
+``metaworld`` extra lets pip pick 3.0.0, and ``pip install --no-deps metaworld==3.1.1`` upgrades to 3.1.1.
+Both write 11 numbers into each weld's ``eq_data`` row, which has 12 since MuJoCo 3.17 (``ValueError:
+could not broadcast input array from shape (11,) into shape (12,)`` when any env is made):
+:func:`require_metaworld` replaces that one method (``SawyerMocapBase.reset_mocap_welds``) with one
+writing the same 11 numbers and 0 in the 12th (the flag of welds whose pose ``mj_setConst``
+recomputes; metaworld gives the pose).
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ from metarl.kernels.envs import metaworld_batch
 from metarl.kernels.envs._autoreset import DISABLED, NEXT_STEP, SAME_STEP
 from metarl.kernels.envs.mujoco_batch import require_mujoco
 
-EXTRA_HINT = 'pip install -e ".[metaworld]" and then pip install --no-deps "metaworld>=3.1"'
+EXTRA_HINT = 'pip install -e ".[metaworld]" (then, for metaworld 3.1.1: pip install --no-deps metaworld==3.1.1)'
 BENCHMARKS = ("ML1", "ML10", "ML25", "ML45")
 MAX_PATH_LENGTH = 500
 """``SawyerXYZEnv.max_path_length``: episodes are truncated there and the package refuses to step further"""
