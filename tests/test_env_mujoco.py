@@ -7,14 +7,15 @@ exactly; observations and rewards are float32 of float64 values, compared to ``A
 import sys
 
 import gymnasium as gym
-import mujoco
 import numpy as np
 import pytest
 import torch
 
-import metarl
-from metarl.envs import TrialWrapper
-from metarl.kernels.envs import mujoco_batch as mb
+mujoco = pytest.importorskip("mujoco")  # the mujoco extra (.ci/run installs it)
+
+import metarl  # noqa: E402
+from metarl.envs import TrialWrapper  # noqa: E402
+from metarl.kernels.envs import mujoco_batch as mb  # noqa: E402
 
 FAMILIES = ["HalfCheetahVel-v0", "HalfCheetahDir-v0", "AntDir-v0", "AntGoal-v0", "HopperRandParams-v0",
             "Walker2dRandParams-v0"]
