@@ -11,6 +11,7 @@ MODULES = [
     "metarl.envs.single", "metarl.envs.cartpole", "metarl.envs.pendulum", "metarl.envs.bandit",
     "metarl.envs.tabular_mdp", "metarl.envs.navigation", "metarl.envs.mountain_car",
     "metarl.envs.mountain_car_continuous", "metarl.envs.acrobot", "metarl.envs.gym_adapter",
+    "metarl.envs.delayed_reward",
     "metarl.nn.lstm", "metarl.nn.actor_critic", "metarl.rollout",
     "metarl.memory.flat", "metarl.memory.batched", "metarl.memory.dnd",
 ]

@@ -16,6 +16,7 @@ _LAZY = {
     "TrialWrapper": "metarl.envs.trial",
     "SingleEnv": "metarl.envs.single",
     "GymnasiumTaskVecEnv": "metarl.envs.gym_adapter",
+    "DelayedRewardVecEnv": "metarl.envs.delayed_reward",
 }
 
 __all__ = ["ENV_CLASSES", "env_class", "make_vec", *_LAZY]
