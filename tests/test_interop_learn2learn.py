@@ -7,12 +7,13 @@ adaptation helps); its losses equal, iteration by iteration, the same loop writt
 (``p - lr * grad`` of a functional call, second order) from the same weights and tasks; and, where
 learn2learn is installed, they equal learn2learn's ``l2l.algorithms.MAML`` in that loop.
 
-Where the two differ (API): learn2learn's ``clone``/``adapt`` take ``allow_unused`` and ``allow_nograd``
-(metarl's take ``first_order`` only; ``allow_unused`` is set on the wrapper, and every parameter is adapted,
-so one with ``requires_grad=False`` is an error rather than skipped), learn2learn's ``adapt`` also leaves
-each gradient in the clone's ``.grad`` and adapts buffers that carry a ``.grad``; metarl's does neither.
-learn2learn's ``BaseLearner`` forwards unknown attributes to the module; metarl's wrapper exposes it as
-``.module`` only.
+Where the two differ (API, learn2learn 0.2.0): its ``clone``/``adapt`` also take ``allow_unused`` and
+``allow_nograd`` (metarl's take ``first_order`` only; ``allow_unused`` is set on the wrapper), and with
+``allow_nograd=True`` it skips parameters with ``requires_grad=False``, which metarl cannot (such a
+parameter is an error, as in learn2learn's default); its ``adapt`` stores each step as a ``.update``
+attribute on the clone's tensors (``update_module``, which also applies one found on a buffer), metarl's
+writes the new parameters only; its ``BaseLearner`` forwards unknown attributes to the module, metarl's
+wrapper exposes it as ``.module`` only. The numbers are the same.
 
 learn2learn 0.2.0 does not build on Python >= 3.11 (its sdist's Cython C includes ``longintrepr.h``), so
 it is not in the interop extra; the comparison test runs where it is importable.
