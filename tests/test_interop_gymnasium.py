@@ -107,7 +107,7 @@ def test_vector_env_contract(env_id):
     view.close()
 
 
-@pytest.mark.parametrize("env_id", ids(slow=()))   # a single env builds one of the package's envs: fast
+@pytest.mark.parametrize("env_id", ids())
 def test_gymnasium_sync_vector_env_over_the_single_env(env_id):
     """gymnasium's own vectorisation of the single env: SyncVectorEnv, its autoreset, its spaces."""
     needs_extra(env_id)
