@@ -73,6 +73,8 @@ if TYPE_CHECKING:  # Triton is imported at the first launch (metarl.kernels._tri
 
 # the families with a fused rollout; the index is the Triton kernel's FAMILY constexpr
 FAMILIES = (bandit, tabular_mdp, navigation2d, cartpole)
+PARALLEL_MIN_WORK = 1 << 17
+"""N x H from which the Numba rollout uses every Numba thread (one below: see :func:`_launch_numba`)"""
 
 
 # ----------------------------------------------------------------------------- reference
@@ -276,7 +278,13 @@ def _launch_numba(fam, env_args, key, max_steps, packed, inp, resets, h, c, nois
     # to one thread inside it (measured on 2 cores, CartPole, H = 64: OpenBLAS's own pool beside Numba's
     # made N = 4096 ~6x slower, the pools spinning against each other; one Numba thread left a core
     # idle: N = 64 1.2e6 vs 2.1e6 env-steps/s).
-    chunks = numba.get_num_threads()
+    threads = numba.get_num_threads()
+    # Below PARALLEL_MIN_WORK (N x H) one thread: each of the T steps opens ~5 parallel regions, and below
+    # it waking the second thread costs what it saves (bench/contention.py: 1024 x 64 collects in 13-14 ms
+    # on one thread, 14-17 ms on two with sleeping workers), while beside other jobs the second thread
+    # waits for a core at every region (the README job: 53% of its idle rate on one thread beside one busy
+    # loop per core, 33% on two).
+    chunks = threads if n * hid >= PARALLEL_MIN_WORK else 1
     args = (
         fam._step_nb, state.numpy(), elapsed.numpy(), needs_reset.numpy(), counter.numpy(),
         tuple(p.numpy() for p in params), key.numpy(), max_steps,
@@ -291,8 +299,12 @@ def _launch_numba(fam, env_args, key, max_steps, packed, inp, resets, h, c, nois
         np.empty((n, packed.num_outputs + 1), dtype=np.float32), np.empty((n, d), dtype=np.float32),
         np.empty((n, d), dtype=np.float32), chunks,
     )
-    with _blas_controller().limit(limits=1, user_api="blas"):
-        _rollout_nb(*args)
+    numba.set_num_threads(chunks)
+    try:
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            _rollout_nb(*args)
+    finally:
+        numba.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------- triton

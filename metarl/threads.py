@@ -35,6 +35,7 @@ thread that trains, before training.
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 
@@ -77,3 +78,30 @@ def limit_threads(num_threads: int | None) -> None:
     except RuntimeError:  # torch allows it once, before any inter-op work
         pass
     threadpool_limits(limits=n)
+
+
+@contextlib.contextmanager
+def torch_threads_for(work: int, min_work: int):
+    """Run the block on ONE torch thread when ``work`` (an element count, e.g. rows x hidden size of the
+    matrices the block multiplies) is below ``min_work``, else as set; restores the count afterwards.
+
+    For blocks made of many small ops (RL^2's PPO update on 256-sequence minibatches: ~1,600 OpenMP
+    regions per update), where waking torch's second thread at every region costs what it saves alone,
+    and beside other jobs every region waits until both threads hold a core (bench/contention.py).
+    """
+    before = None
+    if work < min_work:
+        import torch
+
+        before = torch.get_num_threads()
+        if before > 1:
+            torch.set_num_threads(1)
+        else:
+            before = None
+    try:
+        yield
+    finally:
+        if before is not None:
+            import torch
+
+            torch.set_num_threads(before)

@@ -129,3 +129,48 @@ def test_bad_values_refused_and_nothing_changes(bad, error):
     with pytest.raises(error, match="num_threads"):
         limit_threads(bad)
     assert (torch.get_num_threads(), numba.get_num_threads()) == before
+
+
+PHASES = """
+import json
+import numba
+import torch
+
+import metarl
+from metarl.algos import rl2
+from metarl.threads import torch_threads_for
+
+torch.set_num_threads(3)
+numba.set_num_threads(min(3, numba.config.NUMBA_NUM_THREADS))
+seen = {}
+with torch_threads_for(10, 100):
+    seen["small"] = torch.get_num_threads()
+with torch_threads_for(100, 100):
+    seen["large"] = torch.get_num_threads()
+try:
+    with torch_threads_for(10, 100):
+        raise KeyError
+except KeyError:
+    pass
+seen["after_error"] = torch.get_num_threads()
+# a small RL^2 iteration (fused Numba rollout below its work threshold, PPO update below its own):
+# every pool is back at its count afterwards
+learner = rl2.RL2Learner(rl2.RL2Config(num_envs=16, hidden_size=8, epochs=1))
+learner.step()
+seen["torch_after_step"] = torch.get_num_threads()
+seen["numba_after_step"] = numba.get_num_threads()
+seen["numba_max"] = numba.config.NUMBA_NUM_THREADS
+print(json.dumps(seen))
+"""
+
+
+def test_small_phases_run_on_one_thread_and_restore_the_counts():
+    env = dict(os.environ, NUMBA_NUM_THREADS="3", OMP_NUM_THREADS="3")
+    out = subprocess.run([sys.executable, "-c", PHASES], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["small"] == 1
+    assert seen["large"] == 3
+    assert seen["after_error"] == 3
+    assert seen["torch_after_step"] == 3
+    assert seen["numba_after_step"] == min(3, seen["numba_max"])

@@ -31,7 +31,12 @@ from metarl.envs import TrialWrapper
 from metarl.kernels.returns import gae
 from metarl.nn import RecurrentActorCritic
 from metarl.rollout import Carry, collect
+from metarl.threads import torch_threads_for
 
+UPDATE_PARALLEL_MIN_WORK = 1 << 16
+"""minibatch sequences x hidden size from which the PPO update uses every torch thread (one below;
+bench/RESULTS.md, the busy-machine section: 256 x 64 updates in 148-154 ms on one thread, 260-267 ms on
+two with sleeping workers; 1024 x 64 in 747-755 ms on two, 863-1136 ms on one)"""
 
 @dataclasses.dataclass
 class RL2Config(Config):
@@ -193,27 +198,29 @@ def ppo_update(policy, optimizer, ro, cfg: RL2Config, ent_coef: float, generator
     h0, c0 = ro.state0
     stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0}
     updates = 0
-    for _ in range(cfg.epochs):
-        perm = torch.randperm(n, generator=generator).to(ro.rewards.device)
-        for idx in perm.chunk(cfg.minibatches):
-            lp, ent, v = policy.evaluate(ro.obs[:, idx], ro.actions[:, idx], (h0[idx], c0[idx]), ro.resets[:, idx])
-            a = adv[:, idx]
-            a = (a - a.mean()) / (a.std() + 1e-8)
-            log_ratio = lp - ro.log_probs[:, idx]
-            ratio = log_ratio.exp()
-            pg = -torch.min(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a).mean()
-            vl = 0.5 * ((v - ret[:, idx]) ** 2).mean()
-            loss = pg + cfg.vf_coef * vl - ent_coef * ent.mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            with torch.no_grad():
-                stats["policy_loss"] += float(pg)
-                stats["value_loss"] += float(vl)
-                stats["entropy"] += float(ent.mean())
-                stats["approx_kl"] += float(((ratio - 1) - log_ratio).mean())
-            updates += 1
+    with torch_threads_for((n // cfg.minibatches) * cfg.hidden_size, UPDATE_PARALLEL_MIN_WORK):
+        for _ in range(cfg.epochs):
+            perm = torch.randperm(n, generator=generator).to(ro.rewards.device)
+            for idx in perm.chunk(cfg.minibatches):
+                lp, ent, v = policy.evaluate(ro.obs[:, idx], ro.actions[:, idx], (h0[idx], c0[idx]),
+                                             ro.resets[:, idx])
+                a = adv[:, idx]
+                a = (a - a.mean()) / (a.std() + 1e-8)
+                log_ratio = lp - ro.log_probs[:, idx]
+                ratio = log_ratio.exp()
+                pg = -torch.min(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a).mean()
+                vl = 0.5 * ((v - ret[:, idx]) ** 2).mean()
+                loss = pg + cfg.vf_coef * vl - ent_coef * ent.mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                with torch.no_grad():
+                    stats["policy_loss"] += float(pg)
+                    stats["value_loss"] += float(vl)
+                    stats["entropy"] += float(ent.mean())
+                    stats["approx_kl"] += float(((ratio - 1) - log_ratio).mean())
+                updates += 1
     return {k: v / updates for k, v in stats.items()}
 
 
