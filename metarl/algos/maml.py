@@ -90,9 +90,9 @@ class MAMLConfig(Config):
     """Initial standard deviation of the Gaussian policy (rllab's default 1.0), in the policy's
     action units (see ``normalize_actions``)."""
     normalize_actions: bool = True
-    """The policy acts in ``[-1, 1]`` per dimension, mapped affinely onto the env's action box
-    (then clipped by the env): rllab's ``normalize`` wrapper, which the MAML code puts around its
-    point env. False: the policy acts in the env's own units (for Navigation2D-v0 an initial std of
+    """The policy acts in ``[-1, 1]`` per dimension, clipped there and mapped affinely onto the env's
+    action box: rllab's ``normalize`` wrapper, which the MAML code puts around its envs (the MuJoCo
+    families charge control cost on the action as given, so the clip matters there). False: the policy acts in the env's own units (for Navigation2D-v0 an initial std of
     1.0 is then ten times the ±0.1 action box)."""
     policy_init: str = field("xavier", choices=POLICY_INITS)
     """Initialisation of the policy MLP: 'xavier' (Glorot-uniform weights and zero biases in every

@@ -189,7 +189,7 @@ def make_box_env(env_id: str, num_envs: int, seed: int, *, max_episode_steps: in
 
 def action_map(env, normalize: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(scale [a], offset [a])`` taking the policy's ``[-1, 1]`` actions to ``env``'s action box
-    (``env_action = offset + scale · action``, rllab's ``normalize``), or None when ``normalize``
+    (``env_action = offset + scale · clip(action, -1, 1)``, rllab's ``normalize``), or None when ``normalize``
     is False (the policy acts in the env's units)."""
     if not normalize:
         return None
@@ -251,7 +251,11 @@ def collect(env, act_fn: Callable, steps: int, generator: torch.Generator, tasks
         mean, log_std = act_fn(obs, start)
         action = mean + log_std.exp() * torch.randn((n, a), generator=generator, device=dev)
         buf_obs[t], buf_act[t], buf_mask[t], buf_start[t] = obs, action, alive.float(), start
-        obs, reward, term, trunc, info = env.step(action if action_affine is None else offset + scale * action)
+        # rllab's normalize wrapper clips to the box before the env: the MuJoCo families' control cost sees
+        # the action as given (gymnasium's), so an unclipped Gaussian sample would be charged for force the
+        # actuators never apply
+        env_action = action if action_affine is None else (offset + scale * action.clamp(-1.0, 1.0))
+        obs, reward, term, trunc, info = env.step(env_action)
         buf_rew[t] = reward * alive
         start = term | trunc
         buf_next[t] = torch.where(start[:, None], info["final_obs"].reshape(n, d), obs.reshape(n, d)) \
