@@ -277,3 +277,12 @@ def test_recurrent_ppo_learns_bandit_trials(one_thread):
     model.learn(64 * 20 * 32)
     after = mean_trial_return(model)
     assert abs(before - 5.0) < 0.3 and after > 5.75, (before, after)
+
+
+def test_docstring_example():
+    import doctest
+
+    import metarl.integrations.sb3 as module
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -150,3 +150,12 @@ def test_collector_and_clip_ppo_loss_learn_cartpole():
                 optimizer.step()
     after = first_episode_return()
     assert before < 40 and after > 100, (before, after)
+
+
+def test_docstring_example():
+    import doctest
+
+    import metarl.integrations.torchrl as module
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
