@@ -136,7 +136,8 @@ def main(argv=None):
     parser.add_argument("--rollout", type=int, default=8192, help="env steps per PPO iteration (n_steps x N)")
     parser.add_argument("--iterations", type=int, default=3, help="PPO iterations per timed learn() call")
     parser.add_argument("--epochs", type=int, default=4, help="PPO n_epochs")
-    parser.add_argument("--minibatches", type=int, default=4, help="minibatches per epoch (batch_size = rollout / this)")
+    parser.add_argument("--minibatches", type=int, default=4,
+                        help="minibatches per epoch (batch_size = rollout / this)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -158,10 +159,10 @@ def main(argv=None):
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             rates[col] = json.loads(out.stdout.strip().splitlines()[-1])
 
-        def cell(c):
+        def cell(c, rates=rates):
             return f"{rates[c]['end_to_end']:.3g} / {rates[c]['rollout']:.3g}"
 
-        def ratio(a, b):
+        def ratio(a, b, rates=rates):
             return (f"{rates[a]['end_to_end'] / rates[b]['end_to_end']:.2f}x / "
                     f"{rates[a]['rollout'] / rates[b]['rollout']:.2f}x")
 

@@ -157,6 +157,24 @@ class Config:
         return dataclasses.asdict(self)
 
 
+def env_options(text: str, reserved: Sequence[str] = ()) -> dict:
+    """Parse an ``env_options`` field: a JSON object of extra keyword arguments for ``metarl.make_vec``
+    (e.g. ``'{"velocity_range": [0, 2]}'``, ``'{"task_name": "reach-v3"}'``). :class:`ConfigError` when it
+    is not a JSON object or sets a name in ``reserved`` (one the config sets from its own fields)."""
+    import json
+
+    try:
+        options = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"env_options must be a JSON object, got {text!r} ({e})") from None
+    if not isinstance(options, dict):
+        raise ConfigError(f"env_options must be a JSON object, got {text!r}")
+    clash = sorted(set(options) & set(reserved))
+    if clash:
+        raise ConfigError(f"env_options must not set {', '.join(clash)} (the config's own fields set them)")
+    return options
+
+
 def env_ids() -> tuple[str, ...]:
     """The registered metarl env ids (the ``choices`` of a learner's ``env`` field)."""
     from metarl.envs.registry import ENV_CLASSES

@@ -88,3 +88,24 @@ def test_describe_range():
     assert text == {"a": "in [0, 1]", "b": ">= 1", "c": "in (0, 2)", "d": "one of ('x', 'y')"}
     with pytest.raises(C.ConfigError, match="c must be a finite number in \\(0, 2\\), got 2"):
         Demo(c=2)
+
+
+
+@pytest.mark.parametrize("bad", ["nope", "[1, 2]", '"text"', '{"max_episode_steps": 3}', '{"seed": 1}'])
+def test_env_options_refused_unless_a_json_object_of_free_names(bad):
+    from metarl.algos.maml import MAMLConfig
+    from metarl.algos.rl2 import RL2Config
+
+    for cls in (RL2Config, MAMLConfig):
+        with pytest.raises(C.ConfigError, match="env_options"):
+            cls(env_options=bad)
+
+
+def test_env_options_reach_the_env():
+    from metarl.algos import maml, rl2
+
+    env = rl2.make_env(rl2.RL2Config(env="Bandit-v0", num_envs=4, env_options='{"dependent": true}'))
+    assert env.base.dependent is True and env.base.arms == 2
+    pytest.importorskip("mujoco")
+    cfg = maml.MAMLConfig(env="HalfCheetahVel-v0", env_options='{"velocity_range": [0, 2]}')
+    assert maml.make_env(cfg, 2).velocity_range == (0.0, 2.0)

@@ -19,7 +19,8 @@ from metarl.cli import ALGOS
 # tiny runs of ITERATIONS iterations each (the smallest sizes the learners accept)
 ITERATIONS = 12
 TINY = {
-    "rl2": ["--num-envs", "8", "--hidden-size", "8", "--total-env-steps", str(8 * 10 * ITERATIONS), "--eval-tasks", "5"],
+    "rl2": ["--num-envs", "8", "--hidden-size", "8", "--total-env-steps", str(8 * 10 * ITERATIONS),
+            "--eval-tasks", "5"],
     "maml": ["--meta-batch", "2", "--trajectories-per-task", "2", "--horizon", "5", "--hidden-sizes", "8,8",
              "--iterations", str(ITERATIONS), "--eval-tasks", "2", "--eval-steps", "0,1"],
     "reptile": ["--meta-batch-size", "2", "--trajectories-per-task", "2", "--iterations", str(ITERATIONS),

@@ -65,7 +65,7 @@ from metarl.algos.pg import (
     per_task_advantages,
     trpo_step,
 )
-from metarl.config import Config, env_ids, field
+from metarl.config import Config, env_ids, env_options, field
 
 
 @dataclasses.dataclass
@@ -78,6 +78,9 @@ class MAMLConfig(Config):
 
     env: str = field("Navigation2D-v0", choices=env_ids)
     """Task distribution: a metarl env id with a continuous (Box) action space."""
+    env_options: str = "{}"
+    """More keyword arguments for ``metarl.make_vec``, as a JSON object: e.g. ``'{"velocity_range": [0, 2]}'``
+    (HalfCheetahVel-v0 as in the MAML paper) or ``'{"task_name": "reach-v3"}'`` (MetaWorld-ML1-v0)."""
     meta_batch: int = field(20, ge=1)
     """B: tasks per meta-update."""
     trajectories_per_task: int = field(20, ge=1)
@@ -92,8 +95,9 @@ class MAMLConfig(Config):
     normalize_actions: bool = True
     """The policy acts in ``[-1, 1]`` per dimension, clipped there and mapped affinely onto the env's
     action box: rllab's ``normalize`` wrapper, which the MAML code puts around its envs (the MuJoCo
-    families charge control cost on the action as given, so the clip matters there). False: the policy acts in the env's own units (for Navigation2D-v0 an initial std of
-    1.0 is then ten times the ±0.1 action box)."""
+    families charge control cost on the action as given, so the clip matters there). False: the
+    policy acts in the env's own units (for Navigation2D-v0 an initial std of 1.0 is then ten times
+    the ±0.1 action box)."""
     policy_init: str = field("xavier", choices=POLICY_INITS)
     """Initialisation of the policy MLP: 'xavier' (Glorot-uniform weights and zero biases in every
     layer, the output included: rllab's MLP, which the MAML code uses) or 'torch' (``nn.Linear``'s
@@ -170,6 +174,7 @@ class MAMLConfig(Config):
     """Minutes between checkpoints (one is also written at the end and on Ctrl-C)."""
 
     def check(self):
+        env_options(self.env_options, reserved=("max_episode_steps", "num_envs", "device", "seed", "autoreset_mode"))
         if self.train_reward == "dense" and self.env not in ("Navigation2D-v0", "SemicircleGoal-v0"):
             raise ValueError(f"train_reward='dense' needs a point-goal env (Navigation2D-v0, SemicircleGoal-v0), "
                              f"got {self.env!r}")
@@ -189,7 +194,7 @@ class MAMLConfig(Config):
 def make_env(cfg: MAMLConfig, num_envs: int, seed: int | None = None):
     """``num_envs`` copies of ``cfg.env`` with the time limit ``cfg.horizon`` (Box actions only)."""
     return make_box_env(cfg.env, num_envs, cfg.seed if seed is None else seed, max_episode_steps=cfg.horizon,
-                        device=cfg.device)
+                        device=cfg.device, **env_options(cfg.env_options))
 
 
 def make_policy(cfg: MAMLConfig, env=None) -> GaussianMLPPolicy:
@@ -335,6 +340,112 @@ def evaluate(policy_params, cfg: MAMLConfig, num_tasks: int | None = None, steps
     return out
 
 
+class MetaWorldAgent:
+    """MAML as the Meta-World benchmark's meta-learning agent (:func:`metarl.envs.metaworld.metalearning_evaluation`).
+
+    ``init`` restores the meta-trained parameters; ``adapt_action`` samples the current (adapted) policy
+    and ``step`` stores those transitions; ``adapt`` takes one VPG step per env copy (each copy runs one
+    test task: its adaptation episodes, all of the same length, are the step's trajectories; loss,
+    linear-baseline advantages and first-order step as :func:`evaluate`'s), adaptation round ``j``
+    (1-based) at ``inner_lr`` (or the learned ``inner_lrs``) times ``cfg.eval_lr_scales[j - 1]``;
+    ``eval_action`` acts with the adapted policy's mean; evaluation transitions are not stored.
+    Actions go through :func:`~metarl.algos.pg.action_map` as in training."""
+
+    def __init__(self, policy: GaussianMLPPolicy, cfg: MAMLConfig, env, generator: torch.Generator,
+                 inner_lrs: dict | None = None):
+        self.cfg, self.num_envs, self.generator = cfg, env.num_envs, generator
+        self.apply = FunctionalPolicy(policy)
+        self.loss_fn = vpg_loss_fn(self.apply)
+        self.theta = {n: p.detach() for n, p in policy.named_parameters()}
+        self.base_lr = {n: v.detach() for n, v in inner_lrs.items()} if inner_lrs is not None else cfg.inner_lr
+        self.affine = action_map(env, cfg.normalize_actions)
+        self.init()
+
+    def init(self) -> None:
+        self.params, self.batched, self.rounds = self.theta, False, 0
+        self.adapting, self.last = True, None
+        self.buf: dict[str, list] = {"obs": [], "act": [], "rew": [], "done": []}
+
+    @torch.no_grad()
+    def _policy(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.batched:
+            return self.apply(self.params, obs)
+        mean, log_std = self.apply.batched(self.params, obs.view(self.num_envs, 1, -1))
+        return mean.reshape(self.num_envs, -1), log_std.reshape(self.num_envs, -1)
+
+    def _to_env(self, a: torch.Tensor) -> torch.Tensor:
+        if self.affine is None:
+            return a
+        scale, offset = (x.to(a.device) for x in self.affine)
+        return offset + scale * a.clamp(-1.0, 1.0)
+
+    def adapt_action(self, obs: torch.Tensor) -> torch.Tensor:
+        mean, log_std = self._policy(obs)
+        self.last = mean + log_std.exp() * torch.randn(mean.shape, generator=self.generator, device=mean.device)
+        return self._to_env(self.last)
+
+    def eval_action(self, obs: torch.Tensor) -> torch.Tensor:
+        return self._to_env(self._policy(obs)[0])
+
+    def step(self, obs, actions, reward, terminated, truncated) -> None:
+        if self.adapting:
+            for k, v in (("obs", obs), ("act", self.last), ("rew", reward), ("done", terminated | truncated)):
+                self.buf[k].append(v)
+
+    def adapt(self) -> None:
+        cfg, n = self.cfg, self.num_envs
+        done = torch.stack(self.buf["done"])                       # [E * H, n]
+        h = int(done[:, 0].nonzero()[0]) + 1                       # episodes all last H steps (no early end)
+        e = done.shape[0] // h
+
+        def regroup(x):     # [E * H, n, ...] -> [H, n * E, ...]: env i's episodes are trajectories i * E + j
+            x = torch.stack(x).view(e, h, n, *x[0].shape[1:]).transpose(0, 1).transpose(1, 2)
+            return x.reshape(h, n * e, *x.shape[3:])
+        obs, act, rew = regroup(self.buf["obs"]), regroup(self.buf["act"]), regroup(self.buf["rew"])
+        start = torch.zeros((h, n * e), dtype=torch.bool, device=obs.device)
+        start[0] = True
+        batch = Batch(obs, act, rew, torch.ones_like(rew), start, obs)
+        scale = cfg.eval_lr_scales[min(self.rounds, len(cfg.eval_lr_scales) - 1)]
+        lr = {k: v * scale for k, v in self.base_lr.items()} if isinstance(self.base_lr, dict) else self.base_lr * scale
+        loss_fn = self.loss_fn
+
+        def sgd_step(p, b):
+            return {k: p[k] - (lr[k] if isinstance(lr, dict) else lr) * g for k, g in grad(loss_fn)(p, b).items()}
+        tb = process(batch, cfg, n)
+        self.params = {k: v.detach() for k, v in
+                       vmap(sgd_step, in_dims=(0 if self.batched else None, 0))(self.params, tb).items()}
+        self.batched, self.rounds, self.adapting = True, self.rounds + 1, False
+        self.buf = {k: [] for k in self.buf}
+
+    def reset(self, mask: torch.Tensor) -> None:
+        pass
+
+
+def metaworld_report(policy, cfg: MAMLConfig, num_tasks: int | None = None, *, inner_lrs: dict | None = None,
+                     seed: int = 12345, adaptation_episodes: int = 10, evaluation_episodes: int = 3,
+                     max_episode_steps: int | None = None) -> dict:
+    """The Meta-World benchmark's metric of a MAML policy trained on a ``MetaWorld-*`` env: success rate
+    (per test task name and their mean) and mean return on the benchmark's TEST tasks (of the training
+    env's ``benchmark_seed``, ``cfg.seed``) after one adaptation step on ``adaptation_episodes`` episodes
+    per task, over the first ``evaluation_episodes`` evaluation episodes, by
+    :func:`metarl.envs.metaworld.metalearning_evaluation` with :class:`MetaWorldAgent`; ``num_tasks``
+    test tasks in all (default 200: the package's 20 envs x 10 evaluations), episodes of the benchmark's
+    500 steps (``max_episode_steps``). Returns ``{"eval": {"success_rate", "return",
+    "success_rate_per_task": {name: rate}, "return_per_task", "num_evals", "num_envs",
+    "adaptation_episodes", "evaluation_episodes", "episode_steps"}}``."""
+    from metarl.envs import metaworld as mw
+
+    env, num_evals = mw.make_meta_test_env(cfg.env, cfg.seed, num_tasks=num_tasks, max_episode_steps=max_episode_steps,
+                                           seed=seed, device=cfg.device)
+    agent = MetaWorldAgent(policy, cfg, env, torch.Generator(device=cfg.device).manual_seed(seed), inner_lrs)
+    out = mw.metalearning_evaluation(env, agent, num_evals=num_evals, adaptation_episodes=adaptation_episodes,
+                                     evaluation_episodes=evaluation_episodes, seed=seed)
+    out.update(num_envs=env.num_envs, adaptation_episodes=adaptation_episodes,
+               evaluation_episodes=evaluation_episodes, episode_steps=env.max_episode_steps)
+    env.close()
+    return {"eval": out}
+
+
 # ----------------------------------------------------------------------------- the learner
 class MAMLLearner:
     """MAML-RL as the run harness drives it (:mod:`metarl.algos.harness`): each :meth:`step` is one
@@ -372,9 +483,14 @@ class MAMLLearner:
         theta = {n: v.detach() for n, v in self.theta.items()}
         lr_now = {n: v.detach() for n, v in self.lrs.items()} if self.lrs is not None else cfg.inner_lr
         params, batched, pre, returns = theta, False, [], []
+        pop = getattr(self.env, "pop_episode_successes", None)     # Meta-World: success at any step
+        successes = []
         for s in range(cfg.inner_steps + 1):
             batch = rollout(self.env, apply, params, batched, tasks, k, cfg.horizon, self.generator, self.affine)
             returns.append(float(episode_returns(batch, k).mean()))
+            if pop is not None:
+                finished, succeeded = pop()
+                successes.append(succeeded / finished if finished else float("nan"))
             if cfg.train_reward == "dense":
                 batch = dense_rewards(batch, tasks.goal[torch.arange(b * k) // k])
             tb = process(batch, cfg, b)                                  # advantage
@@ -407,8 +523,10 @@ class MAMLLearner:
             stats.update(surrogate_after=float(loss), kl=float(kl))
         self.iteration += 1
         # log
-        return {"pre_return": returns[0], "post_return": returns[-1],
-                **{n: stats[n] for n in ("surrogate_before", "surrogate_after", "kl", "accepted")}}
+        row = {"pre_return": returns[0], "post_return": returns[-1]}
+        if successes:
+            row.update(pre_success=successes[0], post_success=successes[-1])
+        return {**row, **{n: stats[n] for n in ("surrogate_before", "surrogate_after", "kl", "accepted")}}
 
     def state_dict(self) -> dict:
         return {"iteration": self.iteration, "policy": self.policy.state_dict(),
@@ -431,10 +549,13 @@ class MAMLLearner:
         self.env.load_state_dict(sd["env"])
 
     def report(self, num_tasks: int | None = None) -> dict:
-        """``{"eval": {steps: mean return}}`` on held-out tasks; nothing when ``num_tasks`` is None and
-        the config's ``eval_tasks`` is 0."""
+        """``{"eval": {steps: mean return}}`` on held-out tasks (on a ``MetaWorld-*`` env the benchmark's
+        metric, :func:`metaworld_report`); nothing when ``num_tasks`` is None and the config's
+        ``eval_tasks`` is 0."""
         if num_tasks is None and self.config.eval_tasks == 0:
             return {}
+        if self.config.env.startswith("MetaWorld-"):    # the benchmark's metric (its own default size)
+            return metaworld_report(self.policy, self.config, num_tasks, inner_lrs=self.lrs)
         return {"eval": evaluate(self.policy, self.config, num_tasks, inner_lrs=self.lrs)}
 
 
@@ -455,7 +576,7 @@ def train(cfg: MAMLConfig, run_dir=None, *, resume: bool = False, overwrite: boo
     learner = MAMLLearner(cfg)
     summary = harness.run(learner, run_dir, resume=resume, overwrite=overwrite, progress=progress,
                           max_iterations=max_iterations, max_seconds=max_seconds,
-                          progress_keys=("pre_return", "post_return"))
+                          progress_keys=("pre_return", "post_return", "post_success"))
     last = summary["history"][-1] if summary["history"] else {}
     summary.update(pre_return=last.get("pre_return", float("nan")), post_return=last.get("post_return", float("nan")),
                    policy={n: v.detach().clone() for n, v in learner.policy.state_dict().items()},
@@ -474,4 +595,4 @@ def load_policy(run_dir) -> tuple[GaussianMLPPolicy, MAMLConfig, dict | None]:
 
 __all__ = ["MAML", "MAMLConfig", "MAMLLearner", "GaussianMLPPolicy", "inner_loop", "inner_loop_reference",
            "conjugate_gradient", "baseline_features", "fit_linear_baseline", "trpo_step", "gaussian_kl", "train",
-           "evaluate", "load_policy", "make_env", "make_policy", "action_map"]
+           "evaluate", "load_policy", "make_env", "make_policy", "action_map", "MetaWorldAgent", "metaworld_report"]

@@ -176,11 +176,11 @@ def stack(params: Params, b: int) -> Params:
 
 # ----------------------------------------------------------------------------- rollouts
 def make_box_env(env_id: str, num_envs: int, seed: int, *, max_episode_steps: int | None = None,
-                 device: str = "cpu"):
-    """``metarl.make_vec(env_id, num_envs)`` with ``autoreset_mode="same_step"``; an env whose
+                 device: str = "cpu", **options):
+    """``metarl.make_vec(env_id, num_envs, **options)`` with ``autoreset_mode="same_step"``; an env whose
     actions are not a Box (a Gaussian policy's) is refused."""
     steps = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
-    env = metarl.make_vec(env_id, num_envs, autoreset_mode="same_step", device=device, seed=seed, **steps)
+    env = metarl.make_vec(env_id, num_envs, autoreset_mode="same_step", device=device, seed=seed, **steps, **options)
     if not isinstance(env.single_action_space, gym.spaces.Box):
         raise ValueError(f"env {env_id!r} has a {type(env.single_action_space).__name__} action space; "
                          f"these learners need a Box (a Gaussian policy)")

@@ -26,9 +26,10 @@ import torch
 import metarl
 from metarl.algos import harness
 from metarl.algos.pg import mean_se
-from metarl.config import Config, env_ids, field
+from metarl.config import Config, env_ids, env_options, field
 from metarl.envs import TrialWrapper
 from metarl.kernels.returns import gae
+from metarl.kernels.rl2_inputs import rl2_inputs
 from metarl.nn import RecurrentActorCritic
 from metarl.rollout import Carry, collect
 from metarl.threads import torch_threads_for
@@ -56,6 +57,9 @@ class RL2Config(Config):
     max_episode_steps: int = field(0, ge=0)
     """Time limit of every episode (0: the env's own, e.g. 1000 for the MuJoCo families, whose
     meta-RL papers use 200)."""
+    env_options: str = "{}"
+    """More keyword arguments for ``metarl.make_vec``, as a JSON object: e.g. ``'{"velocity_range": [0, 2]}'``
+    (HalfCheetahVel-v0 as in the MAML paper) or ``'{"task_name": "reach-v3"}'`` (MetaWorld-ML1-v0)."""
     episodes_per_trial: int = field(10, ge=1)
     """n: episodes per trial (a bandit pull is one episode), all on one task."""
     num_envs: int = field(1024, ge=1)
@@ -100,6 +104,8 @@ class RL2Config(Config):
     def check(self):
         if self.minibatches > self.num_envs:
             raise ValueError(f"minibatches ({self.minibatches}) must not exceed num_envs ({self.num_envs})")
+        env_options(self.env_options, reserved=("max_episode_steps", "arms", "num_states", "num_actions", "horizon",
+                                                "num_envs", "device", "seed", "autoreset_mode"))
 
     def env_kwargs(self) -> dict:
         """The options ``metarl.make_vec`` takes for this config's env."""
@@ -108,6 +114,7 @@ class RL2Config(Config):
             kwargs["arms"] = self.arms
         elif self.env == "TabularMDP-v0":
             kwargs.update(num_states=self.num_states, num_actions=self.num_actions, horizon=self.horizon)
+        kwargs.update(env_options(self.env_options))
         return kwargs
 
 
@@ -261,6 +268,74 @@ def evaluate(policy, cfg: RL2Config, num_tasks: int | None = None, seed: int = 1
     return total.cpu()
 
 
+class MetaWorldAgent:
+    """RL^2 as the Meta-World benchmark's meta-learning agent (:func:`metarl.envs.metaworld.metalearning_evaluation`):
+    each evaluation is one trial. ``init`` zeroes the LSTM state and the RL^2 input's ``prev_*`` part; the
+    state then carries through the adaptation episodes into the evaluation episodes (``adapt`` and
+    ``reset`` change nothing: RL^2 adapts in its state), the input ``[obs, prev_action, prev_reward,
+    prev_done]`` built from each transition ``step`` sees, as :class:`~metarl.envs.TrialWrapper` builds it.
+    Adaptation samples the policy (``generator``); evaluation acts with its mean action."""
+
+    def __init__(self, policy: RecurrentActorCritic, num_envs: int, generator: torch.Generator):
+        self.policy, self.num_envs, self.generator = policy, num_envs, generator
+        self.action_dim = policy.num_outputs
+        self.init()
+
+    def init(self) -> None:
+        n, dev = self.num_envs, self.policy.device
+        self.state = self.policy.initial_state(n)
+        self.start = torch.ones(n, dtype=torch.bool, device=dev)
+        self.prev = (torch.zeros((n, self.action_dim), device=dev), torch.zeros(n, device=dev),
+                     torch.zeros(n, dtype=torch.bool, device=dev))
+
+    @torch.no_grad()
+    def _act(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        x = rl2_inputs(obs, *self.prev, self.start, self.action_dim, False)
+        action, _, _, self.state = self.policy.step(x, self.state, self.start, noise=noise)
+        self.start = torch.zeros_like(self.start)
+        return action
+
+    def adapt_action(self, obs: torch.Tensor) -> torch.Tensor:
+        return self._act(obs, self.policy.sample_noise((self.num_envs,), generator=self.generator))
+
+    def eval_action(self, obs: torch.Tensor) -> torch.Tensor:
+        return self._act(obs, torch.zeros((self.num_envs, self.action_dim), device=obs.device))
+
+    def step(self, obs, actions, reward, terminated, truncated) -> None:
+        self.prev = (actions, reward, terminated | truncated)
+
+    def adapt(self) -> None:
+        pass
+
+    def reset(self, mask: torch.Tensor) -> None:
+        pass
+
+
+def metaworld_report(policy, cfg: RL2Config, num_tasks: int | None = None, *, seed: int = 12345,
+                     adaptation_episodes: int = 10, evaluation_episodes: int = 3,
+                     max_episode_steps: int | None = None) -> dict:
+    """The Meta-World benchmark's metric of an RL^2 policy trained on a ``MetaWorld-*`` env: success rate
+    (per test task name and their mean) and mean return on the benchmark's TEST tasks (of the training
+    env's ``benchmark_seed``, ``cfg.seed``) after ``adaptation_episodes`` episodes, over the first
+    ``evaluation_episodes`` evaluation episodes, by :func:`metarl.envs.metaworld.metalearning_evaluation`
+    with :class:`MetaWorldAgent`; ``num_tasks`` test tasks in all (default 200: the package's 20 envs
+    x 10 evaluations; :func:`~metarl.envs.metaworld.make_meta_test_env`), episodes of the benchmark's
+    500 steps (``max_episode_steps``). Returns ``{"eval": {"success_rate", "return",
+    "success_rate_per_task": {name: rate}, "return_per_task", "num_evals", "num_envs",
+    "adaptation_episodes", "evaluation_episodes", "episode_steps"}}``."""
+    from metarl.envs import metaworld as mw
+
+    env, num_evals = mw.make_meta_test_env(cfg.env, cfg.seed, num_tasks=num_tasks, max_episode_steps=max_episode_steps,
+                                           seed=seed, device=cfg.device)
+    agent = MetaWorldAgent(policy, env.num_envs, torch.Generator(device=cfg.device).manual_seed(seed))
+    out = mw.metalearning_evaluation(env, agent, num_evals=num_evals, adaptation_episodes=adaptation_episodes,
+                                     evaluation_episodes=evaluation_episodes, seed=seed)
+    out.update(num_envs=env.num_envs, adaptation_episodes=adaptation_episodes,
+               evaluation_episodes=evaluation_episodes, episode_steps=env.max_episode_steps)
+    env.close()
+    return {"eval": out}
+
+
 def baselines(cfg: RL2Config, num_tasks: int | None = None, seed: int = 12345) -> dict[str, torch.Tensor]:
     """The classical baselines (:mod:`metarl.baselines`) on the same held-out tasks as :func:`evaluate`."""
     from metarl import baselines as bl
@@ -321,7 +396,12 @@ class RL2Learner:
         self.iteration += 1
         # log
         trial_return = sum(self.recent) / len(self.recent) if self.recent else float("nan")
-        return {"trial_return": trial_return, **stats}
+        row = {"trial_return": trial_return}
+        pop = getattr(self.env.base, "pop_episode_successes", None)
+        if pop is not None:     # Meta-World: the episodes that ended in this rollout, success at any step
+            finished, succeeded = pop()
+            row["success_rate"] = succeeded / finished if finished else float("nan")
+        return {**row, **stats}
 
     def state_dict(self) -> dict:
         c = self.carry
@@ -362,11 +442,15 @@ def train(cfg: RL2Config, run_dir=None, *, resume: bool = False, overwrite: bool
     ``overwrite=True`` starts over in a directory that holds a run. ``max_iterations`` stops early.
     """
     return harness.run(RL2Learner(cfg), run_dir, resume=resume, overwrite=overwrite, progress=progress,
-                       max_iterations=max_iterations, progress_keys=("trial_return", "env_steps_per_s"))
+                       max_iterations=max_iterations, progress_keys=("trial_return", "success_rate",
+                                                                     "env_steps_per_s"))
 
 
 def report(policy, cfg: RL2Config, num_tasks: int | None = None) -> dict:
-    """RL^2 and the baselines on held-out tasks: ``{"eval": {name: (mean, standard error)}}``."""
+    """RL^2 and the baselines on held-out tasks: ``{"eval": {name: (mean, standard error)}}``; on a
+    ``MetaWorld-*`` env the benchmark's metric instead (:func:`metaworld_report`)."""
+    if cfg.env.startswith("MetaWorld-"):
+        return metaworld_report(policy, cfg, num_tasks)
     out = {"rl2": mean_se(evaluate(policy, cfg, num_tasks))}
     for name, vals in baselines(cfg, num_tasks).items():
         out[name] = mean_se(vals)
@@ -383,4 +467,4 @@ def load_policy(run_dir) -> tuple[RecurrentActorCritic, RL2Config]:
 
 
 __all__ = ["RL2Config", "RL2Learner", "train", "evaluate", "baselines", "report", "load_policy", "make_env",
-           "make_policy", "ppo_update", "ReturnNormalizer"]
+           "make_policy", "ppo_update", "ReturnNormalizer", "MetaWorldAgent", "metaworld_report"]
