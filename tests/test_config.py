@@ -104,7 +104,7 @@ def test_env_options_refused_unless_a_json_object_of_free_names(bad):
 def test_env_options_reach_the_env():
     from metarl.algos import maml, rl2
 
-    env = rl2.make_env(rl2.RL2Config(env="Bandit-v0", num_envs=4, env_options='{"dependent": true}'))
+    env = rl2.make_env(rl2.RL2Config(env="Bandit-v0", arms=2, num_envs=4, env_options='{"dependent": true}'))
     assert env.base.dependent is True and env.base.arms == 2
     pytest.importorskip("mujoco")
     cfg = maml.MAMLConfig(env="HalfCheetahVel-v0", env_options='{"velocity_range": [0, 2]}')
