@@ -334,19 +334,22 @@ class ScriptedAgent:
     """Reaches for the goal in evaluation (or does nothing); counts the protocol's calls."""
 
     def __init__(self, env, reach: bool):
-        self.env, self.reach, self.calls = env, reach, {"init": 0, "adapt": 0, "step": 0}
+        self.env, self.reach, self.calls = env, reach, {"init": 0, "adapt": 0, "step": 0, "eval_step": 0}
+        self.phase = None
 
     def init(self):
         self.calls["init"] += 1
+        self.phase = "step"
 
     def adapt_action(self, obs):
         return torch.zeros(obs.shape[0], 4)
 
     def step(self, obs, actions, reward, terminated, truncated):
-        self.calls["step"] += 1
+        self.calls[self.phase] += 1
 
     def adapt(self):
         self.calls["adapt"] += 1
+        self.phase = "eval_step"
 
     def eval_action(self, obs):
         return reach_policy(self.env, obs) if self.reach else torch.zeros(obs.shape[0], 4)
@@ -361,7 +364,10 @@ def test_metalearning_evaluation(reach):
                           max_episode_steps=100)
     agent = ScriptedAgent(env, reach)
     out = mw.metalearning_evaluation(env, agent, num_evals=2, adaptation_episodes=2, evaluation_episodes=3)
+    eval_steps = agent.calls.pop("eval_step")
     assert agent.calls == {"init": 2, "adapt": 2, "step": 2 * 2 * 100}
+    # per evaluation, 3 episodes of the one task name on 2 envs: 2 calls of 100 steps (fewer when reaching)
+    assert (0 < eval_steps < 2 * 200) if reach else eval_steps == 2 * 200
     assert set(out["success_rate_per_task"]) == {"reach-v3"}
     if reach:
         assert out["success_rate"] == 1.0 and out["return"] > 0

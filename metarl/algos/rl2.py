@@ -316,17 +316,20 @@ def metaworld_report(policy, cfg: RL2Config, num_tasks: int | None = None, *, se
                      max_episode_steps: int | None = None) -> dict:
     """The Meta-World benchmark's metric of an RL^2 policy trained on a ``MetaWorld-*`` env: success rate
     (per test task name and their mean) and mean return on the benchmark's TEST tasks (of the training
-    env's ``benchmark_seed``, ``cfg.seed``) after ``adaptation_episodes`` episodes, over the first
-    ``evaluation_episodes`` evaluation episodes, by :func:`metarl.envs.metaworld.metalearning_evaluation`
-    with :class:`MetaWorldAgent`; ``num_tasks`` test tasks in all (default 200: the package's 20 envs
-    x 10 evaluations; :func:`~metarl.envs.metaworld.make_meta_test_env`), episodes of the benchmark's
-    500 steps (``max_episode_steps``). Returns ``{"eval": {"success_rate", "return",
+    env's benchmark: its ``env_options``, ``benchmark_seed`` ``cfg.seed`` unless they set it) after
+    ``adaptation_episodes`` episodes, over the first ``evaluation_episodes`` evaluation episodes, by
+    :func:`metarl.envs.metaworld.metalearning_evaluation` with :class:`MetaWorldAgent`; ``num_tasks`` test
+    tasks in all (default 200: the package's 20 envs x 10 evaluations;
+    :func:`~metarl.envs.metaworld.make_meta_test_env`), episodes of the benchmark's 500 steps
+    (``max_episode_steps``). Returns ``{"eval": {"success_rate", "return",
     "success_rate_per_task": {name: rate}, "return_per_task", "num_evals", "num_envs",
     "adaptation_episodes", "evaluation_episodes", "episode_steps"}}``."""
     from metarl.envs import metaworld as mw
 
-    env, num_evals = mw.make_meta_test_env(cfg.env, cfg.seed, num_tasks=num_tasks, max_episode_steps=max_episode_steps,
-                                           seed=seed, device=cfg.device)
+    options = env_options(cfg.env_options)      # the training env's (task_name, reward version, ...)
+    options.pop("terminate_on_success", None)    # the protocol sets it
+    env, num_evals = mw.make_meta_test_env(cfg.env, options.pop("benchmark_seed", cfg.seed), num_tasks=num_tasks,
+                                           max_episode_steps=max_episode_steps, seed=seed, device=cfg.device, **options)
     agent = MetaWorldAgent(policy, env.num_envs, torch.Generator(device=cfg.device).manual_seed(seed))
     out = mw.metalearning_evaluation(env, agent, num_evals=num_evals, adaptation_episodes=adaptation_episodes,
                                      evaluation_episodes=evaluation_episodes, seed=seed)

@@ -228,6 +228,8 @@ class MetaWorldVecEnv(TaskVectorEnv):
         self._envs: list = [None] * n
         self._obs = np.zeros((n, self.obs_dim), dtype=np.float64)
         self._success = torch.zeros(n, dtype=torch.bool)
+        self._episode_success = torch.zeros(n, dtype=torch.bool)   # any successful step in the running episode
+        self._finished = self._succeeded = 0                         # episodes ended / of them successful
         self._batch = metaworld_batch.MetaWorldBatch(n, self._probe.frame_skip, self.num_threads)
         self._pool.setdefault(self.train_names[0], []).append(self._probe)
 
@@ -323,6 +325,15 @@ class MetaWorldVecEnv(TaskVectorEnv):
         ...})`` sets and resets at once)."""
         super().set_tasks(tasks, env_ids)
 
+    def pop_episode_successes(self) -> tuple[int, int]:
+        """``(finished, succeeded)``: the episodes that ended (terminated or truncated) since the last call
+        (or since the env was made), and how many of them succeeded, the benchmark's episode success
+        (``info["success"]`` at any of its steps); both counts restart at 0. Episodes cut by a reset
+        are not counted. The learners log ``succeeded / finished`` as their training success rate."""
+        out = (self._finished, self._succeeded)
+        self._finished = self._succeeded = 0
+        return out
+
     def set_terminate_on_success(self, on: bool) -> None:
         """End episodes at their first successful step (the package's ``toggle_terminate_on_success``)."""
         if not isinstance(on, bool):
@@ -365,6 +376,7 @@ class MetaWorldVecEnv(TaskVectorEnv):
         self._elapsed.masked_fill_(mask, 0)
         self._needs_reset.masked_fill_(mask, False)
         self._success.masked_fill_(mask, False)
+        self._episode_success.masked_fill_(mask, False)
         return torch.from_numpy(self._obs.astype(np.float32))
 
     def _step_kernel(self, a: torch.Tensor, same_step: bool):
@@ -396,6 +408,10 @@ class MetaWorldVecEnv(TaskVectorEnv):
         elapsed = self._elapsed + 1
         truncated = (elapsed >= limit) & ~due
         done = terminated | truncated
+        episode_success = self._episode_success | success_t
+        self._finished += int(done.sum())
+        self._succeeded += int((episode_success & done).sum())
+        self._episode_success = episode_success & ~done
         final_obs = self._empty_final
         if mode == NEXT_STEP:
             for i in due.nonzero().flatten().tolist():
@@ -447,14 +463,16 @@ class MetaWorldVecEnv(TaskVectorEnv):
                 continue
             state = np.empty(mujoco.mj_stateSize(env.model, spec))
             mujoco.mj_getState(env.model, env.data, state, spec)
-            attrs = {k: _data_view(env.data, v) or copy.deepcopy(v) for k, v in vars(env).items()
+            attrs = {k: _data_view(env.data, v) or _to_plain(v) for k, v in vars(env).items()
                      if isinstance(v, (np.ndarray, np.generic, int, float, bool, str, type(None)))}
-            copies.append({"name": self._class_name(env), "state": state, "body_pos": env.model.body_pos.copy(),
-                           "site_pos": env.model.site_pos.copy(), "attrs": attrs})
+            copies.append({"name": self._class_name(env), "state": _to_plain(state),
+                           "body_pos": _to_plain(env.model.body_pos), "site_pos": _to_plain(env.model.site_pos),
+                           "attrs": attrs})
         return {"num_envs": self.num_envs, "benchmark": self.benchmark_id, "elapsed": self._elapsed.clone(),
                 "needs_reset": self._needs_reset.clone(), "counter": self._counter.clone(), "key": self._key.clone(),
                 "params": [p.clone() for p in self._params], "was_reset": self._was_reset,
-                "obs": self._obs.copy(), "success": self._success.clone(),
+                "obs": _to_plain(self._obs), "success": self._success.clone(),
+                "episode_success": self._episode_success.clone(), "episode_counts": (self._finished, self._succeeded),
                 "terminate_on_success": self.terminate_on_success, "copies": copies}
 
     def load_state_dict(self, sd: dict) -> None:
@@ -478,17 +496,19 @@ class MetaWorldVecEnv(TaskVectorEnv):
                 env = pool.pop() if pool else self._new_sawyer(c["name"])
                 self._envs[i] = env
                 self._batch.bind(i, env.model, env.data)
-            env.model.body_pos[:] = c["body_pos"]
-            env.model.site_pos[:] = c["site_pos"]
+            env.model.body_pos[:] = _from_plain(c["body_pos"])
+            env.model.site_pos[:] = _from_plain(c["site_pos"])
             for k, v in c["attrs"].items():
-                setattr(env, k, _data_view(env.data, v) if isinstance(v, tuple) else copy.deepcopy(v))
-            mujoco.mj_setState(env.model, env.data, c["state"], spec)
+                setattr(env, k, _data_view(env.data, v) if isinstance(v, tuple) else _from_plain(v))
+            mujoco.mj_setState(env.model, env.data, _from_plain(c["state"]), spec)
             mujoco.mj_forward(env.model, env.data)
         for dst, src in ((self._elapsed, sd["elapsed"]), (self._needs_reset, sd["needs_reset"]),
                          (self._counter, sd["counter"]), (self._key, sd["key"]), *zip(self._params, sd["params"])):
             dst.copy_(src)
-        self._obs[:] = sd["obs"]
+        self._obs[:] = _from_plain(sd["obs"])
         self._success = sd["success"].clone()
+        self._episode_success = sd.get("episode_success", torch.zeros_like(self._success)).clone()
+        self._finished, self._succeeded = sd.get("episode_counts", (0, 0))
         self._was_reset = bool(sd["was_reset"])
         self.terminate_on_success = bool(sd["terminate_on_success"])
 
@@ -499,6 +519,25 @@ class MetaWorldVecEnv(TaskVectorEnv):
             if env is not None:
                 env.close()
         self._envs, self._pool = [], {}
+
+
+def _to_plain(v):
+    """A copy of a state-dict value that ``torch.load(weights_only=True)`` reads (metarl's checkpoints):
+    a NumPy array -> a tensor of its dtype, a NumPy scalar -> ``{"numpy_scalar": dtype, "value": v}``."""
+    if isinstance(v, np.ndarray):
+        return torch.from_numpy(v.copy())
+    if isinstance(v, np.generic):
+        return {"numpy_scalar": v.dtype.str, "value": v.item()}
+    return copy.deepcopy(v)
+
+
+def _from_plain(v):
+    """The inverse of :func:`_to_plain` (arrays and scalars as the package keeps them)."""
+    if isinstance(v, torch.Tensor):
+        return v.numpy().copy()
+    if isinstance(v, dict) and set(v) == {"numpy_scalar", "value"}:
+        return np.dtype(v["numpy_scalar"]).type(v["value"])
+    return copy.deepcopy(v)
 
 
 _VIEWED_FIELDS = ("xpos", "xquat", "xmat", "xipos", "site_xpos", "site_xmat", "geom_xpos", "geom_xmat",
@@ -552,6 +591,39 @@ class ML45VecEnv(MetaWorldVecEnv):
 
 
 # ----------------------------------------------------------------------------- the benchmark's metric
+META_BATCH_SIZE = 20
+"""the package's ``meta_batch_size`` default: test envs per evaluation"""
+META_TEST_TASKS = 200
+"""test tasks of the package's default meta-test: 20 envs x ``num_evals=10`` evaluations"""
+
+
+def make_meta_test_env(env_id: str, benchmark_seed: int, *, num_tasks: int | None = None,
+                       max_episode_steps: int | None = None, seed: int = 0, device="cpu",
+                       **kwargs) -> tuple[MetaWorldVecEnv, int]:
+    """The benchmark's meta-test vector env for :func:`metalearning_evaluation` and its ``num_evals``.
+
+    ``num_tasks`` test tasks in all (default :data:`META_TEST_TASKS`, the package's 20 envs x 10
+    evaluations): ``num_evals = ceil(num_tasks / envs)`` evaluations of ``envs = min(20, num_tasks)``
+    env copies, rounded up to a multiple of the benchmark's test task names. ``benchmark_seed``: the
+    training env's (its test tasks are the benchmark's held-out ones for that seed). Episodes last
+    ``max_episode_steps`` (default the benchmark's 500). ``kwargs`` go to ``metarl.make_vec``
+    (``task_name`` for ML1)."""
+    if not isinstance(env_id, str) or not env_id.startswith("MetaWorld-"):
+        raise ValueError(f"env_id must be a Meta-World id (MetaWorld-ML1-v0, ...), got {env_id!r}")
+    n = META_TEST_TASKS if num_tasks is None else num_tasks
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
+    import metarl
+
+    benchmark = env_id.split("-")[1]
+    task_name = kwargs.get("task_name", "reach-v3") if benchmark == "ML1" else None
+    names = len(load_benchmark(benchmark, task_name, check_seed(benchmark_seed, "benchmark_seed")).test_classes)
+    envs = -(-min(META_BATCH_SIZE, n) // names) * names
+    env = metarl.make_vec(env_id, envs, autoreset_mode="same_step", seed=seed, benchmark_seed=benchmark_seed,
+                          max_episode_steps=max_episode_steps or MAX_PATH_LENGTH, device=device, **kwargs)
+    return env, -(-n // envs)
+
+
 def metalearning_evaluation(env: MetaWorldVecEnv, agent, *, num_evals: int = 10, adaptation_steps: int = 1,
                             adaptation_episodes: int = 10, evaluation_episodes: int = 3, seed: int = 0,
                             on_step: Callable | None = None) -> dict:
@@ -566,7 +638,9 @@ def metalearning_evaluation(env: MetaWorldVecEnv, agent, *, num_evals: int = 10,
     episodes (no termination on success; ``agent.adapt_action(obs)`` acts, ``agent.step(obs, action,
     reward, terminated, truncated)`` sees each transition) and ending in ``agent.adapt()``; then, with
     termination on success, ``agent.reset(mask)`` at episode ends and ``agent.eval_action(obs)``
-    acting, episodes until every task name has finished ``evaluation_episodes``; the first
+    acting and ``agent.step`` seeing each transition (the package gives an RL^2 agent the same through
+    its observation, ``recurrent_info_in_obs``; an agent that adapts only in ``adapt`` ignores them),
+    episodes until every task name has finished ``evaluation_episodes``; the first
     ``evaluation_episodes`` episodes to finish of each task name count, an episode succeeding when
     its last step's ``success`` is 1 (with termination on success: when any step succeeded).
 
@@ -632,7 +706,9 @@ def metalearning_evaluation(env: MetaWorldVecEnv, agent, *, num_evals: int = 10,
             finished: dict[str, list[tuple[float, bool]]] = {name: [] for name in names}
             while any(len(f) < evaluation_episodes for f in finished.values()):
                 actions = agent.eval_action(obs)
-                obs, reward, terminated, truncated, info = env.step(actions)
+                next_obs, reward, terminated, truncated, info = env.step(actions)
+                agent.step(obs, actions, reward, terminated, truncated)
+                obs = next_obs
                 ep_return += reward.to(torch.float64)
                 done = terminated | truncated
                 agent.reset(done)
