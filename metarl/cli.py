@@ -234,17 +234,26 @@ def _cmd_train(name: str, argv: list[str]) -> int:
         from metarl.threads import limit_threads
 
         limit_threads(args.num_threads)
+    from metarl import distributed
+
     if args.resume:
         run_dir = Path(args.resume)
         ck = harness.load_checkpoint(run_dir, kind=name)
         cfg = config_from_args(cls, args, ck["config"])
+        distributed.init(getattr(cfg, "device", "cpu"))     # under torchrun: join the other ranks
     else:
         cfg = config_from_args(cls, args)
+        distributed.init(getattr(cfg, "device", "cpu"))
         env = getattr(cfg, "env", "env")
-        run_dir = Path(args.run_dir or Path("runs") / f"{name}-{env}-{datetime.now():%Y%m%d-%H%M%S}")
-        harness.prepare_run_dir(run_dir, resume=False, overwrite=args.overwrite)
-    print(f"run directory: {run_dir}")
+        run_dir = distributed.on_main(lambda: harness.prepare_run_dir(
+            Path(args.run_dir or Path("runs") / f"{name}-{env}-{datetime.now():%Y%m%d-%H%M%S}"),
+            resume=False, overwrite=args.overwrite))
+    if not distributed.is_main():      # rank 0 prints and writes; the others train their shards
+        args.quiet = True
+        sys.stdout = open(os.devnull, "w")
+    print(f"run directory: {run_dir}" + (f" ({distributed.world()} processes)" if distributed.active() else ""))
     summary = mod.train(cfg, run_dir, resume=bool(args.resume), overwrite=args.overwrite, progress=not args.quiet)
+    distributed.close()
     secs = summary.get("train_seconds", 0.0)
     steps = summary.get("env_steps")
     print(f"trained in {secs:.0f} s" + (f": {steps:,} env steps ({summary['env_steps_per_s']:.3g} env-steps/s)"

@@ -157,7 +157,8 @@ def _collect_fused(env, policy, backend, num_steps, obs, reset, state, noise) ->
 
 @torch.no_grad()
 def collect(env, policy, num_steps: int, *, carry: Carry | None = None, seed: int | None = None,
-            generator: torch.Generator | None = None, fused: bool | None = None) -> Rollout:
+            generator: torch.Generator | None = None, fused: bool | None = None,
+            shard: tuple[int, int] = (0, 1)) -> Rollout:
     """Run ``policy`` in ``env`` for ``num_steps`` steps of all ``N`` envs.
 
     Args:
@@ -171,6 +172,9 @@ def collect(env, policy, num_steps: int, *, carry: Carry | None = None, seed: in
         fused: ``None`` (default) takes the fused path where it applies (:func:`fused_backend`),
             ``True`` requires it (``ValueError`` saying why when it does not apply), ``False``
             forces the general Python loop.
+        shard: ``(index, count)``: ``env`` holds rows ``[index·N, (index+1)·N)`` of a batch of
+            ``count·N`` copies (one data-parallel rank's, :mod:`metarl.distributed`): the noise is drawn
+            for the whole batch and those rows kept, as a one-process run over the batch draws it.
 
     Returns a :class:`Rollout` of ``[T, N, ...]`` tensors.
 
@@ -197,7 +201,10 @@ def collect(env, policy, num_steps: int, *, carry: Carry | None = None, seed: in
         state = policy.initial_state(env.num_envs)
     else:
         obs, reset, state = carry.obs, carry.reset, carry.state
-    noise = policy.sample_noise((num_steps, env.num_envs), generator=generator)
+    index, count = shard
+    noise = policy.sample_noise((num_steps, env.num_envs * count), generator=generator)
+    if count > 1:
+        noise = noise[:, index * env.num_envs:(index + 1) * env.num_envs].contiguous()
     if fused is not False:
         backend, why = _fused_plan(env, policy)
         if backend is not None:

@@ -22,6 +22,13 @@ dropped by an atomic rewrite), TensorBoard events when ``tensorboard`` is instal
 Ctrl-C or SIGTERM, and ``summary.json``. Checkpoints are written atomically
 (:mod:`metarl.checkpoint`), so a ``kill -9`` at any point leaves the last checkpoint and the rows up to
 it: resuming gives the rows and weights of an uninterrupted run.
+
+Launched by ``torchrun`` (:mod:`metarl.distributed`), the same loop runs on every rank: rank 0 alone
+prepares the run directory and writes ``config.json``, the log, TensorBoard events, the progress bar,
+checkpoints and ``summary.json``; the logged numbers are averaged over ranks; a checkpoint holds every
+rank's learner state (gathered to rank 0) and the world size, and a resume needs the same world size
+(each rank loads its own state); a stop request (Ctrl-C, SIGTERM, the time budget) on any rank stops
+all of them after the same iteration, as does the decision to checkpoint.
 """
 from __future__ import annotations
 
@@ -38,7 +45,7 @@ import time
 import warnings
 from pathlib import Path
 
-from metarl import checkpoint
+from metarl import checkpoint, distributed
 
 CHECKPOINT = "checkpoint.pt"
 LOG_CSV = "progress.csv"
@@ -316,28 +323,39 @@ def run(learner, run_dir=None, *, resume: bool = False, overwrite: bool = False,
     if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and max_seconds >= 0):
         raise ValueError(f"max_seconds must be a number >= 0 or None, got {max_seconds!r}")
     minutes = checkpoint_minutes if checkpoint_minutes is not None else getattr(cfg, "checkpoint_minutes", 5.0)
-    run_dir = None if run_dir is None else prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    main, ranks = distributed.is_main(), distributed.world()
+    run_dir = None if run_dir is None else \
+        distributed.on_main(lambda: prepare_run_dir(run_dir, resume=resume, overwrite=overwrite))
     it = 0
     if resume:
         ck = load_checkpoint(run_dir, learner.kind)
+        if ck.get("world_size", 1) != ranks:
+            raise ValueError(f"{run_dir} was written by {ck.get('world_size', 1)} process(es); resume it with the "
+                             f"same number (torchrun --nproc-per-node ... x --nnodes ...), not {ranks}")
         if ck["config"] != cfg.to_dict():
             diff = sorted(k for k in set(ck["config"]) | set(cfg.to_dict())
                           if ck["config"].get(k) != cfg.to_dict().get(k))
             raise ValueError(f"{run_dir}: the checkpoint's config differs from this one in {diff}; resume with its "
                              f"config (metarl train {learner.kind} --resume {run_dir})")
-        learner.load_state_dict(ck["learner"])
+        learner.load_state_dict(ck["learner"] if distributed.rank() == 0 else ck["other_ranks"][distributed.rank() - 1])
         it = int(ck["iteration"])
-    if run_dir is not None:
+    files = run_dir if main else None     # the directory this rank writes to
+    if files is not None:
         atomic_write_text(run_dir / CONFIG_JSON, json.dumps(cfg.to_dict(), indent=1))
     total = learner.iterations
     stop_at = total if max_iterations is None else min(total, max_iterations)
-    log = ProgressLog(run_dir, keep_through=it if resume else None)
-    writer = tensorboard_writer(run_dir)
-    bar = Progress(progress_mode(progress), learner.kind, total, it, progress_keys or ())
+    log = ProgressLog(files, keep_through=it if resume else None)
+    writer = tensorboard_writer(files)
+    bar = Progress(progress_mode(progress and main), learner.kind, total, it, progress_keys or ())
 
-    def save():
-        checkpoint.save(run_dir / CHECKPOINT, {"kind": learner.kind, "config": cfg.to_dict(), "iteration": it,
-                                               "learner": learner.state_dict()}, kind=learner.kind)
+    def save():     # on every rank (it gathers their states), written by rank 0
+        states = distributed.gather_objects(learner.state_dict())
+        if main:
+            ck = {"kind": learner.kind, "config": cfg.to_dict(), "iteration": it, "learner": states[0],
+                  "world_size": ranks}
+            if ranks > 1:
+                ck["other_ranks"] = states[1:]
+            checkpoint.save(run_dir / CHECKPOINT, ck, kind=learner.kind)
 
     history: list[dict] = []
     counts_steps = hasattr(learner, "env_steps")
@@ -346,8 +364,9 @@ def run(learner, run_dir=None, *, resume: bool = False, overwrite: bool = False,
     interrupted = consistent = False     # consistent: the loop ended between iterations (safe to save)
     try:
         with StopRequest() as stop:
-            while it < stop_at and stop.signal is None:
-                values = learner.step()
+            stopping = distributed.any_true(stop.signal is not None)[0]
+            while it < stop_at and not stopping:
+                values = distributed.mean_values(learner.step())
                 it += 1
                 now = time.perf_counter()
                 row = {"iteration": it}
@@ -365,12 +384,16 @@ def run(learner, run_dir=None, *, resume: bool = False, overwrite: bool = False,
                         if name not in ("iteration", "env_steps") and isinstance(v, (int, float)):
                             writer.add_scalar(name, v, x)
                 bar.update(it, row)
-                if run_dir is not None and now - last_ckpt > 60 * minutes:
+                # decided together: every rank stops, or saves, after the same iteration
+                stopping, due, out_of_time = distributed.any_true(
+                    stop.signal is not None, run_dir is not None and now - last_ckpt > 60 * minutes,
+                    max_seconds is not None and now - start > max_seconds)
+                if due:
                     save()
                     last_ckpt = time.perf_counter()
-                if max_seconds is not None and now - start > max_seconds:
+                if out_of_time:
                     break
-            interrupted, consistent = stop.signal is not None, True
+            interrupted, consistent = stopping, True
     except KeyboardInterrupt:           # a second Ctrl-C: the learner may be mid-update, so no save
         interrupted = True
     finally:
@@ -385,9 +408,9 @@ def run(learner, run_dir=None, *, resume: bool = False, overwrite: bool = False,
     if counts_steps:
         summary["env_steps"] = learner.env_steps
         summary["env_steps_per_s"] = (learner.env_steps - steps_start) / max(seconds, 1e-9)
-    if not interrupted and it >= total:
+    if not interrupted and it >= total and main:
         summary.update(learner.report())
-    if run_dir is not None:
+    if files is not None:
         atomic_write_text(run_dir / SUMMARY_JSON,
                           json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=1, default=str))
     return summary

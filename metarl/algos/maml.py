@@ -44,6 +44,7 @@ import torch
 from torch import nn
 from torch.func import grad, vmap
 
+from metarl import distributed
 from metarl.algos import harness
 from metarl.algos.inner import MAML, inner_loop, inner_loop_reference
 from metarl.algos.pg import (
@@ -208,11 +209,12 @@ def make_policy(cfg: MAMLConfig, env=None) -> GaussianMLPPolicy:
 
 
 def rollout(env, apply: FunctionalPolicy, params: dict, batched: bool, tasks, k: int, horizon: int,
-            generator: torch.Generator, action_affine=None) -> Batch:
+            generator: torch.Generator, action_affine=None, shard: tuple[int, int] = (0, 1)) -> Batch:
     """One trajectory of ``horizon`` steps in every env; ``tasks`` (B of them) repeated ``k`` times;
-    ``params`` shared, or per task stacked ``[B, ...]`` when ``batched`` (:func:`metarl.algos.pg.collect`)."""
+    ``params`` shared, or per task stacked ``[B, ...]`` when ``batched`` (:func:`metarl.algos.pg.collect`,
+    with its ``shard``)."""
     return collect(env, apply.acting(params, k if batched else None), horizon, generator,
-                   tasks=tasks[torch.arange(env.num_envs) // k], action_affine=action_affine)
+                   tasks=tasks[torch.arange(env.num_envs) // k], action_affine=action_affine, shard=shard)
 
 
 def episode_returns(batch: Batch, k: int) -> torch.Tensor:
@@ -453,13 +455,18 @@ def metaworld_report(policy, cfg: MAMLConfig, num_tasks: int | None = None, *, i
 class MAMLLearner:
     """MAML-RL as the run harness drives it (:mod:`metarl.algos.harness`): each :meth:`step` is one
     meta-update (collect the pre-update and, after each inner step, the adapted trajectories of
-    ``meta_batch`` tasks; then the TRPO or PPO outer step through the inner loop)."""
+    ``meta_batch`` tasks; then the TRPO or PPO outer step through the inner loop). Under ``torchrun`` each
+    rank owns ``meta_batch / world`` of the tasks; the outer step's gradient, Fisher-vector products, KL and
+    line-search values are averaged over ranks (:mod:`metarl.distributed`: one process's step)."""
 
     kind = "maml"
 
     def __init__(self, cfg: MAMLConfig):
         self.config = cfg
-        self.env = make_env(cfg, cfg.num_envs)
+        distributed.init(cfg.device)
+        self.tasks_per_rank = distributed.shard(cfg.meta_batch, "meta_batch")
+        self.env = make_env(cfg, self.tasks_per_rank * cfg.trajectories_per_task)
+        distributed.shard_env_keys(self.env, cfg.seed)
         self.policy = make_policy(cfg, self.env)
         self.apply = FunctionalPolicy(self.policy)
         self.theta = dict(self.policy.named_parameters())
@@ -480,16 +487,18 @@ class MAMLLearner:
 
     def step(self) -> dict:
         cfg, apply = self.config, self.apply
-        b, k = cfg.meta_batch, cfg.trajectories_per_task
-        # collect: pre-update trajectories, then one fresh batch per inner step
-        tasks = self.env.sample_tasks(b, generator=self.task_generator)
+        b, k = self.tasks_per_rank, cfg.trajectories_per_task
+        # collect: pre-update trajectories, then one fresh batch per inner step (every rank draws the
+        # whole meta-batch and keeps its rows)
+        tasks = self.env.sample_tasks(cfg.meta_batch, generator=self.task_generator)[distributed.rows(b)]
         theta = {n: v.detach() for n, v in self.theta.items()}
         lr_now = {n: v.detach() for n, v in self.lrs.items()} if self.lrs is not None else cfg.inner_lr
         params, batched, pre, returns = theta, False, [], []
         pop = getattr(self.env, "pop_episode_successes", None)     # Meta-World: success at any step
         successes = []
         for s in range(cfg.inner_steps + 1):
-            batch = rollout(self.env, apply, params, batched, tasks, k, cfg.horizon, self.generator, self.affine)
+            batch = rollout(self.env, apply, params, batched, tasks, k, cfg.horizon, self.generator, self.affine,
+                            distributed.shard_index())
             returns.append(float(episode_returns(batch, k).mean()))
             if pop is not None:
                 finished, succeeded = pop()
@@ -512,7 +521,7 @@ class MAMLLearner:
         if cfg.outer == "trpo":
             stats = trpo_step(objective, self.meta_params, cfg.max_kl, cg_iters=cfg.cg_iters,
                               cg_damping=cfg.cg_damping, backtrack_ratio=cfg.backtrack_ratio,
-                              max_backtracks=cfg.max_backtracks)
+                              max_backtracks=cfg.max_backtracks, reduce=distributed.all_reduce_mean)
         else:
             with torch.no_grad():
                 stats = {"surrogate_before": float(objective()[0]), "accepted": 1}
@@ -520,6 +529,7 @@ class MAMLLearner:
                 loss, _ = objective(True)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                distributed.mean_grads(self.meta_params)
                 self.optimizer.step()
             with torch.no_grad():
                 loss, kl = objective()

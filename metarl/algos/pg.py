@@ -225,14 +225,16 @@ class Batch:
 
 @torch.no_grad()
 def collect(env, act_fn: Callable, steps: int, generator: torch.Generator, tasks=None, seed: int | None = None,
-            action_affine: tuple[torch.Tensor, torch.Tensor] | None = None) -> Batch:
+            action_affine: tuple[torch.Tensor, torch.Tensor] | None = None, shard: tuple[int, int] = (0, 1)) -> Batch:
     """Roll ``env`` (autoreset ``same_step``) for ``steps`` steps with a Gaussian policy.
 
     ``act_fn(obs [N, o], episode_start [N] bool) -> (mean [N, a], log_std [N, a])``; actions are
     ``mean + exp(log_std) · ε`` with ε drawn from ``generator`` on the env's device. ``tasks``: one
     task per env (None: keep the env's). ``action_affine`` (from :func:`action_map`) maps the
     policy's actions onto the env's; the batch keeps the policy's own. Only each env's first
-    episode counts (``mask``); with ``steps`` = the horizon every env runs exactly one.
+    episode counts (``mask``); with ``steps`` = the horizon every env runs exactly one. ``shard``
+    ``(index, count)``: ``env`` holds rows ``[index·N, (index+1)·N)`` of a batch of ``count·N`` (a
+    data-parallel rank's, :mod:`metarl.distributed`): ε is drawn for the whole batch and those rows kept.
     """
     obs, _ = env.reset(seed=seed, options=None if tasks is None else {"tasks": tasks})
     n, d, a = env.num_envs, env.obs_dim, env.single_action_space.shape[0]
@@ -247,9 +249,11 @@ def collect(env, act_fn: Callable, steps: int, generator: torch.Generator, tasks
     start = torch.ones(n, dtype=torch.bool, device=dev)
     if action_affine is not None:
         scale, offset = (x.to(dev) for x in action_affine)
+    index, count = shard
     for t in range(steps):
         mean, log_std = act_fn(obs, start)
-        action = mean + log_std.exp() * torch.randn((n, a), generator=generator, device=dev)
+        eps = torch.randn((n * count, a), generator=generator, device=dev)
+        action = mean + log_std.exp() * (eps if count == 1 else eps[index * n:(index + 1) * n])
         buf_obs[t], buf_act[t], buf_mask[t], buf_start[t] = obs, action, alive.float(), start
         # rllab's normalize wrapper clips to the box before the env: the MuJoCo families' control cost sees
         # the action as given (gymnasium's), so an unclipped Gaussian sample would be charged for force the
@@ -402,7 +406,7 @@ def _assign(params: list, flat: torch.Tensor) -> None:
 
 def trpo_step(objective: Callable[[], tuple[torch.Tensor, torch.Tensor]], params: list, max_kl: float, *,
               cg_iters: int = 10, cg_damping: float = 1e-5, backtrack_ratio: float = 0.8,
-              max_backtracks: int = 15) -> dict:
+              max_backtracks: int = 15, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
     """One TRPO update of the leaf tensors ``params`` (in place). ``objective() -> (surrogate loss,
     mean KL to the sampling policy)``, both scalars differentiable w.r.t. ``params``; it is called
     again under ``torch.no_grad`` in the line search.
@@ -412,19 +416,23 @@ def trpo_step(objective: Callable[[], tuple[torch.Tensor, torch.Tensor]], params
     KL ``max_kl`` under the quadratic model; then a backtracking line search (factor
     ``backtrack_ratio``, ``max_backtracks`` tries) accepts the first step that lowers the surrogate
     and keeps the KL ≤ ``max_kl`` (none: ``params`` are left unchanged). Defaults are rllab's.
-    Returns ``{"surrogate_before", "surrogate_after", "kl", "accepted"}``.
+    ``reduce``: data-parallel TRPO (:mod:`metarl.distributed`): ``objective`` gives this rank's share (a
+    mean over its tasks) and ``reduce`` (e.g. ``distributed.all_reduce_mean``) turns a tensor into the
+    whole batch's: applied to the gradient, every Fisher-vector product and the line search's values, so
+    every rank takes the same step. Returns ``{"surrogate_before", "surrogate_after", "kl", "accepted"}``.
     """
+    reduce = reduce or (lambda x: x)
     loss, kl = objective()
-    g = _flat(torch.autograd.grad(loss, params, retain_graph=True))
+    g = reduce(_flat(torch.autograd.grad(loss, params, retain_graph=True)))
     kl_grad = _flat(torch.autograd.grad(kl, params, create_graph=True))
 
     def fvp(v):
-        return _flat(torch.autograd.grad(kl_grad @ v, params, retain_graph=True)) + cg_damping * v
+        return reduce(_flat(torch.autograd.grad(kl_grad @ v, params, retain_graph=True))) + cg_damping * v
 
     step_dir = conjugate_gradient(fvp, -g, cg_iters)
     shs = float(step_dir @ fvp(step_dir))
     old = _flat([p.detach() for p in params]).clone()
-    loss0 = float(loss.detach())
+    loss0 = float(reduce(loss.detach()))
     stats = {"surrogate_before": loss0, "surrogate_after": loss0, "kl": 0.0, "accepted": 0}
     if not (shs > 0 and math.isfinite(shs)):
         return stats
@@ -432,7 +440,7 @@ def trpo_step(objective: Callable[[], tuple[torch.Tensor, torch.Tensor]], params
     for i in range(max_backtracks):
         _assign(params, old + backtrack_ratio ** i * full)
         with torch.no_grad():
-            new_loss, new_kl = objective()
+            new_loss, new_kl = (reduce(x) for x in objective())
         if float(new_loss) < loss0 and float(new_kl) <= max_kl and math.isfinite(float(new_loss)):
             stats.update(surrogate_after=float(new_loss), kl=float(new_kl), accepted=1)
             return stats

@@ -24,6 +24,7 @@ import dataclasses
 import torch
 
 import metarl
+from metarl import distributed
 from metarl.algos import harness
 from metarl.algos.pg import mean_se
 from metarl.config import Config, env_ids, env_options, field
@@ -198,37 +199,40 @@ def ppo_update(policy, optimizer, ro, cfg: RL2Config, ent_coef: float, generator
     last = _last_value(policy, ro.carry) * std + mean
     adv, ret = gae(ro.rewards, values, dones, last, cfg.gamma, cfg.gae_lambda)
     if normalizer is not None:
-        normalizer.update(ret)
+        normalizer.update(distributed.gather(ret, 1))
         mean, std = float(normalizer.mean), float(normalizer.std)
     ret = (ret - mean) / std
-    n = ro.rewards.shape[1]
+    n = ro.rewards.shape[1]             # this rank's env copies (all of them in one process)
     h0, c0 = ro.state0
     stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0}
     updates = 0
     with torch_threads_for((n // cfg.minibatches) * cfg.hidden_size, UPDATE_PARALLEL_MIN_WORK):
         for _ in range(cfg.epochs):
-            perm = torch.randperm(n, generator=generator).to(ro.rewards.device)
+            perm = torch.randperm(n * distributed.world(), generator=generator).to(ro.rewards.device)
             for idx in perm.chunk(cfg.minibatches):
-                lp, ent, v = policy.evaluate(ro.obs[:, idx], ro.actions[:, idx], (h0[idx], c0[idx]),
-                                             ro.resets[:, idx])
-                a = adv[:, idx]
-                a = (a - a.mean()) / (a.std() + 1e-8)
-                log_ratio = lp - ro.log_probs[:, idx]
-                ratio = log_ratio.exp()
-                pg = -torch.min(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a).mean()
-                vl = 0.5 * ((v - ret[:, idx]) ** 2).mean()
-                loss = pg + cfg.vf_coef * vl - ent_coef * ent.mean()
+                # data-parallel: this rank's rows of the minibatch; the gradients are summed over ranks
+                idx, share = distributed.local_rows(idx, n)
+                a = distributed.normalize(adv[:, idx])
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if idx.numel():
+                    lp, ent, v = policy.evaluate(ro.obs[:, idx], ro.actions[:, idx], (h0[idx], c0[idx]),
+                                                 ro.resets[:, idx])
+                    log_ratio = lp - ro.log_probs[:, idx]
+                    ratio = log_ratio.exp()
+                    pg = -torch.min(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a).mean()
+                    vl = 0.5 * ((v - ret[:, idx]) ** 2).mean()
+                    loss = (pg + cfg.vf_coef * vl - ent_coef * ent.mean()) * share
+                    loss.backward()
+                    with torch.no_grad():
+                        stats["policy_loss"] += float(pg)
+                        stats["value_loss"] += float(vl)
+                        stats["entropy"] += float(ent.mean())
+                        stats["approx_kl"] += float(((ratio - 1) - log_ratio).mean())
+                    updates += 1
+                distributed.sum_grads(policy.parameters())
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
                 optimizer.step()
-                with torch.no_grad():
-                    stats["policy_loss"] += float(pg)
-                    stats["value_loss"] += float(vl)
-                    stats["entropy"] += float(ent.mean())
-                    stats["approx_kl"] += float(((ratio - 1) - log_ratio).mean())
-                updates += 1
-    return {k: v / updates for k, v in stats.items()}
+    return {k: v / max(updates, 1) for k, v in stats.items()}
 
 
 def _trial_returns(ro, acc: torch.Tensor) -> list[float]:
@@ -361,13 +365,18 @@ def baselines(cfg: RL2Config, num_tasks: int | None = None, seed: int = 12345) -
 # ----------------------------------------------------------------------------- the learner
 class RL2Learner:
     """RL^2 as the run harness drives it (:mod:`metarl.algos.harness`): each :meth:`step` collects
-    one rollout of ``rollout_steps`` × ``num_envs`` env steps and makes one PPO update on it."""
+    one rollout of ``rollout_steps`` × ``num_envs`` env steps and makes one PPO update on it. Under
+    ``torchrun`` each rank steps ``num_envs / world`` of the copies and the update's gradients are summed
+    over ranks (:mod:`metarl.distributed`: the same updates as one process with all the copies)."""
 
     kind = "rl2"
 
     def __init__(self, cfg: RL2Config):
         self.config = cfg
-        self.env = make_env(cfg)
+        distributed.init(cfg.device)                        # under torchrun: this rank's share of the envs
+        n = distributed.shard(cfg.num_envs, "num_envs")
+        self.env = make_env(cfg, n)
+        self.env.shard = distributed.shard_index()
         self.policy = make_policy(cfg, self.env)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr, eps=1e-5)
         self.generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)        # policy sampling
@@ -377,10 +386,11 @@ class RL2Learner:
         self.iterations = max(1, cfg.total_env_steps // self.steps_per_iteration)
         self.iteration = 0
         self.normalizer = ReturnNormalizer()
-        self.trial_acc = torch.zeros(cfg.num_envs, device=cfg.device)     # running return of each env's trial
+        self.trial_acc = torch.zeros(n, device=cfg.device)                 # running return of each env's trial
         self.recent: list[float] = []                                      # returns of the last finished trials
         obs, info = self.env.reset(seed=cfg.seed)
-        self.carry = Carry(obs, info["trial_start"], self.policy.initial_state(cfg.num_envs))
+        distributed.shard_env_keys(self.env.base, cfg.seed)
+        self.carry = Carry(obs, info["trial_start"], self.policy.initial_state(n))
 
     @property
     def env_steps(self) -> int:
@@ -389,7 +399,8 @@ class RL2Learner:
     def step(self) -> dict:
         cfg = self.config
         # collect
-        ro = collect(self.env, self.policy, self.rollout_steps, carry=self.carry, generator=self.generator)
+        ro = collect(self.env, self.policy, self.rollout_steps, carry=self.carry, generator=self.generator,
+                     shard=distributed.shard_index())
         self.carry = ro.carry
         self.recent = (self.recent + _trial_returns(ro, self.trial_acc))[-4 * cfg.num_envs:]
         # update

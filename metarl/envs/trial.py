@@ -57,6 +57,10 @@ class TrialWrapper(gym.vector.VectorWrapper):
         self.episodes_per_trial = episodes_per_trial
         self.task_set = None if tasks is None else tasks.to("cpu")
         self._generator = torch.Generator()
+        self.shard = (0, 1)
+        """``(index, count)``: this env holds rows ``[index·N, (index+1)·N)`` of a batch of ``count·N``
+        copies (a data-parallel rank's, :mod:`metarl.distributed`): each draw of ``n`` tasks draws
+        ``count·n`` and keeps those rows, which equals the whole batch's draw where trials end together."""
         n, dev = base.num_envs, base.device
         act = base.single_action_space
         self._discrete = isinstance(act, gym.spaces.Discrete)
@@ -68,10 +72,12 @@ class TrialWrapper(gym.vector.VectorWrapper):
 
     # ------------------------------------------------------------------ tasks
     def _draw_tasks(self, n: int) -> Tasks:
+        index, count = self.shard
         if self.task_set is None:
-            return self.base.sample_tasks(n, generator=self._generator)
-        idx = torch.randint(0, len(self.task_set), (n,), generator=self._generator)
-        return self.task_set[idx]
+            tasks = self.base.sample_tasks(n * count, generator=self._generator)
+        else:
+            tasks = self.task_set[torch.randint(0, len(self.task_set), (n * count,), generator=self._generator)]
+        return tasks if count == 1 else tasks[index * n:(index + 1) * n]
 
     # ------------------------------------------------------------------ API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
