@@ -100,6 +100,16 @@ def test_shard_refuses_an_unequal_split(monkeypatch):
         distributed.shard(8, "num_envs")
 
 
+def test_the_harness_refuses_a_learner_that_does_not_shard(monkeypatch):
+    class OneProcessOnly:
+        kind, config, iterations = "reptile", maml.MAMLConfig(), 1
+
+    monkeypatch.setattr(distributed, "world", lambda: 2)
+    with pytest.raises(ValueError, match="reptile does not train data-parallel yet"):
+        harness.run(OneProcessOnly(), None, progress=False)
+    assert rl2.RL2Learner.data_parallel and maml.MAMLLearner.data_parallel
+
+
 # ----------------------------------------------------------------------------- 2 processes = 1 process
 @pytest.mark.parametrize("name", ["rl2", "maml"])
 def test_two_processes_equal_one_with_the_same_batch(tmp_path, name):

@@ -3,6 +3,8 @@
 A learner is an object with
 
 - ``kind`` (str): its name (``"rl2"``, ``"maml"``, ...), written into checkpoints;
+- ``data_parallel`` (bool, optional): True when it shares its work among ``torchrun``'s ranks
+  (:mod:`metarl.distributed`); a learner without it is refused in a run of several processes;
 - ``config``: its :class:`metarl.config.Config` (saved as ``config.json``, checked on resume);
 - ``iterations`` (int): how many :meth:`step` calls make the whole run;
 - ``step() -> dict``: one iteration (collect, update); returns the values logged as a row of
@@ -324,6 +326,9 @@ def run(learner, run_dir=None, *, resume: bool = False, overwrite: bool = False,
         raise ValueError(f"max_seconds must be a number >= 0 or None, got {max_seconds!r}")
     minutes = checkpoint_minutes if checkpoint_minutes is not None else getattr(cfg, "checkpoint_minutes", 5.0)
     main, ranks = distributed.is_main(), distributed.world()
+    if ranks > 1 and not getattr(learner, "data_parallel", False):
+        raise ValueError(f"{learner.kind} does not train data-parallel yet: run it in one process, not under "
+                         f"torchrun with {ranks} processes (data-parallel learners: rl2, maml)")
     run_dir = None if run_dir is None else \
         distributed.on_main(lambda: prepare_run_dir(run_dir, resume=resume, overwrite=overwrite))
     it = 0

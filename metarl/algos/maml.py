@@ -460,6 +460,7 @@ class MAMLLearner:
     line-search values are averaged over ranks (:mod:`metarl.distributed`: one process's step)."""
 
     kind = "maml"
+    data_parallel = True        # shards its tasks under torchrun (harness.run refuses learners without it)
 
     def __init__(self, cfg: MAMLConfig):
         self.config = cfg

@@ -370,6 +370,7 @@ class RL2Learner:
     over ranks (:mod:`metarl.distributed`: the same updates as one process with all the copies)."""
 
     kind = "rl2"
+    data_parallel = True        # shards its env copies under torchrun (harness.run refuses learners without it)
 
     def __init__(self, cfg: RL2Config):
         self.config = cfg
