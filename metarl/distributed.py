@@ -187,14 +187,16 @@ def mean_grads(params) -> None:
 
 def normalize(a: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """``(a − mean) / (std + eps)`` with the mean and the (unbiased) standard deviation of ``a`` over all
-    ranks' elements together (two passes: sum and count, then squared deviations); one process: exactly
-    ``(a - a.mean()) / (a.std() + eps)``."""
+    ranks' elements together (one all-reduce of the count, sum and sum of squares, in float64); one
+    process: exactly ``(a - a.mean()) / (a.std() + eps)``."""
     if not active():
         return (a - a.mean()) / (a.std() + eps)
-    s = _reduce(torch.stack([a.sum(), torch.tensor(float(a.numel()), device=a.device)]), dist.ReduceOp.SUM)
-    mean = s[0] / s[1]
-    var = _reduce(((a - mean) ** 2).sum(), dist.ReduceOp.SUM) / (s[1] - 1)
-    return (a - mean) / (var.sqrt() + eps)
+    x = a.detach().double()
+    s = _reduce(torch.stack([torch.tensor(float(a.numel()), dtype=torch.float64, device=a.device), x.sum(),
+                             (x * x).sum()]), dist.ReduceOp.SUM)
+    n, mean = s[0], s[1] / s[0]
+    std = ((s[2] - n * mean * mean) / (n - 1)).clamp_min(0).sqrt()
+    return (a - mean.to(a.dtype)) / (std.to(a.dtype) + eps)
 
 
 def gather(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
