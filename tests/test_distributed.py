@@ -147,7 +147,7 @@ def _children(pid: int) -> list[int]:
 def test_a_stopped_two_process_run_resumes_as_if_uninterrupted(tmp_path):
     """SIGTERM to rank 1 alone: both ranks stop after the same iteration and rank 0 saves; the 2-process
     resume ends with the weights and rows of an uninterrupted 2-process run; 1 process or 4 are refused."""
-    iterations = 40
+    iterations = 150       # long enough that the signal lands inside the loop on a loaded host (~50 ms each)
     args = {**RL2_ARGS, "total_env_steps": 8 * 10 * iterations}
     _torchrun("rl2", args, tmp_path / "full")
     run_dir = tmp_path / "cut"
