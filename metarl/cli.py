@@ -311,7 +311,10 @@ def plot_run(run_dir):
     x = [float(r[xkey]) for r in rows]
     fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
     # rl2: trial_return; maml: pre/post returns; episodic-rl2: first-pull and per-pull rewards
-    curves = [c for c in rows[0] if any(w in c for w in ("return", "reward", "first_pull", "success"))]
+    curves = [c for c in rows[0] if any(w in c for w in ("return", "reward", "first_pull"))]
+    rates = [c for c in rows[0] if "success" in c]     # Meta-World's success rates, in [0, 1]
+    if not curves:
+        curves, rates = rates, []
     for col in curves:
         ax.plot(x, [float(r[col]) for r in rows], label=col.replace("_", " "))
     summary = run_dir / "summary.json"
@@ -321,6 +324,14 @@ def plot_run(run_dir):
                 ax.axhline(val[0], ls="--", lw=1, color="gray")
                 ax.annotate(name, (x[0], val[0]), fontsize=7, ha="left", va="bottom", color="dimgray")
     handles, labels = ax.get_legend_handles_labels()
+    if rates:                   # on a second axis: on the return axis they are a flat line at 0
+        ax2 = ax.twinx()
+        for j, col in enumerate(rates):
+            ax2.plot(x, [float(r[col]) for r in rows], "--", color=f"C{len(curves) + j}", label=col.replace("_", " "))
+        ax2.set_ylim(-0.02, 1.02)
+        ax2.set_ylabel("success rate")
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
     if "gamma" in rows[0]:      # metagrad: the meta-learned gamma and lambda on a second axis
         ax2 = ax.twinx()
         for col, style in (("gamma", "-."), ("lambda", ":")):

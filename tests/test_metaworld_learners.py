@@ -111,8 +111,12 @@ def test_rl2_run_plots_success_rate(tmp_path):
     assert "eval" not in summary                              # stopped early: no final report
     header = (run / "progress.csv").read_text().splitlines()[0].split(",")
     assert "success_rate" in header
-    labels = [line.get_label() for line in cli.plot_run(run).axes[0].get_lines()]
-    assert "success rate" in labels
+    fig = cli.plot_run(run)
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["trial return"]
+    rate_axis = fig.axes[1]                      # the rates on their own [0, 1] axis
+    assert [line.get_label() for line in rate_axis.get_lines()] == ["success rate"]
+    assert rate_axis.get_ylim() == (-0.02, 1.02) and rate_axis.get_ylabel() == "success rate"
+    assert "success rate" in [t.get_text() for t in fig.legends[0].get_texts()]
     learner = cli.load_learner(run)          # the checkpoint (env state included) loads with weights_only=True
     assert learner.iteration == 2
 
