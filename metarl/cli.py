@@ -39,6 +39,7 @@ ALGOS = {
     "metagrad": ("metarl.algos.metagrad", "MetaGradConfig", "MetaGradLearner"),
     "mfec": ("metarl.algos.mfec", "MFECConfig", "MFECLearner"),
     "nec": ("metarl.algos.nec", "NECConfig", "NECLearner"),
+    "promp": ("metarl.algos.promp", "PROMPConfig", "PROMPLearner"),
 }
 HELPS = {
     "rl2": "RL^2: a recurrent policy trained with PPO over trials",
@@ -49,6 +50,7 @@ HELPS = {
     "metagrad": "meta-gradient RL: A2C whose gamma and lambda are learned online (Xu et al. 2018)",
     "mfec": "model-free episodic control: per-action kNN tables of the best returns (Blundell et al. 2016)",
     "nec": "neural episodic control: embedding + per-action DND, N-step Q targets (Pritzel et al. 2017)",
+    "promp": "ProMP: LVC inner step, clipped outer objective with an inner KL penalty (Rothfuss et al. 2019)",
 }
 
 

@@ -36,6 +36,8 @@ TINY = {
              "--eval-episodes", "2"],
     "nec": ["--num-envs", "4", "--log-every", "40", "--total-env-steps", str(40 * ITERATIONS),
             "--eval-episodes", "2"],
+    "promp": ["--meta-batch", "2", "--trajectories-per-task", "2", "--horizon", "5", "--hidden-sizes", "8,8",
+              "--iterations", str(ITERATIONS), "--eval-tasks", "2", "--eval-steps", "0,1"],
 }
 TIMING_COLUMNS = ("seconds", "env_steps_per_s")
 
