@@ -10,8 +10,8 @@ from torch.func import functional_call, hessian, jacrev
 
 from metarl import checkpoint
 from metarl.algos import promp as P
-from metarl.algos.pg import FunctionalPolicy, GaussianMLPPolicy, gaussian_log_prob
-from metarl.algos.promp import PROMPConfig, adapt_kl_coeff, evaluate, lvc_loss_fn, make_policy, outer_loss, train
+from metarl.algos.pg import FunctionalPolicy, GaussianMLPPolicy, gaussian_log_prob, make_horizon_env, make_mlp_policy
+from metarl.algos.promp import PROMPConfig, adapt_kl_coeff, evaluate, lvc_loss_fn, outer_loss, train
 from metarl.cli import ALGOS
 
 TINY = dict(meta_batch=3, trajectories_per_task=3, horizon=5, hidden_sizes=(8,), eval_tasks=0)
@@ -148,7 +148,7 @@ def test_report_and_evaluation_steps():
     assert set(out) == {0, 2} and all(math.isfinite(v) for v in out.values())
     assert P.PROMPLearner(dataclasses.replace(cfg, eval_tasks=0)).report() == {}
     with pytest.raises(ValueError, match="num_tasks"):
-        evaluate(make_policy(cfg), cfg, num_tasks=0)
+        evaluate(make_mlp_policy(cfg, make_horizon_env(cfg, 1)), cfg, num_tasks=0)
 
 
 def _paired(a, b):
@@ -161,7 +161,7 @@ def test_a_short_promp_run_on_navigation_learns_to_adapt():
     return on 40 held-out tasks rises clearly above the untrained policy's (paired over the same tasks)."""
     cfg = PROMPConfig(meta_batch=10, trajectories_per_task=10, horizon=20, hidden_sizes=(32, 32), iterations=15,
                       eval_tasks=0, seed=0)
-    untrained = evaluate(make_policy(cfg), cfg, num_tasks=40, steps=(0, 1), per_task=True)
+    untrained = evaluate(make_mlp_policy(cfg, make_horizon_env(cfg, 1)), cfg, num_tasks=40, steps=(0, 1), per_task=True)
     summary = train(cfg, run_dir=None, progress=False)
     assert summary["iterations"] == 15
     trained = evaluate(summary["policy"], cfg, num_tasks=40, steps=(0, 1), per_task=True)

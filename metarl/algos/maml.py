@@ -62,7 +62,8 @@ from metarl.algos.pg import (
     fit_linear_baseline,
     gaussian_kl,
     gaussian_log_prob,
-    make_box_env,
+    make_horizon_env,
+    make_mlp_policy,
     per_task_advantages,
     trpo_step,
 )
@@ -194,18 +195,12 @@ class MAMLConfig(Config):
 # ----------------------------------------------------------------------------- MAML-RL pieces
 def make_env(cfg: MAMLConfig, num_envs: int, seed: int | None = None):
     """``num_envs`` copies of ``cfg.env`` with the time limit ``cfg.horizon`` (Box actions only)."""
-    return make_box_env(cfg.env, num_envs, cfg.seed if seed is None else seed, max_episode_steps=cfg.horizon,
-                        device=cfg.device, **env_options(cfg.env_options))
+    return make_horizon_env(cfg, num_envs, seed)
 
 
 def make_policy(cfg: MAMLConfig, env=None) -> GaussianMLPPolicy:
     """A fresh policy, initialised from ``cfg.seed`` (the global RNG is left as it was)."""
-    env = env or make_env(cfg, 1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        pol = GaussianMLPPolicy(env.obs_dim, int(env.single_action_space.shape[0]), cfg.hidden_sizes, cfg.init_std,
-                                cfg.policy_init, cfg.mean_squash)
-    return pol.to(cfg.device)
+    return make_mlp_policy(cfg, env or make_env(cfg, 1))
 
 
 def rollout(env, apply: FunctionalPolicy, params: dict, batched: bool, tasks, k: int, horizon: int,
@@ -438,17 +433,13 @@ def metaworld_report(policy, cfg: MAMLConfig, num_tasks: int | None = None, *, i
     "adaptation_episodes", "evaluation_episodes", "episode_steps"}}``."""
     from metarl.envs import metaworld as mw
 
-    options = env_options(cfg.env_options)      # the training env's (task_name, reward version, ...)
-    options.pop("terminate_on_success", None)    # the protocol sets it
-    env, num_evals = mw.make_meta_test_env(cfg.env, options.pop("benchmark_seed", cfg.seed), num_tasks=num_tasks,
-                                           max_episode_steps=max_episode_steps, seed=seed, device=cfg.device, **options)
-    agent = MetaWorldAgent(policy, cfg, env, torch.Generator(device=cfg.device).manual_seed(seed), inner_lrs)
-    out = mw.metalearning_evaluation(env, agent, num_evals=num_evals, adaptation_episodes=adaptation_episodes,
-                                     evaluation_episodes=evaluation_episodes, seed=seed)
-    out.update(num_envs=env.num_envs, adaptation_episodes=adaptation_episodes,
-               evaluation_episodes=evaluation_episodes, episode_steps=env.max_episode_steps)
-    env.close()
-    return {"eval": out}
+    def make_agent(env, gen):
+        return MetaWorldAgent(policy, cfg, env, gen, inner_lrs)
+
+    return mw.meta_test_report(cfg.env, env_options(cfg.env_options), make_agent,
+                               benchmark_seed=cfg.seed, num_tasks=num_tasks, max_episode_steps=max_episode_steps,
+                               seed=seed, device=cfg.device, adaptation_episodes=adaptation_episodes,
+                               evaluation_episodes=evaluation_episodes)
 
 
 # ----------------------------------------------------------------------------- the learner

@@ -187,6 +187,26 @@ def make_box_env(env_id: str, num_envs: int, seed: int, *, max_episode_steps: in
     return env
 
 
+def make_horizon_env(cfg, num_envs: int, seed: int | None = None):
+    """``num_envs`` copies of ``cfg.env`` (and its ``cfg.env_options``) with the time limit ``cfg.horizon``, on
+    ``cfg.device``, seeded ``cfg.seed`` unless ``seed`` (Box actions only): the env of MAML-style learners."""
+    from metarl.config import env_options
+
+    return make_box_env(cfg.env, num_envs, cfg.seed if seed is None else seed, max_episode_steps=cfg.horizon,
+                        device=cfg.device, **env_options(cfg.env_options))
+
+
+def make_mlp_policy(cfg, env) -> GaussianMLPPolicy:
+    """A fresh :class:`GaussianMLPPolicy` for ``env`` from ``cfg.hidden_sizes``, ``init_std``,
+    ``policy_init`` (and ``mean_squash`` where the config has one), initialised from ``cfg.seed`` (the
+    global RNG is left as it was), on ``cfg.device``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        pol = GaussianMLPPolicy(env.obs_dim, int(env.single_action_space.shape[0]), cfg.hidden_sizes, cfg.init_std,
+                                cfg.policy_init, getattr(cfg, "mean_squash", "none"))
+    return pol.to(cfg.device)
+
+
 def action_map(env, normalize: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(scale [a], offset [a])`` taking the policy's ``[-1, 1]`` actions to ``env``'s action box
     (``env_action = offset + scale · clip(action, -1, 1)``, rllab's ``normalize``), or None when ``normalize``
@@ -449,6 +469,7 @@ def trpo_step(objective: Callable[[], tuple[torch.Tensor, torch.Tensor]], params
 
 
 __all__ = ["mean_se", "eval_task_count", "gaussian_log_prob", "gaussian_kl", "GaussianMLPPolicy", "FunctionalPolicy",
-           "init_mlp", "mlp_forward", "stack", "make_box_env", "action_map", "Batch", "collect", "dense_rewards",
+           "init_mlp", "mlp_forward", "stack", "make_box_env", "make_horizon_env", "make_mlp_policy", "action_map",
+           "Batch", "collect", "dense_rewards",
            "per_task", "per_task_mean", "task_mean", "returns_to_go", "baseline_features", "fit_linear_baseline",
            "per_task_advantages", "task_advantages", "conjugate_gradient", "trpo_step"]

@@ -55,7 +55,8 @@ from metarl.algos.pg import (
     eval_task_count,
     gaussian_kl,
     gaussian_log_prob,
-    make_box_env,
+    make_horizon_env,
+    make_mlp_policy,
     per_task_advantages,
 )
 from metarl.config import Config, env_ids, env_options, field
@@ -134,22 +135,6 @@ class PROMPConfig(Config):
 
 
 # ----------------------------------------------------------------------------- pieces
-def make_env(cfg: PROMPConfig, num_envs: int, seed: int | None = None):
-    """``num_envs`` copies of ``cfg.env`` with the time limit ``cfg.horizon`` (Box actions only)."""
-    return make_box_env(cfg.env, num_envs, cfg.seed if seed is None else seed, max_episode_steps=cfg.horizon,
-                        device=cfg.device, **env_options(cfg.env_options))
-
-
-def make_policy(cfg: PROMPConfig, env=None) -> GaussianMLPPolicy:
-    """A fresh policy, initialised from ``cfg.seed`` (the global RNG is left as it was)."""
-    env = env or make_env(cfg, 1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        pol = GaussianMLPPolicy(env.obs_dim, int(env.single_action_space.shape[0]), cfg.hidden_sizes, cfg.init_std,
-                                cfg.policy_init)
-    return pol.to(cfg.device)
-
-
 def sample(env, apply: FunctionalPolicy, params: dict, batched: bool, tasks, k: int, cfg: PROMPConfig,
            generator: torch.Generator, affine) -> tuple[dict, torch.Tensor]:
     """One trajectory per env of ``tasks`` (B of them, ``k`` envs each) with shared or per-task (``batched``,
@@ -235,8 +220,8 @@ def evaluate(policy_params, cfg: PROMPConfig, num_tasks: int | None = None, step
     k = trajectories or cfg.eval_trajectories or cfg.trajectories_per_task
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"trajectories must be a positive int, got {trajectories!r}")
-    env = make_env(cfg, num_tasks * k, seed=seed)
-    policy = make_policy(cfg, env)
+    env = make_horizon_env(cfg, num_tasks * k, seed=seed)
+    policy = make_mlp_policy(cfg, env)
     if isinstance(policy_params, nn.Module):
         policy_params = dict(policy_params.named_parameters())
     params = {n: policy_params[n].detach().to(cfg.device) for n, _ in policy.named_parameters()}
@@ -269,8 +254,8 @@ class PROMPLearner:
 
     def __init__(self, cfg: PROMPConfig):
         self.config = cfg
-        self.env = make_env(cfg, cfg.num_envs)
-        self.policy = make_policy(cfg, self.env)
+        self.env = make_horizon_env(cfg, cfg.num_envs)
+        self.policy = make_mlp_policy(cfg, self.env)
         self.apply = FunctionalPolicy(self.policy)
         self.theta = dict(self.policy.named_parameters())
         self.optimizer = torch.optim.Adam(list(self.theta.values()), lr=cfg.outer_lr)
@@ -360,10 +345,10 @@ def load_policy(run_dir) -> tuple[GaussianMLPPolicy, PROMPConfig]:
     """The policy and config of a run directory."""
     ck = harness.load_checkpoint(run_dir, PROMPLearner.kind)
     cfg = PROMPConfig(**ck["config"])
-    policy = make_policy(cfg)
+    policy = make_mlp_policy(cfg, make_horizon_env(cfg, 1))
     policy.load_state_dict(ck["learner"]["policy"])
     return policy, cfg
 
 
 __all__ = ["PROMPConfig", "PROMPLearner", "lvc_loss_fn", "outer_loss", "adapt_kl_coeff", "evaluate", "train",
-           "load_policy", "make_env", "make_policy"]
+           "load_policy"]

@@ -330,17 +330,13 @@ def metaworld_report(policy, cfg: RL2Config, num_tasks: int | None = None, *, se
     "adaptation_episodes", "evaluation_episodes", "episode_steps"}}``."""
     from metarl.envs import metaworld as mw
 
-    options = env_options(cfg.env_options)      # the training env's (task_name, reward version, ...)
-    options.pop("terminate_on_success", None)    # the protocol sets it
-    env, num_evals = mw.make_meta_test_env(cfg.env, options.pop("benchmark_seed", cfg.seed), num_tasks=num_tasks,
-                                           max_episode_steps=max_episode_steps, seed=seed, device=cfg.device, **options)
-    agent = MetaWorldAgent(policy, env.num_envs, torch.Generator(device=cfg.device).manual_seed(seed))
-    out = mw.metalearning_evaluation(env, agent, num_evals=num_evals, adaptation_episodes=adaptation_episodes,
-                                     evaluation_episodes=evaluation_episodes, seed=seed)
-    out.update(num_envs=env.num_envs, adaptation_episodes=adaptation_episodes,
-               evaluation_episodes=evaluation_episodes, episode_steps=env.max_episode_steps)
-    env.close()
-    return {"eval": out}
+    def make_agent(env, gen):
+        return MetaWorldAgent(policy, env.num_envs, gen)
+
+    return mw.meta_test_report(cfg.env, env_options(cfg.env_options), make_agent,
+                               benchmark_seed=cfg.seed, num_tasks=num_tasks, max_episode_steps=max_episode_steps,
+                               seed=seed, device=cfg.device, adaptation_episodes=adaptation_episodes,
+                               evaluation_episodes=evaluation_episodes)
 
 
 def baselines(cfg: RL2Config, num_tasks: int | None = None, seed: int = 12345) -> dict[str, torch.Tensor]:

@@ -624,6 +624,27 @@ def make_meta_test_env(env_id: str, benchmark_seed: int, *, num_tasks: int | Non
     return env, -(-n // envs)
 
 
+def meta_test_report(env_id: str, env_options: dict, make_agent: Callable, *, benchmark_seed: int,
+                     num_tasks: int | None = None, max_episode_steps: int | None = None, seed: int = 12345,
+                     device="cpu", adaptation_episodes: int = 10, evaluation_episodes: int = 3) -> dict:
+    """The benchmark's metric for a learner: :func:`make_meta_test_env` from the training env's
+    ``env_options`` (``benchmark_seed`` unless they set it; ``terminate_on_success`` is the protocol's),
+    ``agent = make_agent(env, generator)``, then :func:`metalearning_evaluation`. Returns ``{"eval":
+    {"success_rate", "return", "success_rate_per_task", "return_per_task", "num_evals", "num_envs",
+    "adaptation_episodes", "evaluation_episodes", "episode_steps"}}``."""
+    options = dict(env_options)
+    options.pop("terminate_on_success", None)
+    env, num_evals = make_meta_test_env(env_id, options.pop("benchmark_seed", benchmark_seed), num_tasks=num_tasks,
+                                        max_episode_steps=max_episode_steps, seed=seed, device=device, **options)
+    agent = make_agent(env, torch.Generator(device=device).manual_seed(seed))
+    out = metalearning_evaluation(env, agent, num_evals=num_evals, adaptation_episodes=adaptation_episodes,
+                                  evaluation_episodes=evaluation_episodes, seed=seed)
+    out.update(num_envs=env.num_envs, adaptation_episodes=adaptation_episodes,
+               evaluation_episodes=evaluation_episodes, episode_steps=env.max_episode_steps)
+    env.close()
+    return {"eval": out}
+
+
 def metalearning_evaluation(env: MetaWorldVecEnv, agent, *, num_evals: int = 10, adaptation_steps: int = 1,
                             adaptation_episodes: int = 10, evaluation_episodes: int = 3, seed: int = 0,
                             on_step: Callable | None = None) -> dict:
