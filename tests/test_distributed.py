@@ -162,7 +162,8 @@ def test_a_stopped_two_process_run_resumes_as_if_uninterrupted(tmp_path):
     os.kill(workers[-1], signal.SIGTERM)      # one rank only
     out, _ = proc.communicate(timeout=120)
     # each rank's CLI exits 130 ("interrupted: checkpoint saved"), which torchrun reports as a failure
-    assert proc.returncode != 0 and len(re.findall(r"exitcode\s*: 130", out)) == 2, out[-3000:]
+    # (torchrun's report names each failed rank; its own log line may repeat the first one)
+    assert proc.returncode != 0 and len(re.findall(r"exitcode\s*: 130", out)) >= 2, out[-3000:]
     assert "interrupted: checkpoint saved" in out
     ck = _ck(run_dir, "rl2")
     assert 3 <= ck["iteration"] < iterations and len(_rows(run_dir)) == ck["iteration"]
