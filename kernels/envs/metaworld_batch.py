@@ -25,7 +25,7 @@ import functools
 import numpy as np
 from numba import carray, cfunc, types
 
-from metarl.kernels.envs.mujoco_batch import BatchConfig, libmujoco, require_mujoco, voidptr
+from metarl.kernels.envs.mujoco_batch import BatchConfig, apply_batch, libmujoco, require_mujoco, voidptr
 
 # a one-body model: the batch's own model and data are never stepped (each copy brings its own)
 _DUMMY_XML = "<mujoco><worldbody><body><freejoint/><geom size='1'/></body></worldbody></mujoco>"
@@ -93,18 +93,7 @@ class MetaWorldBatch:
         sel = range(self.nsim) if ids is None else ids
         if any(self._owners[i] is None for i in sel):
             raise RuntimeError("step() of a copy that was never bound")
-        if ids is None:
-            nfail = self._lib.mjb_apply(self._b, None, 0, self._func.address, self._arg.ctypes.data, 0)
-        else:
-            ids = np.ascontiguousarray(ids, dtype=np.int32)
-            nfail = self._lib.mjb_apply(self._b, ids.ctypes.data, len(ids), self._func.address,
-                                        self._arg.ctypes.data, 0)
-        if nfail:
-            status = np.ctypeslib.as_array(self._lib.mjb_status(self._b), (self.nsim,))
-            failed = np.flatnonzero(status)
-            msg = self._lib.mjb_error(self._b, int(failed[0])).decode()
-            raise RuntimeError(f"MuJoCo raised in {len(failed)} copies ({failed[:5].tolist()}...); "
-                               f"copy {failed[0]}: {msg}")
+        apply_batch(self._lib, self._b, self.nsim, self._func, self._arg, ids, ("copy", "copies"))
 
     def close(self) -> None:
         if getattr(self, "_b", None):

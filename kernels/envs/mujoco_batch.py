@@ -135,6 +135,30 @@ def _step_func():
 BatchConfig, libmujoco, voidptr = _Config, _lib, _voidptr
 
 
+def apply_batch(lib, b, nsim: int, func, arg: np.ndarray, ids: np.ndarray | None, unit: tuple[str, str]) -> None:
+    """``mjb_apply`` of the cfunc ``func`` with its int64 argument block ``arg`` on every one of the batch
+    ``b``'s ``nsim`` copies, or on the sorted unique ``ids``; a ``RuntimeError`` naming the failed copies
+    (``unit``: their name, singular and plural) and MuJoCo's message when any raised."""
+    if ids is None:
+        nfail = lib.mjb_apply(b, None, 0, func.address, arg.ctypes.data, 0)
+    else:
+        ids = np.ascontiguousarray(ids, dtype=np.int32)
+        nfail = lib.mjb_apply(b, ids.ctypes.data, len(ids), func.address, arg.ctypes.data, 0)
+    check_batch(lib, b, nsim, nfail, ids, unit)
+
+
+def check_batch(lib, b, nsim: int, nfail: int, ids: np.ndarray | None, unit: tuple[str, str]) -> None:
+    """Raise the ``RuntimeError`` of :func:`apply_batch` when a batch call reported ``nfail`` failed copies."""
+    if not nfail:
+        return
+    status = np.ctypeslib.as_array(lib.mjb_status(b), (nsim,))
+    sel = np.arange(nsim) if ids is None else ids
+    failed = sel[status[sel] != 0]
+    msg = lib.mjb_error(b, int(failed[0])).decode()
+    raise RuntimeError(f"MuJoCo raised in {len(failed)} {unit[1]} ({failed[:5].tolist()}...); "
+                       f"{unit[0]} {failed[0]}: {msg}")
+
+
 @functools.cache
 def _field_offset(name: str) -> int:
     """Byte offset of the pointer field ``name`` in ``struct mjData`` (found by its value in a live one,
@@ -235,7 +259,7 @@ class MujocoBatch:
         if not self._b:
             raise RuntimeError(f"mjb_makeBatch failed: {err.value.decode()}")
         # the batch's own rows keep every state component this module does not set at its default
-        self._check(lib.mjb_reset(self._b, None, 0, None, 0), None)
+        check_batch(lib, self._b, self.nsim, lib.mjb_reset(self._b, None, 0, None, 0), None, ("env", "envs"))
         self._func = _step_func()
         self._arg = np.array([rows.ctypes.data, layout.width, layout.extras, layout.body, layout.ncfrc,
                               _field_offset("xpos"), _field_offset("cfrc_ext"), frame_skip, STATE_SPEC, 0],
@@ -246,13 +270,7 @@ class MujocoBatch:
         """Step every env, or the sorted unique int32 ``ids``, once (``frame_skip`` substeps)."""
         if not self._b:
             raise RuntimeError("the batch is closed (env.close() was called)")
-        if ids is None:
-            nfail = self._lib.mjb_apply(self._b, None, 0, self._func.address, self._arg.ctypes.data, 0)
-        else:
-            ids = np.ascontiguousarray(ids, dtype=np.int32)
-            nfail = self._lib.mjb_apply(self._b, ids.ctypes.data, len(ids), self._func.address,
-                                        self._arg.ctypes.data, 0)
-        self._check(nfail, ids)
+        apply_batch(self._lib, self._b, self.nsim, self._func, self._arg, ids, ("env", "envs"))
 
     def expand(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
         """Per-env values ``[nsim, *shape]`` float64 of the model field ``name`` (a live view: write to change)."""
@@ -264,15 +282,6 @@ class MujocoBatch:
             buf = (ctypes.c_double * (self.nsim * size.value)).from_address(ptr)
             self._expanded[name] = torch.from_numpy(np.frombuffer(buf, dtype=np.float64).reshape(self.nsim, *shape))
         return self._expanded[name]
-
-    def _check(self, nfail: int, ids) -> None:
-        if not nfail:
-            return
-        status = np.ctypeslib.as_array(self._lib.mjb_status(self._b), (self.nsim,))
-        sel = np.arange(self.nsim) if ids is None else ids
-        failed = sel[status[sel] != 0]
-        msg = self._lib.mjb_error(self._b, int(failed[0])).decode()
-        raise RuntimeError(f"MuJoCo raised in {len(failed)} envs ({failed[:5].tolist()}...); env {failed[0]}: {msg}")
 
     def close(self) -> None:
         if getattr(self, "_b", None):
