@@ -38,7 +38,7 @@ at half of it (``eval_trajectories``, ``eval_lr_scales``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -48,6 +48,7 @@ from metarl import distributed
 from metarl.algos import harness
 from metarl.algos.inner import MAML, inner_loop, inner_loop_reference
 from metarl.algos.pg import (
+    ESTIMATORS,
     MEAN_SQUASHES,
     POLICY_INITS,
     Batch,
@@ -62,10 +63,13 @@ from metarl.algos.pg import (
     fit_linear_baseline,
     gaussian_kl,
     gaussian_log_prob,
+    inner_loss_fn,
     make_horizon_env,
     make_mlp_policy,
     per_task_advantages,
+    per_task_dice_weights,
     trpo_step,
+    vpg_loss_fn,
 )
 from metarl.config import Config, env_ids, env_options, field
 
@@ -119,6 +123,13 @@ class MAMLConfig(Config):
     difference, and ``meta_sgd`` is refused (no step size to learn)."""
     first_order: bool = False
     """First-order MAML: drop the second derivatives through the inner step."""
+    estimator: str = field("maml", choices=ESTIMATORS)
+    """The inner loss, i.e. the meta-gradient's estimator (:mod:`metarl.algos.pg`): "maml" (REINFORCE's
+    surrogate ``−mean log π · A``, the authors'; its Hessian drops the score-product term, so the
+    meta-gradient ignores how θ moves the pre-update samples), "lvc" (ProMP's low-variance curvature:
+    ``−mean π/π_old · A``, the same inner step, the score products of each step kept) or "dice" (DiCE with
+    a baseline: unbiased derivatives of the return discounted from t = 0, the cross-time products
+    included; its inner step weights step t by γ^t). Evaluation adapts with the same loss."""
     meta_sgd: bool = False
     """Meta-SGD: learn a per-parameter inner step size (initialised to inner_lr) in the outer step."""
     outer: str = field("trpo", choices=("trpo", "ppo"))
@@ -222,18 +233,22 @@ def process(batch: Batch, cfg: MAMLConfig, b: int) -> dict:
     return per_task_advantages(batch, b, cfg.gamma, cfg.baseline_reg, normalize=cfg.normalize_advantages)
 
 
-def vpg_loss_fn(apply: FunctionalPolicy) -> Callable:
-    """The REINFORCE loss of one task, ``(params, task batch) -> −Σ log π(a|s) A / Σ mask``."""
-    def vpg_loss(params, tb):
-        mean, log_std = apply(params, tb["obs"])
-        logp = gaussian_log_prob(mean, log_std, tb["act"])
-        return -(logp * tb["adv"] * tb["mask"]).sum() / tb["mask"].sum().clamp_min(1)
-    return vpg_loss
+def inner_batch(batch: Batch, cfg: MAMLConfig, b: int, apply, params: dict, batched: bool) -> dict:
+    """The per-task samples an inner step of ``cfg.estimator`` adapts on: advantages (:func:`process`;
+    "maml", "lvc") or DiCE's weights (:func:`~metarl.algos.pg.per_task_dice_weights`; "dice"), with the
+    sampling policy's (``params``, per task when ``batched``) log-probs for "lvc" and "dice"."""
+    if cfg.estimator == "dice":
+        tb = per_task_dice_weights(batch, b, cfg.gamma, cfg.baseline_reg, normalize=cfg.normalize_advantages)
+    else:
+        tb = process(batch, cfg, b)
+    return tb if cfg.estimator == "maml" else with_old(apply, params, batched, tb)
 
 
 def adapted(apply, theta: dict, lrs, pre: list, cfg: MAMLConfig, first_order: bool) -> dict:
-    """The per-task adapted params ``[B, ...]`` from the pre-update batches (one per inner step)."""
-    return inner_loop(vpg_loss_fn(apply), theta, pre, lrs if lrs is not None else cfg.inner_lr, first_order)
+    """The per-task adapted params ``[B, ...]`` from the pre-update batches (one per inner step, from
+    :func:`inner_batch`)."""
+    return inner_loop(inner_loss_fn(apply, cfg.estimator), theta, pre, lrs if lrs is not None else cfg.inner_lr,
+                      first_order)
 
 
 def with_old(apply, params: dict, batched: bool, tb: dict) -> dict:
@@ -315,7 +330,7 @@ def evaluate(policy_params, cfg: MAMLConfig, num_tasks: int | None = None, steps
     params = {n: policy_params[n].detach().to(cfg.device) for n in names}
     base_lr = {n: v.detach() for n, v in inner_lrs.items()} if inner_lrs is not None else cfg.inner_lr
     apply = FunctionalPolicy(policy)
-    loss_fn = vpg_loss_fn(apply)
+    loss_fn = inner_loss_fn(apply, cfg.estimator)
     _, test = env.sample_task_split(1, num_tasks, seed=seed)
     g = torch.Generator(device=cfg.device).manual_seed(seed)
     affine = action_map(env, cfg.normalize_actions)
@@ -329,7 +344,7 @@ def evaluate(policy_params, cfg: MAMLConfig, num_tasks: int | None = None, steps
         if s < steps[-1]:
             scale = scales[min(s, len(scales) - 1)]
             lr = {n: v * scale for n, v in base_lr.items()} if isinstance(base_lr, dict) else base_lr * scale
-            tb = process(batch, cfg, num_tasks)
+            tb = inner_batch(batch, cfg, num_tasks, apply, params, batched)
             def sgd_step(p, b, lr=lr):      # first order: the adapted params are data, not a graph
                 return {n: p[n] - (lr[n] if isinstance(lr, dict) else lr) * g for n, g in grad(loss_fn)(p, b).items()}
             params = {n: v.detach() for n, v in vmap(sgd_step, in_dims=(0 if batched else None, 0))(params, tb).items()}
@@ -352,7 +367,7 @@ class MetaWorldAgent:
                  inner_lrs: dict | None = None):
         self.cfg, self.num_envs, self.generator = cfg, env.num_envs, generator
         self.apply = FunctionalPolicy(policy)
-        self.loss_fn = vpg_loss_fn(self.apply)
+        self.loss_fn = inner_loss_fn(self.apply, cfg.estimator)
         self.theta = {n: p.detach() for n, p in policy.named_parameters()}
         self.base_lr = {n: v.detach() for n, v in inner_lrs.items()} if inner_lrs is not None else cfg.inner_lr
         self.affine = action_map(env, cfg.normalize_actions)
@@ -408,7 +423,7 @@ class MetaWorldAgent:
 
         def sgd_step(p, b):
             return {k: p[k] - (lr[k] if isinstance(lr, dict) else lr) * g for k, g in grad(loss_fn)(p, b).items()}
-        tb = process(batch, cfg, n)
+        tb = inner_batch(batch, cfg, n, self.apply, self.params, self.batched)
         self.params = {k: v.detach() for k, v in
                        vmap(sgd_step, in_dims=(0 if self.batched else None, 0))(self.params, tb).items()}
         self.batched, self.rounds, self.adapting = True, self.rounds + 1, False
@@ -497,11 +512,11 @@ class MAMLLearner:
                 successes.append(succeeded / finished if finished else float("nan"))
             if cfg.train_reward == "dense":
                 batch = dense_rewards(batch, tasks.goal[torch.arange(b * k) // k])
-            tb = process(batch, cfg, b)                                  # advantage
             if s == cfg.inner_steps:
-                post = with_old(apply, params, batched, tb)
+                post = with_old(apply, params, batched, process(batch, cfg, b))
                 break
-            if s == 0 and cfg.trust_region == "both":
+            tb = inner_batch(batch, cfg, b, apply, params, batched)
+            if s == 0 and cfg.trust_region == "both" and cfg.estimator == "maml":
                 tb = with_old(apply, params, batched, tb)
             pre.append(tb)
             params = {n: v.detach() for n, v in adapted(apply, theta, lr_now, pre, cfg, True).items()}
@@ -600,4 +615,5 @@ def load_policy(run_dir) -> tuple[GaussianMLPPolicy, MAMLConfig, dict | None]:
 
 __all__ = ["MAML", "MAMLConfig", "MAMLLearner", "GaussianMLPPolicy", "inner_loop", "inner_loop_reference",
            "conjugate_gradient", "baseline_features", "fit_linear_baseline", "trpo_step", "gaussian_kl", "train",
-           "evaluate", "load_policy", "make_env", "make_policy", "action_map", "MetaWorldAgent", "metaworld_report"]
+           "evaluate", "load_policy", "make_env", "make_policy", "action_map", "MetaWorldAgent", "metaworld_report",
+           "vpg_loss_fn", "inner_batch"]

@@ -11,6 +11,8 @@
 - **the linear feature baseline** (Duan et al. 2016, rllab's ``LinearFeatureBaseline``):
   :func:`baseline_features`, :func:`fit_linear_baseline`, :func:`per_task_advantages`,
   :func:`task_advantages`;
+- **inner (adaptation) losses** of MAML-style learners: :func:`vpg_loss_fn` (MAML's), :func:`lvc_loss_fn`
+  (ProMP's), :func:`dice_loss_fn` (unbiased; weights by :func:`per_task_dice_weights`), :func:`inner_loss_fn`;
 - **TRPO** (Schulman et al. 2015): :func:`conjugate_gradient`, :func:`trpo_step`.
 
 Layouts: rollouts are time-major ``[T, N, ...]`` with ``N = B · K``; per-task tensors are
@@ -375,11 +377,44 @@ def per_task_advantages(batch: Batch, b: int, gamma: float, reg_coeff: float = 1
     w = fit_linear_baseline(feats, ret, mask, reg_coeff, relative)
     adv = (ret - (feats @ w.unsqueeze(-1)).squeeze(-1)) * mask
     if normalize:
-        cnt = mask.sum(1, keepdim=True).clamp_min(1)
-        mu = adv.sum(1, keepdim=True) / cnt
-        var = (((adv - mu) * mask) ** 2).sum(1, keepdim=True) / cnt
-        adv = (adv - mu) / (var.sqrt() + 1e-8) * mask
+        mu, sigma = masked_moments(adv, mask)
+        adv = (adv - mu) / sigma * mask
     return {"obs": obs, "act": act, "adv": adv, "mask": mask}
+
+
+def masked_moments(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation (+ 1e-8) of each task's valid samples of ``x, mask [B, M]``: ``[B, 1]`` each."""
+    cnt = mask.sum(1, keepdim=True).clamp_min(1)
+    mu = (x * mask).sum(1, keepdim=True) / cnt
+    var = (((x - mu) * mask) ** 2).sum(1, keepdim=True) / cnt
+    return mu, var.sqrt() + 1e-8
+
+
+def per_task_dice_weights(batch: Batch, b: int, gamma: float, reg_coeff: float = 1e-5,
+                          normalize: bool = True) -> dict:
+    """The per-step weights of the DiCE inner objective (:func:`dice_loss_fn`) of ``b`` tasks: ``reward_w``
+    and ``baseline_w``, ``[B, K, T]`` (0 on masked steps), beside :func:`per_task_advantages`' ``obs``,
+    ``act``, ``mask`` (``[B, M, ...]``, ``M = K·T``).
+
+    In the frame of the objective discounted from t = 0: ``G_t = Σ_{t' ≥ t} γ^{t'} r_{t'}`` (each
+    trajectory's), ``β_t`` its linear baseline (:func:`fit_linear_baseline` per task),
+    ``A_t = G_t − β_t``; with ``normalize`` ``A`` is centred and scaled per task, ``A' = (A − μ) / σ``,
+    which the weights carry as ``reward_w = γ^t r_t / σ`` and ``baseline_w = (β_t + μ) / σ`` (so
+    ``Σ_{t' ≥ t} reward_w − baseline_w = A'_t``)."""
+    t_len, n = batch.rewards.shape
+    k = n // b
+    t = torch.arange(t_len, device=batch.rewards.device)
+    disc = gamma ** t.to(batch.rewards.dtype)
+    rew = batch.rewards * batch.mask * disc.unsqueeze(1)                      # γ^t r_t  [T, N]
+    ret = torch.flip(torch.cumsum(torch.flip(rew, (0,)), 0), (0,))           # G_t      [T, N]
+    obs, act, ret, rew, mask, tt = (per_task(x, b) for x in (batch.obs, batch.actions, ret, rew, batch.mask,
+                                                             t.unsqueeze(1).expand(t_len, n)))
+    feats = baseline_features(obs, tt)
+    base = (feats @ fit_linear_baseline(feats, ret, mask, reg_coeff).unsqueeze(-1)).squeeze(-1) * mask
+    mu, sigma = masked_moments((ret - base) * mask, mask) if normalize else (0.0, 1.0)
+    reward_w = (rew * mask / sigma).view(b, k, t_len)
+    baseline_w = ((base + mu) * mask / sigma).view(b, k, t_len)
+    return {"obs": obs, "act": act, "mask": mask, "reward_w": reward_w, "baseline_w": baseline_w}
 
 
 def task_advantages(batch: Batch, b: int, gamma: float, reg: float = 1e-5) -> torch.Tensor:
@@ -388,6 +423,70 @@ def task_advantages(batch: Batch, b: int, gamma: float, reg: float = 1e-5) -> to
     t_len, n = batch.rewards.shape
     adv = per_task_advantages(batch, b, gamma, reg, relative=True)["adv"]
     return adv.reshape(b, n // b, t_len).movedim(2, 0).reshape(t_len, n)
+
+
+# ----------------------------------------------------------------------------- inner (adaptation) losses
+ESTIMATORS = ("maml", "lvc", "dice")
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``Σ x · mask / Σ mask`` over the last dim (one task's valid samples)."""
+    return (x * mask).sum(-1) / mask.sum(-1).clamp_min(1)
+
+
+def vpg_loss_fn(apply: FunctionalPolicy) -> Callable:
+    """MAML's inner loss of one task, ``(params, task batch) -> −mean_t log π_θ(a|s) · A`` (``obs [M, d]``,
+    ``act [M, a]``, ``adv, mask [M]``). Its Hessian lacks the ``∇log π ∇log πᵀ A`` term of the
+    likelihood-ratio one: the bias of MAML's meta-gradient (Rothfuss et al. 2019, section 4)."""
+    def vpg_loss(params, tb):
+        mean, log_std = apply(params, tb["obs"])
+        return -masked_mean(gaussian_log_prob(mean, log_std, tb["act"]) * tb["adv"], tb["mask"])
+    return vpg_loss
+
+
+def lvc_loss_fn(apply: FunctionalPolicy) -> Callable:
+    """ProMP's low-variance-curvature inner loss of one task, ``−mean_t π_θ(a|s) / π_old(a|s) · A``
+    (``old_logp [M]``, the sampling policy's log-probs, is data: the denominator's gradient is stopped).
+    At the sampling point its gradient is :func:`vpg_loss_fn`'s and its Hessian
+    ``−mean_t (∇²log π + ∇log π ∇log πᵀ) A_t`` (the likelihood-ratio Hessian without the cross-time terms)."""
+    def lvc_loss(params, tb):
+        mean, log_std = apply(params, tb["obs"])
+        ratio = torch.exp(gaussian_log_prob(mean, log_std, tb["act"]) - tb["old_logp"])
+        return -masked_mean(ratio * tb["adv"], tb["mask"])
+    return lvc_loss
+
+
+def dice_loss_fn(apply: FunctionalPolicy) -> Callable:
+    """The DiCE inner loss of one task (Foerster et al. 2018, with the baseline of Mao et al. 2019), whose
+    derivatives of every order are the likelihood-ratio estimators of the discounted return's::
+
+        L(θ) = −(1/M) Σ_{k,t} mask · [ □(c_{k,t}) · reward_w_{k,t} + (1 − □(ℓ_{k,t})) · baseline_w_{k,t} ]
+
+    ``ℓ_{k,t} = log π_θ(a|s)`` of trajectory ``k``'s step ``t``, ``c_{k,t} = Σ_{t' ≤ t} ℓ_{k,t'}``,
+    ``□(x) = exp(x − x_old)`` with ``x_old`` the sampling policy's value (``old_logp``: data). Task batch:
+    ``obs [M, d]``, ``act [M, a]``, ``mask [M]``, ``old_logp [M]``, ``reward_w, baseline_w [K, T]``
+    (:func:`per_task_dice_weights`). At the sampling point the gradient is
+    ``−(1/M) Σ ∇ℓ_t · A'_t`` (REINFORCE with the weights' advantages) and the Hessian
+    ``−(1/M) Σ_t [(∇²c_t + ∇c_t ∇c_tᵀ) reward_w_t − (∇²ℓ_t + ∇ℓ_t ∇ℓ_tᵀ) baseline_w_t]``: unbiased, the
+    cross-time score products included (which :func:`lvc_loss_fn` drops for a lower variance)."""
+    def dice_loss(params, tb):
+        mean, log_std = apply(params, tb["obs"])
+        shape = tb["reward_w"].shape
+        delta = (gaussian_log_prob(mean, log_std, tb["act"]) - tb["old_logp"]).view(shape)
+        mask = tb["mask"].view(shape)
+        box_c = torch.exp(torch.cumsum(delta * mask, -1))
+        box_l = torch.exp(delta)
+        terms = (box_c * tb["reward_w"] + (1 - box_l) * tb["baseline_w"]) * mask
+        return -terms.sum() / mask.sum().clamp_min(1)
+    return dice_loss
+
+
+def inner_loss_fn(apply: FunctionalPolicy, estimator: str) -> Callable:
+    """The one-task inner loss of ``estimator``: ``"maml"`` (:func:`vpg_loss_fn`), ``"lvc"``
+    (:func:`lvc_loss_fn`) or ``"dice"`` (:func:`dice_loss_fn`)."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    return {"maml": vpg_loss_fn, "lvc": lvc_loss_fn, "dice": dice_loss_fn}[estimator](apply)
 
 
 # ----------------------------------------------------------------------------- TRPO
@@ -472,4 +571,6 @@ __all__ = ["mean_se", "eval_task_count", "gaussian_log_prob", "gaussian_kl", "Ga
            "init_mlp", "mlp_forward", "stack", "make_box_env", "make_horizon_env", "make_mlp_policy", "action_map",
            "Batch", "collect", "dense_rewards",
            "per_task", "per_task_mean", "task_mean", "returns_to_go", "baseline_features", "fit_linear_baseline",
-           "per_task_advantages", "task_advantages", "conjugate_gradient", "trpo_step"]
+           "per_task_advantages", "task_advantages", "masked_moments", "per_task_dice_weights", "ESTIMATORS",
+           "masked_mean", "vpg_loss_fn", "lvc_loss_fn", "dice_loss_fn", "inner_loss_fn", "conjugate_gradient",
+           "trpo_step"]

@@ -37,7 +37,7 @@ layers are ReLU with rllab's Glorot-uniform init and actions normalised onto the
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -55,8 +55,10 @@ from metarl.algos.pg import (
     eval_task_count,
     gaussian_kl,
     gaussian_log_prob,
+    lvc_loss_fn,
     make_horizon_env,
     make_mlp_policy,
+    masked_mean,
     per_task_advantages,
 )
 from metarl.config import Config, env_ids, env_options, field
@@ -148,21 +150,6 @@ def sample(env, apply: FunctionalPolicy, params: dict, batched: bool, tasks, k: 
         mean, log_std = apply.batched(params, tb["obs"]) if batched else apply(params, tb["obs"])
     tb.update(old_logp=gaussian_log_prob(mean, log_std, tb["act"]), old_mean=mean, old_log_std=log_std)
     return tb, batch.episode_returns().view(-1, k).mean(1)
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``Σ x · mask / Σ mask`` over the last dim (one task's valid samples)."""
-    return (x * mask).sum(-1) / mask.sum(-1).clamp_min(1)
-
-
-def lvc_loss_fn(apply: FunctionalPolicy) -> Callable:
-    """The LVC inner loss of one task, ``(params, task batch) -> −mean_t π_θ(a|s) / π_old(a|s) · A``
-    (``π_old``'s log-probs ``old_logp`` are data: the denominator's gradient is stopped)."""
-    def lvc_loss(params, tb):
-        mean, log_std = apply(params, tb["obs"])
-        ratio = torch.exp(gaussian_log_prob(mean, log_std, tb["act"]) - tb["old_logp"])
-        return -masked_mean(ratio * tb["adv"], tb["mask"])
-    return lvc_loss
 
 
 def outer_loss(apply: FunctionalPolicy, theta: dict, pre: list, post: dict, kl_coeffs: Sequence[float],
