@@ -213,8 +213,8 @@ def _print_eval(ev, indent: str = "  ") -> None:
         elif isinstance(val, (tuple, list)):
             print(f"{indent}{name!s:<16} {val[0]:8.3f} ± {val[1]:.3f}")
         else:
-            print(f"{indent}{'after ' + str(name) + ' adaptation steps' if isinstance(name, int) else name}: "
-                  f"{float(val):.3f}")
+            label = f"after {name} adaptation steps" if isinstance(name, int) else name
+            print(f"{indent}{label}: {val}" if isinstance(val, int) else f"{indent}{label}: {float(val):.3f}")
 
 
 def _print_report(summary: dict) -> None:

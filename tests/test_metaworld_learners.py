@@ -241,3 +241,26 @@ def test_cli_eval_prints_the_benchmark_metric(tmp_path, capsys):
     assert cli.main(["eval", str(run), "--tasks", "1"]) == 0     # 1 env: 10 + 3 episodes of 500 steps
     out = capsys.readouterr().out
     assert "success_rate: " in out and "reach-v3: " in out and "return: " in out
+
+
+def test_report_without_a_count_evaluates_the_configs_eval_tasks(monkeypatch):
+    """``report()`` (the end of training, ``metarl eval`` without ``--tasks``) evaluates ``eval_tasks`` test
+    tasks of the benchmark, not the package's default 200; a given count wins."""
+    asked = []
+
+    def fake_report(env_id, options, make_agent, *, num_tasks=None, **kw):
+        asked.append(num_tasks)
+        return {"success_rate": 0.0}
+    monkeypatch.setattr(mw, "meta_test_report", fake_report)
+    rl2_learner = rl2.RL2Learner(rl2_config(eval_tasks=7))
+    maml_learner = maml.MAMLLearner(maml_config(eval_tasks=9))
+    rl2_learner.report(), maml_learner.report(), rl2_learner.report(3), maml_learner.report(5)
+    assert asked == [7, 9, 3, 5]
+    assert maml.MAMLLearner(maml_config(eval_tasks=0)).report() == {} and asked == [7, 9, 3, 5]
+
+
+def test_counts_print_as_integers(capsys):
+    cli._print_eval({"success_rate": 0.5, "num_evals": 10, "num_envs": 20, 1: 3.25})
+    out = capsys.readouterr().out
+    assert "num_evals: 10\n" in out and "num_envs: 20\n" in out and "success_rate: 0.500" in out
+    assert "after 1 adaptation steps: 3.250" in out

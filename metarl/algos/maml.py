@@ -173,7 +173,8 @@ class MAMLConfig(Config):
     """Torch device of envs and policy."""
     eval_tasks: int = field(40, ge=0)
     """Held-out tasks evaluated at the end of training and by ``metarl eval`` (0: no evaluation at
-    the end; ``metarl eval --tasks N`` and ``evaluate(..., num_tasks=N)`` still evaluate N)."""
+    the end; ``metarl eval --tasks N`` and ``evaluate(..., num_tasks=N)`` still evaluate N); on a
+    ``MetaWorld-*`` env the benchmark's test tasks in its protocol (the package's default is 200)."""
     eval_steps: tuple[int, ...] = field((0, 1, 2, 3), ge=0)
     """Adaptation steps reported by the final evaluation."""
     eval_trajectories: int = field(40, ge=0)
@@ -569,13 +570,13 @@ class MAMLLearner:
         self.env.load_state_dict(sd["env"])
 
     def report(self, num_tasks: int | None = None) -> dict:
-        """``{"eval": {steps: mean return}}`` on held-out tasks (on a ``MetaWorld-*`` env the benchmark's
-        metric, :func:`metaworld_report`); nothing when ``num_tasks`` is None and the config's
-        ``eval_tasks`` is 0."""
+        """``{"eval": {steps: mean return}}`` on ``num_tasks`` (default ``eval_tasks``) held-out tasks (on a
+        ``MetaWorld-*`` env the benchmark's metric on as many of its test tasks, :func:`metaworld_report`;
+        the package's own protocol is 200); nothing when ``num_tasks`` is None and ``eval_tasks`` is 0."""
         if num_tasks is None and self.config.eval_tasks == 0:
             return {}
-        if self.config.env.startswith("MetaWorld-"):    # the benchmark's metric (its own default size)
-            return metaworld_report(self.policy, self.config, num_tasks, inner_lrs=self.lrs)
+        if self.config.env.startswith("MetaWorld-"):    # the benchmark's metric on eval_tasks test tasks
+            return metaworld_report(self.policy, self.config, num_tasks or self.config.eval_tasks, inner_lrs=self.lrs)
         return {"eval": evaluate(self.policy, self.config, num_tasks, inner_lrs=self.lrs)}
 
 
