@@ -1,22 +1,36 @@
 // CartPole-v1 step with per-env physics and gymnasium autoreset.
-// Same math, argument order and random numbers as kernels/envs/cartpole.py (_step_nb):
-// a branch-free body (selects; vectorizable sin/cos from simd_math.h) in a
-// `#pragma omp simd` loop over a chunk of envs, chunks spread over OpenMP threads.
+// Same math, argument order and random numbers as kernels/envs/cartpole.py (_step_nb), bit for bit.
+// A step of a chunk of envs is two passes: the dynamics, branch-free (selects; vectorizable sin/cos
+// from simd_math.h) in a `#pragma omp simd` loop with no random numbers, and the resets, scalar, only
+// for the envs that reset (next_step: before the dynamics, those flagged needs_reset; same_step:
+// after, those that ended). Chunks are spread over OpenMP threads from kParallelMinEnvs envs on.
+// One fused pass that draws every env's reset lanes and selects them vectorizes too, but costs
+// ~2x the dynamics in mix32 multiplies, and gcc 12 (-march=native with AVX-512) leaves its
+// next_step loop scalar: it sinks the counter/key loads under needs_reset and cannot convert that
+// byte mask to the masked 64-bit loads (-fopt-info-vec: "relevant stmt not supported").
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "buffers.h"
 #include "rng.h"
 #include "simd_math.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace metarl {
 
 constexpr int kNextStep = 0, kSameStep = 1;
 constexpr float kXThreshold = 2.4f;
 constexpr float kThetaThreshold = static_cast<float>(12 * 2 * M_PI / 360);
-constexpr int64_t kChunk = 2048;  // envs per task; below 2 chunks one thread does all
+constexpr int64_t kChunk = 2048;  // envs per OpenMP task (~200 KB of state, params and outputs: L2-resident)
+// Below this many envs one thread steps them all: an OpenMP fork/join costs a few us on an idle
+// core and a scheduler time slice on a busy one, more than half of a step of fewer envs saves.
+constexpr int64_t kParallelMinEnvs = 4096;
 
 struct CartPoleBuffers {
   float* state;
@@ -33,20 +47,55 @@ struct CartPoleBuffers {
   float* final_obs;
 };
 
-static inline float reset_value(int64_t key, int64_t counter, uint32_t lane) {
-  return -0.05f + 0.1f * uniform(key, counter, lane);
+// Env i's fresh state, drawn with its counter value (which the reset then uses up), into the
+// state and the observation: the scalar half of a step, run only for the envs that reset. The
+// four lanes are one 4 x uint32 vector to gcc (SLP), so a reset costs about one mix32 chain.
+static inline void reset_one(const CartPoleBuffers& b, int64_t n, int64_t i) {
+  const int64_t c = b.counter[i];
+  const uint32_t c32 = static_cast<uint32_t>(c), k32 = static_cast<uint32_t>(b.key[i]);
+  float v[4];
+  for (uint32_t lane = 0; lane < 4; ++lane) {
+    const uint32_t bits = mix32(mix32(c32 + kGolden * lane) ^ k32);
+    v[lane] = -0.05f + 0.1f * (static_cast<float>(bits >> 8) * (1.0f / 16777216.0f));
+  }
+  for (int lane = 0; lane < 4; ++lane) {
+    b.state[lane * n + i] = v[lane];
+    b.obs[i * 4 + lane] = v[lane];
+  }
+  b.counter[i] = c + 1;
 }
 
+// reset_one for every i in [begin, end) where flag_a[i] | flag_b[i] (bytes 0/1): eight envs per
+// 64-bit word, skipped where none is set, the set ones found by their bit (few envs reset in a
+// step: ~1 in 20 under random actions, fewer as a policy learns).
+static void reset_flagged(const CartPoleBuffers& b, int64_t n, int64_t begin, int64_t end, const uint8_t* flag_a,
+                          const uint8_t* flag_b) {
+  int64_t i = begin;
+  for (; i + 8 <= end; i += 8) {
+    uint64_t wa, wb;
+    std::memcpy(&wa, flag_a + i, 8);
+    std::memcpy(&wb, flag_b + i, 8);
+    for (uint64_t w = wa | wb; w != 0; w &= w - 1) reset_one(b, n, i + __builtin_ctzll(w) / 8);
+  }
+  for (; i < end; ++i) {
+    if (flag_a[i] | flag_b[i]) reset_one(b, n, i);
+  }
+}
+
+// The vectorized half of a step over envs [begin, end): dynamics, flags, clocks, state and
+// observation, without random numbers. next_step: envs flagged needs_reset were reset before this
+// pass and keep that state (reward 0, not done). same_step: ended envs get final_obs and elapsed 0
+// here; reset_flagged then overwrites their state and observation.
 template <int kMode>
-static void step_range(const CartPoleBuffers& b, int64_t n, int64_t begin, int64_t end, int64_t max_steps) {
-  // Plain locals with __restrict so gcc sees no aliasing and if-converts every select.
+static void step_dynamics(const CartPoleBuffers& b, int64_t n, int64_t begin, int64_t end, int64_t max_steps) {
+  // Plain locals with __restrict so gcc sees no aliasing and if-converts every select. No counter
+  // or key access here: gcc 12 cannot vectorize the masked 64-bit loads they would become.
   float* __restrict x_s = b.state;
   float* __restrict x_dot_s = b.state + n;
   float* __restrict theta_s = b.state + 2 * n;
   float* __restrict theta_dot_s = b.state + 3 * n;
   int32_t* __restrict elapsed = b.elapsed;
   uint8_t* __restrict needs_reset = b.needs_reset;
-  int64_t* __restrict counter = b.counter;
   const float* __restrict gravity = b.gravity;
   const float* __restrict masscart = b.masscart;
   const float* __restrict masspole = b.masspole;
@@ -54,7 +103,6 @@ static void step_range(const CartPoleBuffers& b, int64_t n, int64_t begin, int64
   const float* __restrict force_mag = b.force_mag;
   const float* __restrict tau = b.tau;
   const int64_t* __restrict action = b.action;
-  const int64_t* __restrict key = b.key;
   float* __restrict obs = b.obs;
   float* __restrict reward = b.reward;
   uint8_t* __restrict terminated = b.terminated;
@@ -62,43 +110,34 @@ static void step_range(const CartPoleBuffers& b, int64_t n, int64_t begin, int64
   float* __restrict final_obs = b.final_obs;
 #pragma omp simd
   for (int64_t i = begin; i < end; ++i) {
-    float x = x_s[i], x_dot = x_dot_s[i], theta = theta_s[i], theta_dot = theta_dot_s[i];
+    const float x0 = x_s[i], x_dot0 = x_dot_s[i], theta0 = theta_s[i], theta_dot0 = theta_dot_s[i];
     const float f = action[i] == 1 ? force_mag[i] : -force_mag[i];
     float sintheta, costheta;
-    sincos_f32(theta, &sintheta, &costheta);
+    sincos_f32(theta0, &sintheta, &costheta);
     const float mp = masspole[i], len = length[i], dt = tau[i];
     const float total_mass = mp + masscart[i];
     const float polemass_length = mp * len;
-    const float temp = (f + polemass_length * theta_dot * theta_dot * sintheta) / total_mass;
+    const float temp = (f + polemass_length * theta_dot0 * theta_dot0 * sintheta) / total_mass;
     const float thetaacc =
         (gravity[i] * sintheta - costheta * temp) / (len * (4.0f / 3.0f - mp * costheta * costheta / total_mass));
     const float xacc = temp - polemass_length * thetaacc * costheta / total_mass;
-    x = x + dt * x_dot;
-    x_dot = x_dot + dt * xacc;
-    theta = theta + dt * theta_dot;
-    theta_dot = theta_dot + dt * thetaacc;
+    const bool skipped = (kMode == kNextStep) & (needs_reset[i] != 0);  // reset before this pass
+    const float x = skipped ? x0 : x0 + dt * x_dot0;
+    const float x_dot = skipped ? x_dot0 : x_dot0 + dt * xacc;
+    const float theta = skipped ? theta0 : theta0 + dt * theta_dot0;
+    const float theta_dot = skipped ? theta_dot0 : theta_dot0 + dt * thetaacc;
     const int32_t e = elapsed[i] + 1;
-    const bool skipped = (kMode == kNextStep) & (needs_reset[i] != 0);  // reset instead of stepping
-    const bool term = !skipped & ((x < -kXThreshold) | (x > kXThreshold) | (theta < -kThetaThreshold) |
+    const bool term = (!skipped) & ((x < -kXThreshold) | (x > kXThreshold) | (theta < -kThetaThreshold) |
                                   (theta > kThetaThreshold));
-    const bool trunc = !skipped & (max_steps > 0) & (e >= max_steps);
+    const bool trunc = (!skipped) & (max_steps > 0) & (e >= max_steps);
     const bool done = term | trunc;
-    const bool do_reset = skipped | ((kMode == kSameStep) & done);
     if (kMode == kSameStep) {
       final_obs[i * 4 + 0] = done ? x : 0.0f;
       final_obs[i * 4 + 1] = done ? x_dot : 0.0f;
       final_obs[i * 4 + 2] = done ? theta : 0.0f;
       final_obs[i * 4 + 3] = done ? theta_dot : 0.0f;
     }
-    const int64_t c = counter[i], k = key[i];
-    const float r0 = reset_value(k, c, 0), r1 = reset_value(k, c, 1);
-    const float r2 = reset_value(k, c, 2), r3 = reset_value(k, c, 3);
-    x = do_reset ? r0 : x;
-    x_dot = do_reset ? r1 : x_dot;
-    theta = do_reset ? r2 : theta;
-    theta_dot = do_reset ? r3 : theta_dot;
-    counter[i] = c + static_cast<int64_t>(do_reset);
-    elapsed[i] = do_reset ? 0 : e;
+    elapsed[i] = (skipped | ((kMode == kSameStep) & done)) ? 0 : e;
     needs_reset[i] = (kMode != kSameStep) & done;
     reward[i] = skipped ? 0.0f : 1.0f;
     terminated[i] = term;
@@ -114,6 +153,15 @@ static void step_range(const CartPoleBuffers& b, int64_t n, int64_t begin, int64
   }
 }
 
+// One step of envs [begin, end) with autoreset: the sparse reset pass and the vectorized dynamics
+// pass, in the order of the mode (next_step resets before stepping, same_step after).
+template <int kMode>
+static void step_range(const CartPoleBuffers& b, int64_t n, int64_t begin, int64_t end, int64_t max_steps) {
+  if (kMode == kNextStep) reset_flagged(b, n, begin, end, b.needs_reset, b.needs_reset);
+  step_dynamics<kMode>(b, n, begin, end, max_steps);
+  if (kMode == kSameStep) reset_flagged(b, n, begin, end, b.terminated, b.truncated);
+}
+
 // The first i with action[i] outside {0, 1}, or n (one vectorized pass when all are valid).
 static int64_t first_bad_action(const int64_t* action, int64_t n) {
   uint64_t bad = 0;
@@ -125,10 +173,21 @@ static int64_t first_bad_action(const int64_t* action, int64_t n) {
   return i;
 }
 
+int64_t cartpole_threads(int64_t n) {
+  if (n < kParallelMinEnvs) return 1;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#ifdef _OPENMP
+  return std::min<int64_t>(omp_get_max_threads(), chunks);
+#else
+  return 1;
+#endif
+}
+
 template <int kMode>
 static void step_all(const CartPoleBuffers& b, int64_t n, int64_t max_steps) {
   const int64_t chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (chunks > 1)
+  const int threads = static_cast<int>(cartpole_threads(n));
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t c = 0; c < chunks; ++c) {
     step_range<kMode>(b, n, c * kChunk, std::min(n, (c + 1) * kChunk), max_steps);
   }

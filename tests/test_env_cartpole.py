@@ -132,16 +132,58 @@ def test_truncates_at_500():
     assert truncated_at == 500
 
 
-def test_cpp_and_numba_are_bit_identical():
-    """Same float32 operations in the same order (csrc/simd_math.h = kernels/envs/_math.py)."""
-    envs = [metarl.make_vec("CartPole-v1", 3001, seed=4, backend=b, autoreset_mode="same_step")
+# N: one env; odd, one chunk and one thread; one past the threaded size (2 threads, a 1-env chunk);
+# not a multiple of the 8-env words the reset pass scans
+@pytest.mark.parametrize("n", [1, 37, 4097, 6003])
+@pytest.mark.parametrize("mode", ["next_step", "same_step"])
+def test_cpp_and_numba_are_bit_identical(n, mode):
+    """Same float32 operations in the same order (csrc/simd_math.h = kernels/envs/_math.py), and the
+    C++ kernel's separate reset pass draws what the Numba kernel's per-env branch draws."""
+    envs = [metarl.make_vec("CartPole-v1", n, seed=4, backend=b, autoreset_mode=mode, max_episode_steps=40)
             for b in ("cpp", "numba")]
-    tasks = envs[0].sample_tasks(3001, generator=torch.Generator().manual_seed(0))
+    tasks = envs[0].sample_tasks(n, generator=torch.Generator().manual_seed(0))
     for e in envs:
         e.reset(seed=4, options={"tasks": tasks})
     g = torch.Generator().manual_seed(0)
+    ended = 0
     for _ in range(100):
-        a = torch.randint(0, 2, (3001,), generator=g)
+        a = torch.randint(0, 2, (n,), generator=g)
         (o1, r1, te1, tr1, i1), (o2, r2, te2, tr2, i2) = (e.step(a) for e in envs)
-        assert torch.equal(o1, o2) and torch.equal(te1, te2) and torch.equal(tr1, tr2)
-        assert torch.equal(i1["final_obs"], i2["final_obs"])
+        assert torch.equal(o1, o2) and torch.equal(r1, r2) and torch.equal(te1, te2) and torch.equal(tr1, tr2)
+        if mode == "same_step":
+            assert torch.equal(i1["final_obs"], i2["final_obs"])
+        ended += int((te1 | tr1).sum())
+    assert ended > n  # the resets ran (terminations, and truncations at 40 steps)
+    for name in ("state", "elapsed", "needs_reset", "counter"):
+        assert torch.equal(envs[0].state_dict()[name], envs[1].state_dict()[name]), name
+
+
+def test_cpp_disabled_mode_matches_numba():
+    """No autoreset (the dynamics pass alone): ended envs keep needs_reset until a masked reset."""
+    n = 4099
+    envs = [metarl.make_vec("CartPole-v1", n, seed=5, backend=b, autoreset_mode="disabled", max_episode_steps=0)
+            for b in ("cpp", "numba")]
+    for e in envs:
+        e.reset(seed=5)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        ended = envs[0].state_dict()["needs_reset"]
+        assert torch.equal(ended, envs[1].state_dict()["needs_reset"])
+        if ended.any():
+            for e in envs:
+                e.reset(options={"reset_mask": ended})
+        a = torch.randint(0, 2, (n,), generator=g)
+        (o1, r1, te1, tr1, _), (o2, r2, te2, tr2, _) = (e.step(a) for e in envs)
+        assert torch.equal(o1, o2) and torch.equal(r1, r2) and torch.equal(te1, te2) and torch.equal(tr1, tr2)
+    assert torch.equal(envs[0].state_dict()["counter"], envs[1].state_dict()["counter"])
+    assert int(envs[0].state_dict()["counter"].sum()) > 2 * n  # episodes ended and were reset
+
+
+def test_cpp_threads():
+    """One thread below 4096 envs; from there at most one per 2048 envs and no more than OpenMP allows."""
+    from metarl import _C
+    from metarl.kernels.envs import cartpole
+
+    assert [cartpole.cpp_threads(n) for n in (1, 37, 4095)] == [1, 1, 1]
+    assert 1 <= cartpole.cpp_threads(4096) <= min(2, _C.openmp_threads())
+    assert cartpole.cpp_threads(1 << 20) == _C.openmp_threads()

@@ -196,6 +196,7 @@ def test_cpp_bindings_name_their_arguments():
 
     names = {
         "cartpole_step": list(_cartpole_args()),
+        "cartpole_threads": ["n"],
         "uniform_into": ["key", "counter", "lane", "out"],
         "knn_l2": ["queries", "keys", "key_norms", "valid", "tiebreak", "k", "out_d", "out_p"],
         "batched_knn_l2": ["queries", "keys", "key_norms", "valid", "tiebreak", "k", "out_d", "out_p"],

@@ -160,6 +160,14 @@ def step_cpp():
     return _C.cartpole_step
 
 
+def cpp_threads(n: int) -> int:
+    """Threads the C++ step runs ``n`` envs on: 1 below 4096 envs (a fork/join costs more than it saves),
+    else the OpenMP thread count of the calling thread, at most one per 2048 envs."""
+    from metarl import _C
+
+    return _C.cartpole_threads(n)
+
+
 # ----------------------------------------------------------------------------- triton
 @lazy_jit
 def _reset_state_tl(key, counter):
