@@ -149,7 +149,44 @@ def copy_bandwidth(mib: int = 256, repeats: int = 10) -> dict:
             "torch_bytes_per_s": best["torch"], "array_mib": mib}
 
 
+def gpu_copy_bandwidth(mib: int = 1024, repeats: int = 10) -> float:
+    """Bytes read + written per second by a ``mib`` MiB float32 device-to-device copy on the current
+    CUDA device (CUDA events around each copy; best of ``repeats``)."""
+    import torch
+    src = torch.rand(mib * 2**20 // 4, device="cuda")
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = 0.0
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        end.synchronize()
+        best = max(best, 2 * src.numel() * 4 / (start.elapsed_time(end) * 1e-3))
+    del src, dst
+    torch.cuda.empty_cache()
+    return best
+
+
 # ----------------------------------------------------------------------------- metarl
+def metarl_threads(env_id, n, backend, device) -> int | str | None:
+    """CPU threads one metarl step of N envs runs on: the Numba pool from ``NUMBA_PARALLEL_MIN_ENVS`` on
+    (else the calling thread), the C++ kernel's own team size for N, torch's intra-op threads; "gpu" on a GPU."""
+    import torch
+
+    from metarl.kernels.envs import _launch
+    if device == "cuda":
+        return "gpu"
+    if backend == "numba":
+        import numba
+        return numba.get_num_threads() if n >= _launch.NUMBA_PARALLEL_MIN_ENVS else 1
+    if backend == "cpp":
+        kernels = importlib.import_module(f"metarl.kernels.envs.{FAMILIES[env_id][0]}")
+        return kernels.cpp_threads(n) if hasattr(kernels, "cpp_threads") else None
+    return torch.get_num_threads()
+
+
 def bench_metarl(env_id, n, seconds, backend, device) -> dict:
     import torch
 
@@ -160,7 +197,7 @@ def bench_metarl(env_id, n, seconds, backend, device) -> dict:
     sync = torch.cuda.synchronize if device == "cuda" else None
     result = measure(env.step, actions, n, seconds, sync)
     env.close()
-    return result
+    return {**result, "threads": metarl_threads(env_id, n, backend, device)}
 
 
 # ----------------------------------------------------------------------------- peers
@@ -171,7 +208,7 @@ def bench_gym_sync(env_id, n, seconds) -> dict:
     env.reset(seed=0)
     result = measure(env.step, random_actions(env.single_action_space, n), n, seconds)
     env.close()
-    return result
+    return {**result, "threads": 1}
 
 
 def bench_gym_vector(env_id, n, seconds) -> dict:
@@ -181,7 +218,7 @@ def bench_gym_vector(env_id, n, seconds) -> dict:
     env.reset(seed=0)
     result = measure(env.step, random_actions(env.single_action_space, n), n, seconds)
     env.close()
-    return result
+    return {**result, "threads": 1}  # NumPy's elementwise ops run on the calling thread
 
 
 def bench_envpool(env_id, n, seconds) -> dict:
@@ -191,7 +228,8 @@ def bench_envpool(env_id, n, seconds) -> dict:
     env.reset()
     result = measure(env.step, random_actions(env.action_space, n), n, seconds)
     env.close()
-    return result
+    threads = env.config.get("num_threads", 0)  # 0: envpool's default, min(N, hardware threads)
+    return {**result, "threads": threads or min(n, os.cpu_count() or 1)}
 
 
 def bench_numpy_bandit(env_id, n, seconds) -> dict:
@@ -205,7 +243,7 @@ def bench_numpy_bandit(env_id, n, seconds) -> dict:
     def step(a):
         return rng.random(n) < probs[rows, a]
 
-    return measure(step, actions, n, seconds)
+    return {**measure(step, actions, n, seconds), "threads": 1}
 
 
 # ----------------------------------------------------------------------------- columns
@@ -262,7 +300,15 @@ def installed(module) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def run_family(env_id, sizes, seconds, device, bandwidth) -> dict:
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask; ``os.cpu_count()`` where that is unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def run_family(env_id, sizes, seconds, device, bandwidth, gpu_bandwidth=None, only=None) -> dict:
     module, _ = FAMILIES[env_id]
     try:
         kernels = importlib.import_module(f"metarl.kernels.envs.{module}")
@@ -276,6 +322,9 @@ def run_family(env_id, sizes, seconds, device, bandwidth) -> dict:
     from metarl.backend import resolve_env_backend
     default = "triton@cuda" if device == "cuda" else resolve_env_backend(None, torch.device("cpu"), kernels)
     metarl_cols, peer_cols = metarl_columns(kernels, device), peer_columns(env_id)
+    if only:  # --columns: a subset (the default backend's column is kept for the ratios)
+        metarl_cols = [c for c in metarl_cols if c in only or c == default]
+        peer_cols = [c for c in peer_cols if c in only]
     results = {}  # column -> one result per size
     for col in metarl_cols + peer_cols:
         max_n = PEERS[col][2] if col in PEERS else None
@@ -292,11 +341,14 @@ def run_family(env_id, sizes, seconds, device, bandwidth) -> dict:
 
     bytes_per_step = getattr(kernels, "BYTES_PER_STEP", None)
     floor = bandwidth / bytes_per_step if bytes_per_step else None
+    gpu_floor = gpu_bandwidth / bytes_per_step if bytes_per_step and gpu_bandwidth else None
     rows = []
     for i, n in enumerate(sizes):
         rate = {c: results[c][i]["steps_per_s"] for c in results if "steps_per_s" in results[c][i]}
-        mine = {c: rate[c] for c in metarl_cols if c in rate}
-        row = {"n": n, "results": {c: results[c][i] for c in results}}
+        mine = {c: rate[c] for c in metarl_cols if c in rate and not c.endswith("@cuda")}
+        mine_gpu = {c: rate[c] for c in metarl_cols if c in rate and c.endswith("@cuda")}
+        row = {"n": n, "cores": usable_cores(), "results": {c: results[c][i] for c in results},
+               "threads": {c: results[c][i].get("threads") for c in results if "steps_per_s" in results[c][i]}}
         if mine:
             row["best"] = max(mine, key=mine.get)
         if default in rate:
@@ -305,6 +357,11 @@ def run_family(env_id, sizes, seconds, device, bandwidth) -> dict:
             row["floor_steps_per_s"] = floor
             if mine:
                 row["fraction_of_floor"] = mine[row["best"]] / floor
+        if mine_gpu:
+            row["best_gpu"] = max(mine_gpu, key=mine_gpu.get)
+            if gpu_floor:
+                row["gpu_floor_steps_per_s"] = gpu_floor
+                row["gpu_fraction_of_floor"] = mine_gpu[row["best_gpu"]] / gpu_floor
         rows.append(row)
     return {"status": "ok", "bytes_per_step": bytes_per_step, "default_backend": default,
             "metarl_columns": metarl_cols, "peer_columns": peer_cols, "rows": rows}
@@ -320,17 +377,26 @@ def markdown_table(env_id, fam) -> str:
         return {"not installed": "not installed"}.get(r["error"], "skip" if r["error"].startswith("skip") else "n/a")
 
     mine, peers, d = fam["metarl_columns"], fam["peer_columns"], fam["default_backend"]
+    gpu = any("gpu_floor_steps_per_s" in row for row in fam["rows"])
     head = ["N"] + [f"metarl {c}" for c in mine] + peers + [f"{d} / {p}" for p in peers] + \
-        ["floor", "best", "best / floor"]
+        ["floor", "best", "best / floor"] + (["GPU floor", "best GPU", "best GPU / floor"] if gpu else []) + \
+        ["cores", "threads"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for row in fam["rows"]:
         ratios = row.get("ratio_default_to_peer", {})
         cells = [str(row["n"])] + [cell(row["results"][c]) for c in mine + peers] + \
             [f"{ratios[p]:.2f}x" if p in ratios else "—" for p in peers] + \
             [f"{row['floor_steps_per_s']:.3g}" if "floor_steps_per_s" in row else "—", row.get("best", "—"),
-             f"{row['fraction_of_floor']:.2f}" if "fraction_of_floor" in row else "—"]
+             f"{row['fraction_of_floor']:.2f}" if "fraction_of_floor" in row else "—"] + \
+            ([f"{row['gpu_floor_steps_per_s']:.3g}" if "gpu_floor_steps_per_s" in row else "—",
+              row.get("best_gpu", "—"),
+              f"{row['gpu_fraction_of_floor']:.2f}" if "gpu_fraction_of_floor" in row else "—"] if gpu else []) + \
+            [str(row["cores"]),
+             ", ".join(f"{c} {t if t is not None else '?'}" for c, t in row["threads"].items()) or "—"]
         lines.append("| " + " | ".join(cells) + " |")
-    notes = [f"env-steps/s, best of {REPEATS}; floor = copy bandwidth / {fam['bytes_per_step']} B per env-step."]
+    notes = [f"env-steps/s, best of {REPEATS}; floor = copy bandwidth / {fam['bytes_per_step']} B per env-step "
+             "(GPU floor: the GPU's device-to-device copy bandwidth); best: the fastest CPU column; "
+             "cores: the CPUs this run may use; threads: the CPU threads each column's step ran on at that N."]
     errors = sorted({f"{c}: {r['error']}" for row in fam["rows"] for c, r in row["results"].items()
                      if "error" in r and not r["error"].startswith("skip")})
     if errors:
@@ -347,6 +413,9 @@ def main(argv=None):
                         help="timed budget per measurement (default: %(default)s)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="cuda adds metarl triton and torch on the GPU (default: cuda when available)")
+    parser.add_argument("--columns", default=None,
+                        help="comma-separated subset of the columns, e.g. triton@cuda,gym vector (default: all; the "
+                             "default backend's column is always run, for the ratios)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"),
                         help="folder for the JSON (default: bench/results)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one column in this process
@@ -369,14 +438,25 @@ def main(argv=None):
     info["cuda"] = info["gpu"] is not None
     info["load_average_before"] = os.getloadavg()
     bw = copy_bandwidth()
-    print(f"# Env benchmark — {info['cpu']}, {info['cores']} cores, device {device}\n")
+    if device == "cuda":
+        bw["gpu_bytes_per_s"] = gpu_copy_bandwidth()
+    info["usable_cores"] = usable_cores()
+    print(f"# Env benchmark — {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), device {device}\n")
     print(f"Copy bandwidth (bytes read + written): {bw['bytes_per_s'] / 1e9:.1f} GB/s "
           f"(NumPy {bw['numpy_bytes_per_s'] / 1e9:.1f}, torch {bw['torch_bytes_per_s'] / 1e9:.1f}). "
           f"{CACHE_NOTE}\n", flush=True)
+    if "gpu_bytes_per_s" in bw:
+        print(f"GPU copy bandwidth (bytes read + written, device to device): {bw['gpu_bytes_per_s'] / 1e9:.0f} GB/s; "
+              "the GPU floor of each family is that over its bytes per env-step.\n", flush=True)
     if info["load_average_before"][0] > 1.0:
         print(f"Warning: load average {info['load_average_before'][0]:.1f} before the run; other processes "
               "share the cores, and threaded tools (Numba, C++/OpenMP, envpool) suffer most.\n", flush=True)
-    results = {env_id: run_family(env_id, sizes, args.seconds, device, bw["bytes_per_s"]) for env_id in env_ids}
+    only = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    known = set(METARL) | set(PEERS)
+    if only and (unknown := [c for c in only if c not in known]):
+        parser.error(f"unknown columns {unknown}; known: {sorted(known)}")
+    results = {env_id: run_family(env_id, sizes, args.seconds, device, bw["bytes_per_s"], bw.get("gpu_bytes_per_s"),
+                                  only) for env_id in env_ids}
     elapsed = time.perf_counter() - start
     info["load_average_after"] = os.getloadavg()
 

@@ -2,10 +2,15 @@
 # One lent-GPU session, as run for bench/RESULTS.md: install metarl on the GPU machine's image
 # (carrying wheels in .whl/ for what it lacks), run every cuda-marked test with compiled Triton
 # (TRITON_INTERPRET=0), then the GPU measurements. Logs go to $OUT (or /tmp/gpu-out).
-#   usage: bash bench/gpu_session.sh [tests|tune|bench|all|maml|tests,tune]   (modes join with commas)
+#   usage: bash bench/gpu_session.sh [tests|tune|bench|all|maml|issue23|tests,tune]   (modes join with commas)
 #   tests: pytest -m cuda tests/          tune: bench/gpu_tune.py ac (tiles per precision, step vs unfused)
 #   bench: bench/actor_critic.py, bench/rollout.py, bench/envs.py on the GPU      all: tests + tune + bench
 #   maml: the recurrent-policy cuda tests, then bench/reproduce_maml.py on the GPU (time-boxed)
+#   issue23: issue 23's GPU rows in one call (~8 min; most important first, each step time-boxed):
+#     envs CartPole/Bandit at N = 2^20, 2^22 with the GPU floor; actor-critic B = 4096, H = 256 through
+#     RecurrentActorCritic.step; kNN Triton vs cdist+topk at M = 1e5, 1e6, Q = 256; the actor-critic
+#     kernel alone (default and split_cat tiles, profiled bf16) and kNN at M = 1e6 (gpu_tune.py ac2 knn);
+#     compute-sanitizer memcheck over the cuda-marked Triton tests where the tool exists
 set -u
 cd "$(dirname "$0")/.."
 what=",${1:-all},"
@@ -43,5 +48,23 @@ if has maml; then
     | tee "$OUT/cuda_tests.log" | tail -4
   timeout 420 python3 bench/reproduce_maml.py --device cuda --iterations 500 --max-minutes 4 --pretrained-minutes 1 \
     --eval-tasks 40 --out "$OUT/maml.json" 2>&1 | tee "$OUT/maml.log" | tail -12
+fi
+if has issue23; then
+  timeout 100 python3 bench/envs.py --device cuda --envs CartPole-v1,Bandit-v0 --sizes 1048576,4194304 \
+    --columns "triton@cuda,torch@cuda,gym vector,numpy" --seconds 0.3 2>&1 | tee "$OUT/issue23_envs.log" | tail -20
+  timeout 100 python3 bench/actor_critic.py --device cuda --hidden 256 --batch 4096 --seconds 0.3 \
+    2>&1 | tee "$OUT/issue23_actor_critic.log" | tail -12
+  timeout 80 python3 bench/knn.py --device cuda --M 100000,1000000 --d 64 --Q 256 --k 50 --no-small --seconds 0.5 \
+    2>&1 | tee "$OUT/issue23_knn.log" | tail -12
+  timeout 130 python3 bench/gpu_tune.py ac2 knn 2>&1 | tee "$OUT/issue23_gpu_tune.log" | grep -v "error" | tail -16
+  sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+  if [ -n "$sanitizer" ]; then
+    timeout 120 "$sanitizer" --tool memcheck --target-processes all --error-exitcode 1 \
+      python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_knn.py tests/test_env_cuda.py tests/test_nn_cuda.py \
+      tests/test_rollout_cuda.py tests/test_returns.py 2>&1 | tee "$OUT/issue23_memcheck.log" | tail -12
+    echo "memcheck exit ${PIPESTATUS[0]} (124: timed out)"
+  else
+    echo "compute-sanitizer: not found on this machine" | tee "$OUT/issue23_memcheck.log"
+  fi
 fi
 cp bench/results/*.json "$OUT/" 2>/dev/null || true
