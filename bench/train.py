@@ -14,6 +14,9 @@ What is measured
       :func:`metarl.algos.rl2.train`, without its logging and checkpointing;
     * ``metarl unfused``: the same with ``collect(..., fused=False)`` (the env's step and the
       policy's fused step alternate in Python) + the same ``ppo_update``;
+    * ``metarl autograd``: the fused collection + ``ppo_update(..., fused=False)``: each minibatch's
+      gradients by autograd through ``RecurrentActorCritic.evaluate`` (torch's fused LSTM) instead of
+      the hand-written LSTM + heads backward (:mod:`metarl.kernels.lstm_ppo`);
     * ``RecurrentPPO``: sb3-contrib's ``RecurrentPPO("MlpLstmPolicy")`` on the same envs,
       ``metarl.envs.to_numpy(TrialWrapper(...))`` under a minimal SB3 ``VecEnv`` adapter
       (defined here; SB3 has none for gymnasium vector envs) whose ``done`` is the trial end,
@@ -88,7 +91,7 @@ EPOCHS = 4
 MINIBATCHES = 4
 REPEATS = 3
 MAX_UPDATE_S = 60.0             # skip a column whose warm-up update takes longer
-COLUMNS = ("metarl fused", "metarl unfused", "RecurrentPPO")
+COLUMNS = ("metarl fused", "metarl unfused", "metarl autograd", "RecurrentPPO")
 TARGET_VS_SB3 = 20.0            # metarl >= 20x RecurrentPPO at the same settings (issue)
 ISSUE_SB3_CARTPOLE = {8: 1.2e3, 64: 4.5e3}   # the issue's RecurrentPPO CartPole numbers, this machine
 
@@ -136,7 +139,7 @@ def measure(update, per_update_steps, seconds, device) -> dict:
 
 
 # ----------------------------------------------------------------------------- columns
-def metarl_column(n, steps, device, seconds, fused) -> dict:
+def metarl_column(n, steps, device, seconds, fused, fused_update=True) -> dict:
     import torch
 
     from metarl.algos.rl2 import make_env, make_policy, ppo_update
@@ -154,7 +157,7 @@ def metarl_column(n, steps, device, seconds, fused) -> dict:
     def update():
         ro = collect(env, policy, steps, carry=carry[0], generator=g, fused=fused)
         carry[0] = ro.carry
-        ppo_update(policy, optimizer, ro, cfg, cfg.ent_coef, g_cpu)
+        ppo_update(policy, optimizer, ro, cfg, cfg.ent_coef, g_cpu, fused=fused_update)
 
     return measure(update, n * steps, seconds, device)
 
@@ -242,7 +245,8 @@ def bench_column(column, sizes, steps, device, seconds) -> list[dict]:
             if column == "RecurrentPPO":
                 out.append(sb3_column(n, steps, device, seconds))
             else:
-                out.append(metarl_column(n, steps, device, seconds, fused=column == "metarl fused"))
+                out.append(metarl_column(n, steps, device, seconds, fused=column != "metarl unfused",
+                                         fused_update=column != "metarl autograd"))
         except ImportError as e:
             out.append({"error": f"not installed ({e.name or e}); pip install -e .[bench]"})
         except Exception as e:
@@ -276,7 +280,7 @@ def _ratio(a, b) -> str:
 
 def markdown_table(rows, steps, device, rate, in_dim) -> str:
     head = ["N", "env-steps / update", *COLUMNS, "fused / RecurrentPPO", "unfused / RecurrentPPO",
-            "fused / unfused", "floor", "fused / floor"]
+            "fused / unfused", "fused / autograd", "floor", "fused / floor"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for row in rows:
         res = row["results"]
@@ -285,7 +289,8 @@ def markdown_table(rows, steps, device, rate, in_dim) -> str:
         lines.append("| " + " | ".join(
             [str(row["n"]), str(row["n"] * steps), *(_fmt(res[c]) for c in COLUMNS),
              _ratio(fused, res["RecurrentPPO"]), _ratio(res["metarl unfused"], res["RecurrentPPO"]),
-             _ratio(fused, res["metarl unfused"]), f"{row['floor']:.3g}", frac]) + " |")
+             _ratio(fused, res["metarl unfused"]), _ratio(fused, res["metarl autograd"]), f"{row['floor']:.3g}",
+             frac]) + " |")
     note = (f"Env-steps/s of collect + PPO update (Bandit-v0, k = {ARMS}, n = {PULLS} pulls per trial, RL^2 "
             f"input {in_dim}, LSTM {HIDDEN}, T = {steps}, {EPOCHS} epochs x {MINIBATCHES} minibatches; metarl on "
             f"{device}), best of {REPEATS} repeats after a warm-up. Floor = {flops_per_step(in_dim)} FLOPs per "

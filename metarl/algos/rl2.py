@@ -29,6 +29,7 @@ from metarl.algos import harness
 from metarl.algos.pg import mean_se
 from metarl.config import Config, env_ids, env_options, field
 from metarl.envs import TrialWrapper
+from metarl.kernels.lstm_ppo import lstm_ppo_grads
 from metarl.kernels.returns import gae
 from metarl.kernels.rl2_inputs import rl2_inputs
 from metarl.nn import RecurrentActorCritic
@@ -190,10 +191,22 @@ class ReturnNormalizer:
             setattr(self, k, sd[k].to(self.count.device))
 
 
+def _fused_params(policy) -> tuple | None:
+    """The 8 weights :func:`~metarl.kernels.lstm_ppo.lstm_ppo_grads` differentiates, when the update can run on
+    it (a categorical :class:`RecurrentActorCritic` on the CPU), else None."""
+    if not isinstance(policy, RecurrentActorCritic) or not policy.discrete or policy.device.type != "cpu":
+        return None
+    cell, pi, v = policy.cell, policy.policy_head, policy.value_head
+    return cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, pi.weight, pi.bias, v.weight, v.bias
+
+
 def ppo_update(policy, optimizer, ro, cfg: RL2Config, ent_coef: float, generator: torch.Generator,
-               normalizer: ReturnNormalizer | None = None) -> dict:
+               normalizer: ReturnNormalizer | None = None, *, fused: bool = True) -> dict:
     """One PPO update on a rollout: GAE over trials, clipped surrogate, value loss, entropy bonus.
     With ``normalizer`` the value head works in normalised units (see :class:`ReturnNormalizer`).
+    ``fused``: each minibatch's gradients by the hand-written LSTM + heads backward
+    (:func:`metarl.kernels.lstm_ppo.lstm_ppo_grads`: the same loss, no autograd graph) where it applies (a
+    categorical policy on the CPU); else, or with ``fused=False``, autograd through ``policy.evaluate``.
     Returns the mean losses (floats)."""
     dones = torch.cat([ro.resets[1:], ro.carry.reset[None]])     # the trial ends after step t
     mean, std = (0.0, 1.0) if normalizer is None else (float(normalizer.mean), float(normalizer.std))
@@ -206,6 +219,7 @@ def ppo_update(policy, optimizer, ro, cfg: RL2Config, ent_coef: float, generator
     ret = (ret - mean) / std
     n = ro.rewards.shape[1]             # this rank's env copies (all of them in one process)
     h0, c0 = ro.state0
+    params = _fused_params(policy) if fused else None
     stats = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0}
     updates = 0
     with torch_threads_for((n // cfg.minibatches) * cfg.hidden_size, UPDATE_PARALLEL_MIN_WORK):
@@ -216,7 +230,19 @@ def ppo_update(policy, optimizer, ro, cfg: RL2Config, ent_coef: float, generator
                 idx, share = distributed.local_rows(idx, n)
                 a = distributed.normalize(adv[:, idx])
                 optimizer.zero_grad(set_to_none=True)
-                if idx.numel():
+                if idx.numel() and params is not None:
+                    grads, mb = lstm_ppo_grads(ro.obs[:, idx], ro.actions[:, idx], h0[idx], c0[idx], ro.resets[:, idx],
+                                               ro.log_probs[:, idx], a, ret[:, idx], params, clip=cfg.clip,
+                                               vf_coef=cfg.vf_coef, ent_coef=ent_coef, scale=share)
+                    for p, g in zip(params, grads):
+                        if p.grad is None:
+                            p.grad = g
+                        else:
+                            p.grad += g
+                    for k in stats:
+                        stats[k] += mb[k]
+                    updates += 1
+                elif idx.numel():
                     lp, ent, v = policy.evaluate(ro.obs[:, idx], ro.actions[:, idx], (h0[idx], c0[idx]),
                                                  ro.resets[:, idx])
                     log_ratio = lp - ro.log_probs[:, idx]
