@@ -49,7 +49,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("uniform_into", &metarl::uniform_into, py::arg("key"), py::arg("counter"), py::arg("lane"), py::arg("out"),
         "Counter-based uniforms in [0, 1) (csrc/rng.h), written into out");
   m.def("cartpole_threads", &metarl::cartpole_threads, py::arg("n"),
-        "Threads cartpole_step runs N envs on: 1 below 4096 envs, else min(OpenMP max threads, chunks of 2048)");
+        "Threads cartpole_step runs N envs on: 1 below 8192 envs, else min(OpenMP max threads, chunks of 2048)");
   m.def("knn_l2", &metarl::knn_l2, py::arg("queries"), py::arg("keys"), py::arg("key_norms"), py::arg("valid"),
         py::arg("tiebreak"), py::arg("k"), py::arg("out_d"), py::arg("out_p"),
         "Exact k nearest keys by squared L2 (csrc/knn.cpp): queries f32[Q,d], keys f32[M,d], key_norms f32[M], "

@@ -28,9 +28,11 @@ constexpr int kNextStep = 0, kSameStep = 1;
 constexpr float kXThreshold = 2.4f;
 constexpr float kThetaThreshold = static_cast<float>(12 * 2 * M_PI / 360);
 constexpr int64_t kChunk = 2048;  // envs per OpenMP task (~200 KB of state, params and outputs: L2-resident)
-// Below this many envs one thread steps them all: an OpenMP fork/join costs a few us on an idle
-// core and a scheduler time slice on a busy one, more than half of a step of fewer envs saves.
-constexpr int64_t kParallelMinEnvs = 4096;
+// Below this many envs one thread steps them all. On 2 idle cores a second thread saves 13% of a
+// 4096-env env.step (26 -> 23 us) and 20% at 8192 (37 -> 29 us); on 2 cores shared with other
+// processes its fork/join waits for a descheduled worker (a scheduler time slice, ms) and a
+// 4096-env step ran ~200x slower (6e5 vs 1.3e8 env-steps/s on one thread).
+constexpr int64_t kParallelMinEnvs = 8192;
 
 struct CartPoleBuffers {
   float* state;

@@ -132,9 +132,9 @@ def test_truncates_at_500():
     assert truncated_at == 500
 
 
-# N: one env; odd, one chunk and one thread; one past the threaded size (2 threads, a 1-env chunk);
-# not a multiple of the 8-env words the reset pass scans
-@pytest.mark.parametrize("n", [1, 37, 4097, 6003])
+# N: one env; odd, one chunk and one thread; three chunks on one thread; one past the threaded size
+# (a 1-env chunk); none a multiple of the 8-env words the reset pass scans
+@pytest.mark.parametrize("n", [1, 37, 6003, 8193])
 @pytest.mark.parametrize("mode", ["next_step", "same_step"])
 def test_cpp_and_numba_are_bit_identical(n, mode):
     """Same float32 operations in the same order (csrc/simd_math.h = kernels/envs/_math.py), and the
@@ -160,7 +160,7 @@ def test_cpp_and_numba_are_bit_identical(n, mode):
 
 def test_cpp_disabled_mode_matches_numba():
     """No autoreset (the dynamics pass alone): ended envs keep needs_reset until a masked reset."""
-    n = 4099
+    n = 8195  # threaded (4 chunks, the last of 3 envs)
     envs = [metarl.make_vec("CartPole-v1", n, seed=5, backend=b, autoreset_mode="disabled", max_episode_steps=0)
             for b in ("cpp", "numba")]
     for e in envs:
@@ -180,10 +180,10 @@ def test_cpp_disabled_mode_matches_numba():
 
 
 def test_cpp_threads():
-    """One thread below 4096 envs; from there at most one per 2048 envs and no more than OpenMP allows."""
+    """One thread below 8192 envs; from there at most one per 2048 envs and no more than OpenMP allows."""
     from metarl import _C
     from metarl.kernels.envs import cartpole
 
-    assert [cartpole.cpp_threads(n) for n in (1, 37, 4095)] == [1, 1, 1]
-    assert 1 <= cartpole.cpp_threads(4096) <= min(2, _C.openmp_threads())
+    assert [cartpole.cpp_threads(n) for n in (1, 37, 4096, 8191)] == [1, 1, 1, 1]
+    assert 1 <= cartpole.cpp_threads(8192) <= min(4, _C.openmp_threads())
     assert cartpole.cpp_threads(1 << 20) == _C.openmp_threads()
