@@ -26,30 +26,40 @@ Gradients (what the kernels compute, per step; ``[.]`` is 1 where true)::
 
 Layout and cost (float32; H hidden, X input, A actions):
 
-* forward, per step ONE GEMM ``[x_t, h_{t-1}] [W_ih | W_hh]^T + b`` (``[B, X+H] x [X+H, 4H]``, torch.addmm)
-  and ONE fused pointwise pass (:func:`_forward_step_nb`: gates, cell, h, and the next step's ``[x, h]``
-  row); then the two heads as ONE GEMM over all T steps (``[M, H] x [H, A+1]``);
+* forward, per step ONE GEMM ``[x_t, 1, h_{t-1}] [W_ih | b_ih + b_hh | W_hh]^T`` (``[B, X+1+H] x [X+1+H, 4H]``;
+  the ones column carries the bias, and its gradient comes out of the weight-gradient GEMM) and ONE fused
+  pointwise pass (:func:`_forward_step_nb`: gates, cell, h, and the next step's operand row); then the two heads
+  as ONE GEMM over all T steps (``[M, H] x [H, A+1]``);
 * the loss and the heads' gradients in ONE pass over the M steps (:func:`_heads_nb`);
 * backward, ONE GEMM ``[d logits, d v] [W_pi; w_v]`` over all steps, then per step one fused pointwise pass
   (:func:`_backward_step_nb`) and ONE GEMM ``d z_t W_hh``; the weight gradients as ONE GEMM each over all T
-  steps (``d Z^T [X | H_prev]``: ``[4H, M] x [M, X+H]``; ``[A+1, M] x [M, H]`` for the heads).
+  steps (``d Z^T [X | 1 | H_prev]``: ``[4H, M] x [M, X+1+H]``; ``[A+1, M] x [M, H]`` for the heads).
 
-FLOPs per step: ``2 (X+H) 4H`` forward, ``2 (X+H) 4H + 2 H 4H`` backward (no input gradient), plus the heads'
-``6 H (A+1)``. Memory kept for the backward: ``T B (4H + 2H + X + H)`` floats (gates, cells, ``[x, h]`` rows,
-outputs).
+FLOPs per step: ``2 (X+1+H) 4H`` forward, ``2 (X+1+H) 4H + 2 H 4H`` backward (no input gradient), plus the
+heads' ``6 H (A+1)``. Memory kept for the backward: ``T B (4H + 2H + X+1 + 2H)`` floats (gates, cells, operand
+rows, outputs, their gradients), in buffers kept from one call to the next (fresh ones cost more in page
+faults than the passes that fill them).
 
 Two implementations side by side:
 
 * :func:`lstm_ppo_loss_reference` — the loss in plain PyTorch (the LSTM step by step,
   :func:`metarl.kernels.lstm.lstm_sequence_reference`), differentiated by autograd: the oracle, any device;
-* ``backend="numba"`` (CPU) — the passes above (Numba for the pointwise passes, torch's GEMMs), one thread
-  for the pointwise passes; the GEMMs use torch's intra-op threads.
+* ``backend="numba"`` (CPU) — the passes above: Numba for the pointwise passes (vectorized; they release the
+  GIL), torch's GEMMs (MKL) on one thread. ``threads=k`` splits the sequences into k blocks, each block's whole
+  forward and backward on its own thread (one synchronisation per minibatch, not one per op), and adds the
+  blocks' gradient sums.
+
+Measured (2-core CPU, B = 256, T = 10, X = 8, H = 64, A = 5, one thread): ~4.1 ms per minibatch, of which the
+GEMMs ~2.3 ms, the pointwise passes ~1 ms (bench/train.py, column ``metarl autograd`` for the autograd path).
 
 :func:`lstm_ppo_grads` is the public op: the 8 parameter gradients and the loss terms' means.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import math
+import os
 import threading
 
 import numpy as np
@@ -60,6 +70,8 @@ from metarl.kernels._checks import check_tensor
 from metarl.kernels.lstm import lstm_sequence_reference, sigmoid_nb, tanh_nb
 
 BACKENDS = ("torch", "numba")
+MAX_THREADS = max(1, os.cpu_count() or 1)
+"""most threads the Numba path splits a minibatch's sequences over (one block per thread)"""
 STATS = ("policy_loss", "value_loss", "entropy", "approx_kl")
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
@@ -96,7 +108,7 @@ def lstm_ppo_loss_reference(obs, actions, h0, c0, resets, old_log_probs, advanta
 
 
 # ----------------------------------------------------------------------------- numba
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"arcp", "contract"})
 def _forward_step_nb(
     # outputs: h_out, c_out [B, H] (h_t, c_t), xh_next [B, X + 1 + H] (its last H columns: h_t zeroed where
     # reset_next)
@@ -134,7 +146,7 @@ def _forward_step_nb(
             next_row[j] = h if keep_next else _ZERO
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _heads_nb(
     # outputs: d_out [M, A + 1] (d logits, d v), sums [4] float64 (sum over steps of -min(...), (v - R)^2,
     # entropy, (r - 1) - log r)
@@ -183,7 +195,7 @@ def _heads_nb(
     sums[3] = kl_sum
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"arcp", "contract"})
 def _backward_step_nb(
     # outputs: dz [B, 4H] (d z_t), dc_out [B, H] (d c_{t-1}, before zeroing where reset)
     dz, dc_out,
@@ -238,19 +250,17 @@ class _Workspace(threading.local):
 _WORKSPACE = _Workspace()
 
 
-def _grads_numba(obs, actions, h0, c0, resets, old_log_probs, advantages, returns, params, clip, vf_coef,
-                 ent_coef, scale):
-    """The CPU path of :func:`lstm_ppo_grads` (inputs validated, contiguous, on the CPU, float32)."""
-    w_ih, w_hh, b_ih, b_hh, w_pi, b_pi, w_v, b_v = (p.detach() for p in params)
+def _block_numba(obs, actions, h0, c0, resets, old_log_probs, advantages, returns, packed, clip, factors):
+    """Forward and backward of one block of sequences (inputs contiguous, float32 on the CPU; ``packed`` from
+    :func:`_pack`, ``factors`` the three gradient factors ``scale / M``, ``scale vf_coef / M``,
+    ``scale ent_coef / M`` of the whole minibatch). Returns the block's sums: ``(d [W_ih | b | W_hh]
+    [4H, X + 1 + H], d [W_pi; w_v] [A + 1, H], d [b_pi; b_v] [A + 1], loss-term sums [4] float64)``."""
+    w_cat_t, w_hh, w_head, b_head = packed
     steps, batch, isz = obs.shape
     hidden = w_hh.shape[1]
-    num_actions = w_pi.shape[0]
+    width = w_head.shape[0]                                    # A + 1
     m = steps * batch
-    # [x_t, 1, h_{t-1}] [W_ih | b_ih + b_hh | W_hh]^T: the bias and its gradient come with the GEMMs
-    w_cat_t = torch.cat([w_ih, (b_ih + b_hh)[:, None], w_hh], 1).t()      # [X + 1 + H, 4H]
-    w_head = torch.cat([w_pi, w_v])                            # [A + 1, H]
-    b_head = torch.cat([b_pi, b_v])
-    # forward: per step one GEMM and one pointwise pass
+    # forward: per step one GEMM [x_t, 1, h_{t-1}] [W_ih | b_ih + b_hh | W_hh]^T and one pointwise pass
     ws = _WORKSPACE
     xh = ws.take("xh", (steps + 1, batch, isz + 1 + hidden))  # row T: the unused operand the last step writes
     xh[:steps, :, :isz] = obs
@@ -270,12 +280,12 @@ def _grads_numba(obs, actions, h0, c0, resets, old_log_probs, advantages, return
         _forward_step_nb(hs_np[t], cs_np[t + 1], xh_np[t + 1], gates_np[t], cs_np[t], res_np[t], res_np[t + 1])
     # heads, loss terms and their gradients
     hs_flat = hs.view(m, hidden)
-    out = torch.addmm(b_head, hs_flat, w_head.t(), out=ws.take("out", (m, num_actions + 1)))
-    d_out = ws.take("d_out", (m, num_actions + 1))
+    out = torch.addmm(b_head, hs_flat, w_head.t(), out=ws.take("out", (m, width)))
+    d_out = ws.take("d_out", (m, width))
     sums = np.zeros(4)
     _heads_nb(d_out.numpy(), sums, out.numpy(), actions.reshape(m).numpy(), old_log_probs.reshape(m).numpy(),
               advantages.reshape(m).numpy(), returns.reshape(m).numpy(), np.float32(1 - clip), np.float32(1 + clip),
-              np.float32(scale / m), np.float32(scale * vf_coef / m), np.float32(scale * ent_coef / m))
+              *factors)
     d_hs = torch.mm(d_out, w_head, out=ws.take("d_hs", (m, hidden))).numpy().reshape(steps, batch, hidden)
     # backward through time: per step one pointwise pass and one GEMM d z_t W_hh
     dz = ws.take("dz", (steps, batch, 4 * hidden))
@@ -288,12 +298,51 @@ def _grads_numba(obs, actions, h0, c0, resets, old_log_probs, advantages, return
                           cs_np[t + 1], res_np[t], res_np[t + 1])
         if t:
             torch.mm(dz[t], w_hh, out=dh_rec)
-    # weight gradients: one GEMM each over all steps
-    dz_flat = dz.view(m, 4 * hidden)
-    d_w_cat = torch.mm(dz_flat.t(), xh[:steps].view(m, isz + 1 + hidden))    # [4H, X + 1 + H]
+    # weight gradients: one GEMM each over all steps (the bias's is the ones column's)
+    d_w_cat = torch.mm(dz.view(m, 4 * hidden).t(), xh[:steps].view(m, isz + 1 + hidden))
+    return d_w_cat, torch.mm(d_out.t(), hs_flat), d_out.sum(0), sums
+
+
+def _pack(params):
+    """``([W_ih | b_ih + b_hh | W_hh]^T [X + 1 + H, 4H], W_hh, [W_pi; w_v] [A + 1, H], [b_pi; b_v])``."""
+    w_ih, w_hh, b_ih, b_hh, w_pi, b_pi, w_v, b_v = (p.detach() for p in params)
+    return (torch.cat([w_ih, (b_ih + b_hh)[:, None], w_hh], 1).t(), w_hh, torch.cat([w_pi, w_v]),
+            torch.cat([b_pi, b_v]))
+
+
+_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        # each worker's own OpenMP team size is 1 (torch's ops in it would otherwise start teams of the core count)
+        _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=MAX_THREADS - 1, thread_name_prefix="metarl-lstm-ppo",
+                                                      initializer=torch.set_num_threads, initargs=(1,))
+    return _POOL
+
+
+def _grads_numba(obs, actions, h0, c0, resets, old_log_probs, advantages, returns, params, clip, vf_coef,
+                 ent_coef, scale, threads):
+    """The CPU path of :func:`lstm_ppo_grads` (inputs validated, on the CPU, float32): the sequences in
+    ``threads`` blocks, each block's forward and backward on its own thread (the calling thread runs the
+    first), their gradient sums added."""
+    steps, batch, isz = obs.shape
+    m = steps * batch
+    packed = _pack(params)
+    factors = (np.float32(scale / m), np.float32(scale * vf_coef / m), np.float32(scale * ent_coef / m))
+    bounds = [batch * k // threads for k in range(threads + 1)]
+    blocks = [[t[:, lo:hi].contiguous() for t in (obs, actions)] + [h0[lo:hi], c0[lo:hi]]
+              + [t[:, lo:hi].contiguous() for t in (resets, old_log_probs, advantages, returns)]
+              for lo, hi in zip(bounds[:-1], bounds[1:])]
+    if threads == 1:
+        parts = [_block_numba(*blocks[0], packed, clip, factors)]
+    else:
+        futures = [_pool().submit(_block_numba, *b, packed, clip, factors) for b in blocks[1:]]
+        parts = [_block_numba(*blocks[0], packed, clip, factors)] + [f.result() for f in futures]
+    d_w_cat, d_head, d_b_head, sums = (sum(p[k] for p in parts) if len(parts) > 1 else parts[0][k] for k in range(4))
+    num_actions = d_head.shape[0] - 1
     d_b = d_w_cat[:, isz]
-    d_head = torch.mm(d_out.t(), hs_flat)                        # [A + 1, H]
-    d_b_head = d_out.sum(0)
     grads = (d_w_cat[:, :isz].contiguous(), d_w_cat[:, isz + 1:].contiguous(), d_b.contiguous(), d_b.contiguous(),
              d_head[:num_actions], d_b_head[:num_actions], d_head[num_actions:], d_b_head[num_actions:])
     stats = dict(zip(STATS, (float(sums[0]) / m, 0.5 * float(sums[1]) / m, float(sums[2]) / m,
@@ -313,12 +362,14 @@ def _grads_torch(obs, actions, h0, c0, resets, old_log_probs, advantages, return
 
 # ----------------------------------------------------------------------------- public
 def lstm_ppo_grads(obs, actions, h0, c0, resets, old_log_probs, advantages, returns, params, *, clip: float,
-                   vf_coef: float, ent_coef: float, scale: float = 1.0, backend: str | None = None):
+                   vf_coef: float, ent_coef: float, scale: float = 1.0, backend: str | None = None,
+                   threads: int = 1):
     """Gradients of :func:`lstm_ppo_loss_reference`'s loss with respect to ``params``, and its terms.
 
     Arguments as :func:`lstm_ppo_loss_reference` (``params``: the 8 weight tensors, float32, on one device;
     they need not require grad and get none). ``backend``: ``None`` (``"numba"`` on the CPU, ``"torch"``
-    elsewhere), ``"numba"`` or ``"torch"`` (autograd through the reference). Returns ``(grads, stats)``:
+    elsewhere), ``"numba"`` or ``"torch"`` (autograd through the reference). ``threads``: the Numba path's
+    threads (at most ``MAX_THREADS`` and B), one block of sequences each. Returns ``(grads, stats)``:
     ``grads`` one new tensor per parameter, same shapes (``d b_ih`` and ``d b_hh`` equal, distinct tensors),
     ``stats`` ``{policy_loss, value_loss, entropy, approx_kl}`` (floats: the minibatch means, unscaled).
     """
@@ -362,17 +413,36 @@ def lstm_ppo_grads(obs, actions, h0, c0, resets, old_log_probs, advantages, retu
         raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
     if backend == "numba" and dev.type != "cpu":
         raise ValueError(f"backend 'numba' runs on the CPU, the tensors are on {dev}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
     args = (obs, actions, h0, c0, resets, old_log_probs, advantages, returns, params, float(clip), float(vf_coef),
             float(ent_coef), float(scale))
     if backend == "torch":
         return _grads_torch(*args)
-    return lstm_ppo_grads_unchecked(*args)
+    return lstm_ppo_grads_unchecked(*args, min(threads, MAX_THREADS))
 
 
 def lstm_ppo_grads_unchecked(obs, actions, h0, c0, resets, old_log_probs, advantages, returns, params, clip,
-                             vf_coef, ent_coef, scale):
+                             vf_coef, ent_coef, scale, threads=1):
     """:func:`lstm_ppo_grads` on the CPU (``"numba"``) without validation: inputs float32 on the CPU with the
-    documented shapes (non-contiguous ones are copied)."""
-    c = [t.contiguous() for t in (obs, actions, h0, c0, resets, old_log_probs, advantages, returns)]
+    documented shapes (non-contiguous ones are copied), ``1 <= threads <= MAX_THREADS``."""
+    threads = max(1, min(threads, obs.shape[1]))
     with torch.no_grad():
-        return _grads_numba(*c, params, clip, vf_coef, ent_coef, scale)
+        if threads == 1:
+            return _grads_numba(obs, actions, h0, c0, resets, old_log_probs, advantages, returns, params, clip,
+                                vf_coef, ent_coef, scale, 1)
+        with _one_torch_thread():   # one thread per block: torch's own pool (MKL's GEMMs) stays at one
+            return _grads_numba(obs, actions, h0, c0, resets, old_log_probs, advantages, returns, params, clip,
+                                vf_coef, ent_coef, scale, threads)
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    before = torch.get_num_threads()
+    if before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if before > 1:
+            torch.set_num_threads(before)

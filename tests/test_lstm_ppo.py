@@ -108,6 +108,26 @@ def test_reused_buffers_are_rewritten():
             torch.testing.assert_close(g, w, **GRAD_TOL)
 
 
+@pytest.mark.parametrize("shape,threads", [
+    ((10, 64, 8, 64, 5), 2),      # two equal blocks
+    ((7, 37, 3, 6, 4), 3),        # uneven blocks (37 rows; 3 threads, or MAX_THREADS where fewer cores)
+    ((5, 1, 3, 6, 4), 2),         # one sequence: one block
+])
+def test_blocks_on_threads_equal_one_thread(shape, threads):
+    """The sequences split over threads (each block's forward and backward on its own thread, the blocks'
+    gradient sums added) give the gradients and loss terms of one block."""
+    args = case(shape, "inside", seed=5)
+    kw = {"clip": 0.2, "vf_coef": 0.5, "ent_coef": 0.01, "scale": 0.5}
+    want, want_stats = lstm_ppo_grads(*args, **kw)
+    before = torch.get_num_threads()
+    got, got_stats = lstm_ppo_grads(*args, threads=threads, **kw)
+    assert torch.get_num_threads() == before     # torch's thread count is restored
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, **GRAD_TOL)
+    for k in STATS:
+        assert got_stats[k] == pytest.approx(want_stats[k], abs=STAT_TOL["atol"], rel=STAT_TOL["rtol"]), k
+
+
 def test_non_contiguous_inputs():
     """Minibatches are gathered columns of a rollout; strided views give the same gradients."""
     args = list(case((6, 9, 3, 5, 4), "inside", seed=4))
@@ -162,6 +182,7 @@ def test_ppo_update_fused_equals_autograd():
     ({"clip": float("nan")}, TypeError, "clip"),
     ({"clip": 0.0}, ValueError, "clip"),
     ({"backend": "triton"}, ValueError, "backend"),
+    ({"threads": 0}, ValueError, "threads"),
 ])
 def test_bad_input_raises(bad, error, match):
     obs, actions, h0, c0, reset, old, adv, ret, p = case((4, 3, 2, 5, 4), "first")

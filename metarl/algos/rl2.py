@@ -231,9 +231,11 @@ def ppo_update(policy, optimizer, ro, cfg: RL2Config, ent_coef: float, generator
                 a = distributed.normalize(adv[:, idx])
                 optimizer.zero_grad(set_to_none=True)
                 if idx.numel() and params is not None:
+                    # as many threads as the thread policy leaves torch here, each on a block of the sequences
                     grads, mb = lstm_ppo_grads(ro.obs[:, idx], ro.actions[:, idx], h0[idx], c0[idx], ro.resets[:, idx],
                                                ro.log_probs[:, idx], a, ret[:, idx], params, clip=cfg.clip,
-                                               vf_coef=cfg.vf_coef, ent_coef=ent_coef, scale=share)
+                                               vf_coef=cfg.vf_coef, ent_coef=ent_coef, scale=share,
+                                               threads=torch.get_num_threads())
                     for p, g in zip(params, grads):
                         if p.grad is None:
                             p.grad = g
