@@ -49,8 +49,11 @@ Two implementations side by side:
   forward and backward on its own thread (one synchronisation per minibatch, not one per op), and adds the
   blocks' gradient sums.
 
-Measured (2-core CPU, B = 256, T = 10, X = 8, H = 64, A = 5, one thread): ~4.1 ms per minibatch, of which the
-GEMMs ~2.3 ms, the pointwise passes ~1 ms (bench/train.py, column ``metarl autograd`` for the autograd path).
+Measured (the 2-core CPU, shared with other jobs; B = 256, T = 10, X = 8, H = 64, A = 5, one thread): ~4.1 ms
+per minibatch, of which the GEMMs ~2.3 ms, the pointwise passes ~1 ms, the rest Python and torch call overhead;
+autograd through torch's fused LSTM took ~8 ms (bench/train.py, column ``metarl autograd``). Two blocks on two
+threads gained nothing at B = 256 and lost at B = 16 there (RL^2's update keeps its thread policy: one thread
+below ``UPDATE_PARALLEL_MIN_WORK``); at B = 1024 they took 10.3 instead of 14.7 ms.
 
 :func:`lstm_ppo_grads` is the public op: the 8 parameter gradients and the loss terms' means.
 """
@@ -275,8 +278,9 @@ def _block_numba(obs, actions, h0, c0, resets, old_log_probs, advantages, return
     res[:steps] = resets
     res[steps] = False
     hs_np, cs_np, xh_np, gates_np, res_np = hs.numpy(), cs.numpy(), xh.numpy(), gates.numpy(), res.numpy()
+    xh_t, gates_t = xh.unbind(0), gates.unbind(0)             # the per-step views, made in one call each
     for t in range(steps):
-        torch.mm(xh[t], w_cat_t, out=gates[t])
+        torch.mm(xh_t[t], w_cat_t, out=gates_t[t])
         _forward_step_nb(hs_np[t], cs_np[t + 1], xh_np[t + 1], gates_np[t], cs_np[t], res_np[t], res_np[t + 1])
     # heads, loss terms and their gradients
     hs_flat = hs.view(m, hidden)
@@ -292,12 +296,12 @@ def _block_numba(obs, actions, h0, c0, resets, old_log_probs, advantages, return
     dc = ws.take("dc", (2, batch, hidden)).numpy()            # d c_t and d c_{t-1}, swapped each step
     dc[steps % 2] = 0.0
     dh_rec = ws.take("dh_rec", (batch, hidden)).zero_()      # no step after the last
-    dz_np, dh_rec_np = dz.numpy(), dh_rec.numpy()
+    dz_np, dh_rec_np, dz_t = dz.numpy(), dh_rec.numpy(), dz.unbind(0)
     for t in reversed(range(steps)):
         _backward_step_nb(dz_np[t], dc[t % 2], dc[(t + 1) % 2], d_hs[t], dh_rec_np, gates_np[t], cs_np[t],
                           cs_np[t + 1], res_np[t], res_np[t + 1])
         if t:
-            torch.mm(dz[t], w_hh, out=dh_rec)
+            torch.mm(dz_t[t], w_hh, out=dh_rec)
     # weight gradients: one GEMM each over all steps (the bias's is the ones column's)
     d_w_cat = torch.mm(dz.view(m, 4 * hidden).t(), xh[:steps].view(m, isz + 1 + hidden))
     return d_w_cat, torch.mm(d_out.t(), hs_flat), d_out.sum(0), sums
