@@ -314,16 +314,18 @@ def _pack(params):
             torch.cat([b_pi, b_v]))
 
 
-_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+_POOL: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None     # (pid, pool)
 
 
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    """The worker threads (made on first use; made again in a forked child, which has none of its parent's)."""
     global _POOL
-    if _POOL is None:
+    if _POOL is None or _POOL[0] != os.getpid():
         # each worker's own OpenMP team size is 1 (torch's ops in it would otherwise start teams of the core count)
-        _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=MAX_THREADS - 1, thread_name_prefix="metarl-lstm-ppo",
-                                                      initializer=torch.set_num_threads, initargs=(1,))
-    return _POOL
+        _POOL = (os.getpid(), concurrent.futures.ThreadPoolExecutor(
+            max_workers=MAX_THREADS - 1, thread_name_prefix="metarl-lstm-ppo", initializer=torch.set_num_threads,
+            initargs=(1,)))
+    return _POOL[1]
 
 
 def _grads_numba(obs, actions, h0, c0, resets, old_log_probs, advantages, returns, params, clip, vf_coef,

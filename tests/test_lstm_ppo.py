@@ -128,6 +128,33 @@ def test_blocks_on_threads_equal_one_thread(shape, threads):
         assert got_stats[k] == pytest.approx(want_stats[k], abs=STAT_TOL["atol"], rel=STAT_TOL["rtol"]), k
 
 
+def _threads_in_child(args, queue):
+    grads, _ = lstm_ppo_grads(*args, clip=0.2, vf_coef=0.5, ent_coef=0.01, threads=2)
+    queue.put([g.tolist() for g in grads])
+
+
+def test_threads_after_fork():
+    """A process forked after the worker threads started (they do not survive a fork) still runs the blocks on
+    threads: the pool is made again in the child instead of waiting on its parent's dead workers."""
+    import multiprocessing as mp
+
+    args = case((5, 8, 3, 6, 4), "inside", seed=6)
+    want, _ = lstm_ppo_grads(*args, clip=0.2, vf_coef=0.5, ent_coef=0.01, threads=2)
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_threads_in_child, args=(args, queue))
+    child.start()
+    try:
+        got = queue.get(timeout=30)
+        child.join(timeout=30)
+    finally:
+        if child.is_alive():
+            child.terminate()
+    assert child.exitcode == 0
+    for g, w in zip(got, want):
+        torch.testing.assert_close(torch.tensor(g), w, **GRAD_TOL)
+
+
 def test_non_contiguous_inputs():
     """Minibatches are gathered columns of a rollout; strided views give the same gradients."""
     args = list(case((6, 9, 3, 5, 4), "inside", seed=4))
