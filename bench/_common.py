@@ -72,9 +72,9 @@ def warn_if_loaded(load: tuple[float, float, float], threshold: float = 1.0) -> 
 
 
 def parse_value(text: str):
-    """A command-line config value: ``True``/``False``, an int, a float, else the string itself."""
-    if text in ("True", "False"):
-        return text == "True"
+    """A command-line config value: ``True``/``False`` (or ``true``/``false``), an int, a float, else the string."""
+    if text in ("True", "False", "true", "false"):
+        return text in ("True", "true")
     for cast in (int, float):
         try:
             return cast(text)

@@ -14,6 +14,7 @@ def test_parse_fields_types_values():
     got = common.parse_fields(["a=1", "b=0.5", "c=True", "d=False", "e=normal", "f=-2.3", "g=1e-3"], "--x")
     assert got == {"a": 1, "b": 0.5, "c": True, "d": False, "e": "normal", "f": -2.3, "g": 1e-3}
     assert type(got["a"]) is int and type(got["b"]) is float
+    assert common.parse_fields(["x=true", "y=false"], "--x") == {"x": True, "y": False}   # the CLI's spelling too
 
 
 @pytest.mark.parametrize("item", ["kl_coef", "=3", ""])
