@@ -2,7 +2,7 @@
 # One lent-GPU session, as run for bench/RESULTS.md: install metarl on the GPU machine's image
 # (carrying wheels in .whl/ for what it lacks), run every cuda-marked test with compiled Triton
 # (TRITON_INTERPRET=0), then the GPU measurements. Logs go to $OUT (or /tmp/gpu-out).
-#   usage: bash bench/gpu_session.sh [tests|tune|bench|all|maml|issue23|tests,tune]   (modes join with commas)
+#   usage: bash bench/gpu_session.sh [tests|tune|bench|all|maml|issue23|issue22|tests,tune]   (modes join with commas)
 #   tests: pytest -m cuda tests/          tune: bench/gpu_tune.py ac (tiles per precision, step vs unfused)
 #   bench: bench/actor_critic.py, bench/rollout.py, bench/envs.py on the GPU      all: tests + tune + bench
 #   maml: the recurrent-policy cuda tests, then bench/reproduce_maml.py on the GPU (time-boxed)
@@ -11,6 +11,10 @@
 #     RecurrentActorCritic.step; kNN Triton vs cdist+topk at M = 1e5, 1e6, Q = 256; the actor-critic
 #     kernel alone (default and split_cat tiles, profiled bf16) and kNN at M = 1e6 (gpu_tune.py ac2 knn);
 #     compute-sanitizer memcheck over the cuda-marked Triton tests where the tool exists
+#   issue22: the whole RL^2 loop on the GPU (~9 min): bench/train.py at N = 1024..65536 beside the CPU
+#     column, then `metarl train rl2 --device cuda` end to end at 65,536 bandit envs and 16,384 TabularMDP
+#     envs (time-boxed; the harness checkpoints on SIGTERM and the log keeps the rate), then the RL^2
+#     tabular-MDP rows at the budget left (bench/reproduce_rl2.py --rows mdp-10 --device cuda)
 set -u
 cd "$(dirname "$0")/.."
 what=",${1:-all},"
@@ -66,5 +70,16 @@ if has issue23; then
   else
     echo "compute-sanitizer: not found on this machine" | tee "$OUT/issue23_memcheck.log"
   fi
+fi
+if has issue22; then
+  timeout 150 python3 bench/train.py --device cuda --envs 1024,16384,65536 --columns "metarl fused" --seconds 3 \
+    2>&1 | tee "$OUT/issue22_train_loop.log" | tail -12
+  timeout -s TERM 100 python3 -m metarl train rl2 --device cuda --num-envs 65536 --total-env-steps 2e8 --quiet \
+    --run-dir "$OUT/rl2-bandits-65536" 2>&1 | tee "$OUT/issue22_rl2_bandits.log" | tail -4
+  timeout -s TERM 100 python3 -m metarl train rl2 --device cuda --env TabularMDP-v0 --episodes-per-trial 10 \
+    --num-envs 16384 --normalize-returns true --hidden-size 128 --total-env-steps 5e8 --quiet \
+    --run-dir "$OUT/rl2-mdp-16384" 2>&1 | tee "$OUT/issue22_rl2_mdp.log" | tail -4
+  timeout -s TERM 160 python3 bench/reproduce_rl2.py --rows mdp-10 --device cuda --out "$OUT" 2>&1 \
+    | tee "$OUT/issue22_mdp10.log" | tail -8
 fi
 cp bench/results/*.json "$OUT/" 2>/dev/null || true
