@@ -11,8 +11,8 @@
 #     RecurrentActorCritic.step; kNN Triton vs cdist+topk at M = 1e5, 1e6, Q = 256; the actor-critic
 #     kernel alone (default and split_cat tiles, profiled bf16) and kNN at M = 1e6 (gpu_tune.py ac2 knn);
 #     compute-sanitizer memcheck over the cuda-marked Triton tests where the tool exists
-#   issue22: the whole RL^2 loop on the GPU (~9 min): bench/train.py at N = 1024..65536 beside the CPU
-#     column, then `metarl train rl2 --device cuda` end to end at 65,536 bandit envs and 16,384 TabularMDP
+#   issue22: the whole RL^2 loop on the GPU (~9 min): bench/train.py (metarl fused) at N = 1024..65536 (the CPU
+#     rates: bench/RESULTS.md), then `metarl train rl2 --device cuda` end to end at 65,536 bandit envs and 16,384 TabularMDP
 #     envs (time-boxed; the harness checkpoints on SIGTERM and the log keeps the rate), then the RL^2
 #     tabular-MDP rows at the budget left (bench/reproduce_rl2.py --rows mdp-10 --device cuda)
 set -u
