@@ -1,16 +1,16 @@
-"""ProMP (metarl.algos.promp): config checks, the LVC objective's derivatives against the likelihood-ratio
-ones, the outer objective and KL penalty, exact resume through the run harness, learning on 2D navigation."""
+"""ProMP (metarl.algos.promp): config checks, the outer objective and KL penalty, exact resume through the run
+harness, learning on 2D navigation (the LVC objective's derivatives: tests/test_estimators.py, with the other
+inner losses)."""
 import csv
 import dataclasses
 import math
 
 import pytest
 import torch
-from torch.func import functional_call, hessian, jacrev
 
 from metarl import checkpoint
 from metarl.algos import promp as P
-from metarl.algos.pg import FunctionalPolicy, GaussianMLPPolicy, gaussian_log_prob, make_horizon_env, make_mlp_policy
+from metarl.algos.pg import make_horizon_env, make_mlp_policy
 from metarl.algos.promp import PROMPConfig, adapt_kl_coeff, evaluate, lvc_loss_fn, outer_loss, train
 from metarl.cli import ALGOS
 
@@ -34,60 +34,6 @@ def test_defaults_are_the_authors_run_scripts_and_promp_is_registered():
     assert (cfg.outer_lr, cfg.outer_steps, cfg.clip_eps, cfg.init_inner_kl_penalty) == (1e-3, 5, 0.3, 5e-4)
     assert (cfg.target_inner_kl, cfg.adaptive_inner_kl, cfg.hidden_sizes) == (0.01, False, (64, 64))
     assert ALGOS["promp"] == ("metarl.algos.promp", "PROMPConfig", "PROMPLearner")
-
-
-def _task_batch(policy, m=7, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    obs = torch.randn(m, 2, generator=g, dtype=torch.float64)
-    with torch.no_grad():
-        mean, log_std = policy(obs)
-    act = mean + log_std.exp() * torch.randn(mean.shape, generator=g, dtype=torch.float64)
-    mask = torch.ones(m, dtype=torch.float64)
-    mask[-2:] = 0                                      # masked samples count for nothing
-    adv = torch.randn(m, generator=g, dtype=torch.float64) * mask
-    return {"obs": obs, "act": act, "adv": adv, "mask": mask,
-            "old_logp": gaussian_log_prob(mean, log_std, act).detach()}
-
-
-def test_lvc_gradient_and_hessian_equal_the_likelihood_ratio_ones_at_the_sampling_point():
-    """At θ = θ_old: ∇L^LVC = −E[∇log π · A] (REINFORCE, = DiCE's first derivative) and
-    ∇²L^LVC = −E[(∇²log π + ∇log π ∇log πᵀ) · A] (the likelihood-ratio Hessian; MAML's VPG surrogate has only
-    the first term). Checked exactly, in float64, on a small two-layer Gaussian policy."""
-    torch.manual_seed(0)
-    policy = GaussianMLPPolicy(2, 2, hidden=(3,), init="torch").double()
-    with torch.no_grad():
-        policy.log_std.copy_(torch.tensor([-0.3, 0.2]))
-    names = [n for n, _ in policy.named_parameters()]
-    shapes = [p.shape for _, p in policy.named_parameters()]
-    flat0 = torch.cat([p.detach().reshape(-1) for _, p in policy.named_parameters()])
-    tb = _task_batch(policy)
-    valid = tb["mask"].sum()
-
-    def unflat(v):
-        out, i = {}, 0
-        for n, s in zip(names, shapes):
-            out[n] = v[i:i + s.numel()].view(s)
-            i += s.numel()
-        return out
-
-    lvc = lvc_loss_fn(FunctionalPolicy(policy))
-
-    def loss(v):
-        return lvc(unflat(v), tb)
-
-    def logp(v):                                            # [M] per-sample log-probs
-        mean, log_std = functional_call(policy, unflat(v), (tb["obs"],))
-        return gaussian_log_prob(mean, log_std, tb["act"])
-
-    w = tb["adv"] * tb["mask"] / valid
-    score = jacrev(logp)(flat0)                              # [M, P]
-    hess_logp = hessian(lambda v: (logp(v) * w).sum())(flat0)  # Σ_t w_t ∇² log π_t
-    g_expected = -(score * w[:, None]).sum(0)
-    h_expected = -(hess_logp + score.T @ (score * w[:, None]))
-    torch.testing.assert_close(jacrev(loss)(flat0), g_expected, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(hessian(loss)(flat0), h_expected, rtol=1e-9, atol=1e-11)
-    # the score-product term is not negligible here: the check tells LVC from MAML's surrogate
-    assert (score.T @ (score * w[:, None])).abs().max() > 1e-2
 
 
 def test_outer_objective_at_the_sampling_point_and_its_kl_penalty():
