@@ -405,8 +405,8 @@ def per_task_dice_weights(batch: Batch, b: int, gamma: float, reg_coeff: float =
     k = n // b
     t = torch.arange(t_len, device=batch.rewards.device)
     disc = gamma ** t.to(batch.rewards.dtype)
-    rew = batch.rewards * batch.mask * disc.unsqueeze(1)                      # γ^t r_t  [T, N]
-    ret = torch.flip(torch.cumsum(torch.flip(rew, (0,)), 0), (0,))           # G_t      [T, N]
+    rew = batch.rewards * batch.mask * disc.unsqueeze(1)                      # γ^t r_t                [T, N]
+    ret = returns_to_go(batch, gamma) * disc.unsqueeze(1)                    # G_t = γ^t · return-to-go [T, N]
     obs, act, ret, rew, mask, tt = (per_task(x, b) for x in (batch.obs, batch.actions, ret, rew, batch.mask,
                                                              t.unsqueeze(1).expand(t_len, n)))
     feats = baseline_features(obs, tt)
