@@ -236,11 +236,8 @@ def ppo_update(policy, optimizer, ro, cfg: RL2Config, ent_coef: float, generator
                                                ro.log_probs[:, idx], a, ret[:, idx], params, clip=cfg.clip,
                                                vf_coef=cfg.vf_coef, ent_coef=ent_coef, scale=share,
                                                threads=torch.get_num_threads())
-                    for p, g in zip(params, grads):
-                        if p.grad is None:
-                            p.grad = g
-                        else:
-                            p.grad += g
+                    for p, g in zip(params, grads):     # zero_grad(set_to_none=True) just above
+                        p.grad = g
                     for k in stats:
                         stats[k] += mb[k]
                     updates += 1
