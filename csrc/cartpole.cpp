@@ -50,16 +50,11 @@ struct CartPoleBuffers {
 };
 
 // Env i's fresh state, drawn with its counter value (which the reset then uses up), into the
-// state and the observation: the scalar half of a step, run only for the envs that reset. The
-// four lanes are one 4 x uint32 vector to gcc (SLP), so a reset costs about one mix32 chain.
+// state and the observation: the scalar half of a step, run only for the envs that reset.
 static inline void reset_one(const CartPoleBuffers& b, int64_t n, int64_t i) {
   const int64_t c = b.counter[i];
-  const uint32_t c32 = static_cast<uint32_t>(c), k32 = static_cast<uint32_t>(b.key[i]);
   float v[4];
-  for (uint32_t lane = 0; lane < 4; ++lane) {
-    const uint32_t bits = mix32(mix32(c32 + kGolden * lane) ^ k32);
-    v[lane] = -0.05f + 0.1f * (static_cast<float>(bits >> 8) * (1.0f / 16777216.0f));
-  }
+  for (uint32_t lane = 0; lane < 4; ++lane) v[lane] = -0.05f + 0.1f * uniform(b.key[i], c, lane);
   for (int lane = 0; lane < 4; ++lane) {
     b.state[lane * n + i] = v[lane];
     b.obs[i * 4 + lane] = v[lane];
